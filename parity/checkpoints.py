@@ -1,0 +1,46 @@
+"""Safe checkpoint reading shared by both ports: ``weights_only`` loading and readable errors."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+
+import torch
+
+from .errors import ParityError
+
+
+def read_checkpoint(path) -> object:
+    """torch.load with ``weights_only=True`` on CPU; every failure becomes a one-line ParityError."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ParityError(f"checkpoint {path!r} does not exist: check the path")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ParityError(f"checkpoint {path!r} holds objects other than tensors and plain containers, "
+                          f"refused by weights_only loading ({first}): re-save it as a state dict") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ParityError(f"checkpoint {path!r} is not a readable torch file ({first}): "
+                          f"it may be truncated or corrupt; re-save or re-download it") from None
+
+
+def load_state_dict_strict(model: torch.nn.Module, state_dict, source: str = "checkpoint") -> None:
+    """load_state_dict(strict=True), with missing, unexpected and mis-shaped keys listed in one line."""
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise ParityError(f"{source} does not hold a state dict (a dict of tensors): pass a model checkpoint")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    misshaped = sorted(k for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
+    if missing or unexpected or misshaped:
+        def show(keys):
+            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+        parts = [f"{label} {len(keys)}: {show(keys)}" for label, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
+        raise ParityError(f"{source} does not fit the model ({'; '.join(parts)}): "
+                          f"build the model with the configuration the weights were trained with")
+    model.load_state_dict(state_dict, strict=True)

@@ -1,0 +1,86 @@
+"""Selective scan (Mamba v1 SSM): a sequential reference and the dispatcher.
+
+Shapes follow mamba_ssm: u, delta, z (batch, d_inner, L); A (d_inner, d_state);
+B, C (batch, d_state, L); D, delta_bias (d_inner,).
+
+The reference has the semantics of ``mamba_ssm.ops.selective_scan_interface.selective_scan_ref``
+(the golden tensors were made with it); the fast CPU path lives in ``chunked.py`` and the fused
+CUDA kernel is used only when ``mamba_ssm`` imports and the tensors are on a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+SCAN_IMPLS = ("ref", "chunked", "cuda")
+_default_impl = "chunked"
+
+
+def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                       return_last_state=False):
+    """Sequential scan, one time step at a time; slow, simple, the ground truth."""
+    dtype_in = u.dtype
+    u, delta = u.float(), delta.float()
+    if delta_bias is not None:
+        delta = delta + rearrange(delta_bias.float(), "d -> d 1")
+    if delta_softplus:
+        delta = F.softplus(delta)
+    B, C = B.float(), C.float()
+    batch, d_inner, d_state = u.shape[0], A.shape[0], A.shape[1]
+
+    decay = torch.exp(torch.einsum("bdl,dn->bdln", delta, A))
+    drive = torch.einsum("bdl,bnl,bdl->bdln", delta, B, u)
+    state = A.new_zeros((batch, d_inner, d_state))
+    ys = []
+    for t in range(u.shape[2]):
+        state = decay[:, :, t] * state + drive[:, :, t]
+        ys.append(torch.einsum("bdn,bn->bd", state, C[:, :, t]))
+    y = torch.stack(ys, dim=2)
+    out = y if D is None else y + u * rearrange(D, "d -> d 1")
+    if z is not None:
+        out = out * F.silu(z)
+    out = out.to(dtype_in)
+    return (out, state) if return_last_state else out
+
+
+@functools.cache
+def _cuda_scan():
+    """mamba_ssm's fused kernel, or None; imported lazily and only when CUDA exists."""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception:  # not installed, or built for another CUDA: fall back quietly
+        return None
+    return selective_scan_fn
+
+
+def set_default_scan(impl: str) -> None:
+    """Choose the scan used by every Mamba mixer that was not given one ('ref', 'chunked', 'cuda')."""
+    global _default_impl
+    if impl not in SCAN_IMPLS:
+        raise ValueError(f"unknown scan {impl!r}: choose one of {', '.join(SCAN_IMPLS)}")
+    _default_impl = impl
+
+
+def get_default_scan() -> str:
+    return _default_impl
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   impl: str | None = None):
+    """Dispatch: fused CUDA kernel for GPU tensors when available, else the chosen CPU path."""
+    impl = impl or _default_impl
+    if u.is_cuda and impl != "ref":
+        fused = _cuda_scan()
+        if fused is not None:
+            return fused(u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus)
+    if impl == "ref":
+        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    from .chunked import selective_scan_chunked
+
+    return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
