@@ -1,0 +1,101 @@
+"""Benchmark one training step (forward + backward + optimiser step) of either port's CIFAR-10
+configuration: images per second and peak memory.
+
+Each case runs in a fresh Python process so that its peak resident memory (``ru_maxrss``) belongs
+to that case alone; the process's baseline (interpreter, torch, the model) is reported too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+PORTS = ("original", "notebook")
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _build(port: str, batch: int):
+    import torch
+
+    torch.manual_seed(0)
+    images = torch.rand(batch, 3, 32, 32)
+    if port == "original":
+        import original_port
+        from original_port.configs import cifar10_model_spec
+
+        model = original_port.from_spec(cifar10_model_spec())
+        opt = original_port.make_optimizer(model.parameters(), {"name": "adamw", "args": {"lr": 5e-4}})
+        return lambda: original_port.train_step(model, opt, images)
+    import notebook_port
+
+    model = notebook_port.MambaGINR_CIFAR(**notebook_port.NOTEBOOK_CIFAR_KWARGS)
+    opt = notebook_port.make_optimizer(model)
+    gen = torch.Generator().manual_seed(0)
+    return lambda: notebook_port.train_step(model, opt, images, generator=gen)
+
+
+def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: int | None) -> dict:
+    import torch
+
+    from parity.ssm import set_default_scan
+
+    if threads:
+        torch.set_num_threads(threads)
+    set_default_scan(scan)
+    step = _build(port, batch)
+    baseline = _rss_mb()
+    step()  # warm-up (allocator, first-touch); its peak counts in the peak below
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    return {"port": port, "batch": batch, "scan": scan, "threads": torch.get_num_threads(),
+            "median_s": med, "min_s": min(times), "max_s": max(times), "images_per_s": batch / med,
+            "peak_rss_mb": _rss_mb(), "baseline_rss_mb": baseline}
+
+
+def measure_step(port: str, batch: int, repeats: int = 3, scan: str = "chunked", threads: int | None = None) -> dict:
+    """Run the case in a fresh subprocess and return its measurements."""
+    if port not in PORTS:
+        raise ValueError(f"unknown port {port!r}: choose one of {', '.join(PORTS)}")
+    cmd = [sys.executable, "-m", "parity.bench.step", port, "--batch", str(batch), "--repeats", str(repeats),
+           "--scan", scan] + (["--threads", str(threads)] if threads else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark subprocess failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def step_table(rows: list[dict]):
+    from rich.table import Table
+
+    table = Table(title="One training step (forward + backward + AdamW), CIFAR-10 32x32, this machine")
+    for col in ("port", "batch", "scan", "threads", "median s", "min s", "max s", "images/s", "peak RSS MB",
+                "baseline RSS MB"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["port"], str(r["batch"]), r["scan"], str(r["threads"]), f"{r['median_s']:.2f}",
+                      f"{r['min_s']:.2f}", f"{r['max_s']:.2f}", f"{r['images_per_s']:.2f}",
+                      f"{r['peak_rss_mb']:.0f}", f"{r['baseline_rss_mb']:.0f}")
+    return table
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("port", choices=PORTS)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scan", default="chunked")
+    parser.add_argument("--threads", type=int, default=None)
+    a = parser.parse_args()
+    print(json.dumps(measure_in_process(a.port, a.batch, a.repeats, a.scan, a.threads)))
