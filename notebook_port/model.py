@@ -4,25 +4,20 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange, repeat
 
 from parity.coords import endpoint_grid
+from parity.features import (fourier_patch_code, gaussian_fourier_features, log_fourier_features,
+                             log_spaced_omegas, spatial_bias)
 from parity.ssm import BiMambaEncoder
 
 
 def create_coordinate_grid(H: int, W: int, device="cpu") -> torch.Tensor:
     """linspace(0, 1) with both ends, (y, x), flattened to (H*W, 2)."""
     return endpoint_grid(H, W, device=device)
-
-
-def gaussian_fourier_features(coords: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """[sin(2 pi c B^T), cos(2 pi c B^T)]; same operation order as the notebook."""
-    proj = 2 * np.pi * coords @ B.T
-    return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
 
 
 class ImplicitSequentialBias(nn.Module):
@@ -54,72 +49,125 @@ class ImplicitSequentialBias(nn.Module):
 
 class ModulationNetwork(nn.Module):
     """Coordinates -> Gaussian Fourier features (B ~ N(0, 10^2)) -> MLP -> one-head attention over
-    the LP features (scale dim^-0.5, no positional bias) -> MLP."""
+    the LP features (scale dim^-0.5, no positional bias) -> MLP.
 
-    def __init__(self, coord_dim=2, hidden_dim=256, feature_dim=512, num_freqs=128):
+    Harness toggles (defaults are the notebook): ``heads``/``dim_head``; ``fourier='logspace'``
+    (LAINR's query bands, sigma ``sigma_q``, ``feature_dim`` features); ``bias_patches`` > 0 adds the
+    original's spatial bias for that many patches per side."""
+
+    def __init__(self, coord_dim=2, hidden_dim=256, feature_dim=512, num_freqs=128, heads=1, dim_head=None,
+                 fourier="gaussian", fourier_dim=64, sigma_q=16.0, bias_patches=0, bias_alpha=10.0):
         super().__init__()
-        self.num_freqs, self.feature_dim = num_freqs, feature_dim
-        self.register_buffer("B", torch.randn(num_freqs, coord_dim) * 10.0)
-        self.coord_encoder = nn.Sequential(nn.Linear(num_freqs * 2, hidden_dim), nn.ReLU(),
+        self.num_freqs, self.feature_dim, self.fourier = num_freqs, feature_dim, fourier
+        self.heads, self.dim_head = heads, dim_head or feature_dim
+        self.bias_patches, self.bias_alpha = bias_patches, bias_alpha
+        inner = self.heads * self.dim_head
+        if fourier == "gaussian":
+            self.register_buffer("B", torch.randn(num_freqs, coord_dim) * 10.0)
+            in_features = num_freqs * 2
+        else:
+            self.omegas = log_spaced_omegas(sigma_q, fourier_dim // (2 * coord_dim))
+            in_features = fourier_dim
+        self.coord_encoder = nn.Sequential(nn.Linear(in_features, hidden_dim), nn.ReLU(),
                                            nn.Linear(hidden_dim, hidden_dim))
-        self.query_proj = nn.Linear(hidden_dim, feature_dim)
-        self.key_proj = nn.Linear(feature_dim, feature_dim)
-        self.value_proj = nn.Linear(feature_dim, feature_dim)
-        self.scale = feature_dim ** -0.5
-        self.modulation_proj = nn.Sequential(nn.Linear(feature_dim, hidden_dim), nn.ReLU(),
+        self.query_proj = nn.Linear(hidden_dim, inner)
+        self.key_proj = nn.Linear(feature_dim, inner)
+        self.value_proj = nn.Linear(feature_dim, inner)
+        self.scale = self.dim_head ** -0.5
+        self.modulation_proj = nn.Sequential(nn.Linear(inner, hidden_dim), nn.ReLU(),
                                              nn.Linear(hidden_dim, feature_dim))
 
     def fourier_encode(self, coords):
-        return gaussian_fourier_features(coords, self.B)
+        if self.fourier == "gaussian":
+            return gaussian_fourier_features(coords, self.B)
+        return log_fourier_features(coords, self.omegas)
 
-    def forward(self, coords, lp_features, return_attention=False, bias=None):
-        q = self.query_proj(self.coord_encoder(self.fourier_encode(coords)))
-        k, v = self.key_proj(lp_features), self.value_proj(lp_features)
-        scores = torch.einsum("bnd,bmd->bnm", q, k) * self.scale
-        if bias is not None:  # harness toggle: the original's spatial bias; never set by the notebook
-            scores = scores + bias
+    def forward(self, coords, lp_features, return_attention=False):
+        split = lambda t: rearrange(t, "b n (h d) -> b h n d", h=self.heads)
+        q = split(self.query_proj(self.coord_encoder(self.fourier_encode(coords))))
+        k, v = split(self.key_proj(lp_features)), split(self.value_proj(lp_features))
+        scores = torch.einsum("bhnd,bhmd->bhnm", q, k) * self.scale
+        if self.bias_patches:  # per sample: the notebook decodes every image at its own coordinates
+            scores = scores + spatial_bias(coords, self.bias_patches, lp_features.shape[1], self.bias_alpha).unsqueeze(1)
         weights = F.softmax(scores, dim=-1)
-        modulation = self.modulation_proj(torch.einsum("bnm,bmd->bnd", weights, v))
-        return (modulation, weights) if return_attention else modulation
+        attended = rearrange(torch.einsum("bhnm,bhmd->bhnd", weights, v), "b h n d -> b n (h d)")
+        modulation = self.modulation_proj(attended)
+        if return_attention:
+            return modulation, weights.mean(dim=1)
+        return modulation
 
 
 class Hyponet(nn.Module):
     """concat(modulation, Gaussian Fourier features of its own coords) -> 3 x (Linear, ReLU) ->
-    Linear(3) -> Sigmoid."""
+    Linear(3) -> Sigmoid.
 
-    def __init__(self, coord_dim=2, hidden_dim=256, feature_dim=512, num_freqs=64):
+    Harness toggles (defaults are the notebook): ``modulation='add'`` enters the modulation the
+    LAINR way, ReLU(ReLU(bandwidth(gamma)) + modulation_lin(modulation)), in place of the first
+    layer; ``fourier='logspace'`` (LAINR's first band, sigma ``sigma``); ``output_activation='none'``."""
+
+    def __init__(self, coord_dim=2, hidden_dim=256, feature_dim=512, num_freqs=64, fourier="gaussian",
+                 fourier_dim=64, sigma=128.0, modulation="concat", output_activation="sigmoid"):
         super().__init__()
-        self.num_freqs = num_freqs
-        self.register_buffer("B_hypo", torch.randn(num_freqs, coord_dim) * 10.0)
+        self.num_freqs, self.fourier, self.modulation = num_freqs, fourier, modulation
+        if fourier == "gaussian":
+            self.register_buffer("B_hypo", torch.randn(num_freqs, coord_dim) * 10.0)
+            coord_features = num_freqs * 2
+        else:
+            self.omegas = log_spaced_omegas(sigma, fourier_dim // (2 * coord_dim))
+            coord_features = fourier_dim
+        if modulation == "add":
+            self.bandwidth_lin = nn.Linear(coord_features, hidden_dim)
+            self.modulation_lin = nn.Linear(feature_dim, hidden_dim)
+            first = nn.Identity()
+        else:
+            first = nn.Linear(feature_dim + coord_features, hidden_dim)
         self.decoder = nn.Sequential(
-            nn.Linear(feature_dim + num_freqs * 2, hidden_dim), nn.ReLU(),
+            first, nn.ReLU(),
             nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
             nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
-            nn.Linear(hidden_dim, 3), nn.Sigmoid(),
+            nn.Linear(hidden_dim, 3), nn.Sigmoid() if output_activation == "sigmoid" else nn.Identity(),
         )
 
     def fourier_encode(self, coords):
-        return gaussian_fourier_features(coords, self.B_hypo)
+        if self.fourier == "gaussian":
+            return gaussian_fourier_features(coords, self.B_hypo)
+        return log_fourier_features(coords, self.omegas)
 
     def forward(self, coords, modulation):
-        return self.decoder(torch.cat([modulation, self.fourier_encode(coords)], dim=-1))
+        features = self.fourier_encode(coords)
+        if self.modulation == "add":
+            return self.decoder(F.relu(self.bandwidth_lin(features)) + self.modulation_lin(modulation))
+        return self.decoder(torch.cat([modulation, features], dim=-1))
 
 
 class MambaGINR_CIFAR(nn.Module):  # noqa: N801  (the notebook's class name)
     """The notebook's model. Defaults are the class defaults; the notebook instantiates it with
     img_size=32, patch_size=4, dim=256, num_lp=32, mamba_depth=4, hidden_dim=128 (see
-    ``NOTEBOOK_CIFAR_KWARGS``)."""
+    ``NOTEBOOK_CIFAR_KWARGS``). Keyword-only arguments are harness toggles whose defaults are the
+    notebook's behaviour."""
 
     def __init__(self, img_size=32, patch_size=4, dim=512, num_lp=64, mamba_depth=6, hidden_dim=256,
-                 lp_type="equidistant"):
+                 lp_type="equidistant", *, pos_code="none", lp_init_std=0.02, ff_dim=None, final_residual=False,
+                 heads=1, dim_head=None, spatial_bias=False, bias_alpha=10.0, fourier="gaussian", fourier_dim=64,
+                 sigma_q=16.0, sigma_hypo=128.0, modulation="concat", output_activation="sigmoid"):
         super().__init__()
         self.img_size, self.patch_size, self.dim = img_size, patch_size, dim
         self.num_patches = (img_size // patch_size) ** 2
-        self.patch_embed = nn.Linear(patch_size * patch_size * 3, dim)
-        self.lp_module = ImplicitSequentialBias(num_lp=num_lp, dim=dim, input_len=self.num_patches, type=lp_type)
-        self.encoder = BiMambaEncoder(dim=dim, depth=mamba_depth, ff_dim=dim * 4)
-        self.modulation_net = ModulationNetwork(coord_dim=2, hidden_dim=hidden_dim, feature_dim=dim)
-        self.hyponet = Hyponet(coord_dim=2, hidden_dim=hidden_dim, feature_dim=dim)
+        # Harness toggle: the original's fixed 32-wide Fourier code in front of each patch embedding.
+        self.pos_code = fourier_patch_code(img_size // patch_size, img_size // patch_size) if pos_code == "fourier" else None
+        code_width = 0 if self.pos_code is None else self.pos_code.shape[1]
+        self.patch_embed = nn.Linear(patch_size * patch_size * 3, dim - code_width)
+        self.lp_module = ImplicitSequentialBias(num_lp=num_lp, dim=dim, input_len=self.num_patches, type=lp_type,
+                                                init_std=lp_init_std)
+        self.encoder = BiMambaEncoder(dim=dim, depth=mamba_depth, ff_dim=ff_dim or dim * 4,
+                                      add_final_residual=final_residual)
+        self.modulation_net = ModulationNetwork(coord_dim=2, hidden_dim=hidden_dim, feature_dim=dim, heads=heads,
+                                                dim_head=dim_head, fourier=fourier, fourier_dim=fourier_dim,
+                                                sigma_q=sigma_q, bias_alpha=bias_alpha,
+                                                bias_patches=int(self.num_patches ** 0.5) if spatial_bias else 0)
+        self.hyponet = Hyponet(coord_dim=2, hidden_dim=hidden_dim, feature_dim=dim, fourier=fourier,
+                               fourier_dim=fourier_dim, sigma=sigma_hypo, modulation=modulation,
+                               output_activation=output_activation)
 
     def patchify(self, images):
         """(B, C, H, W) -> (B, num_patches, C*p*p), patches row-major, features in (C, p, p) order."""
@@ -132,6 +180,8 @@ class MambaGINR_CIFAR(nn.Module):  # noqa: N801  (the notebook's class name)
 
     def encode(self, images):
         tokens = self.patch_embed(self.patchify(images))
+        if self.pos_code is not None:
+            tokens = torch.cat([self.pos_code.to(tokens.device).expand(tokens.shape[0], -1, -1), tokens], dim=2)
         return self.lp_module.extract_lp(self.encoder(self.lp_module.add_lp(tokens)))
 
     def decode(self, lp_features, modulation_coords, hyponet_coords=None, return_modulation=False):

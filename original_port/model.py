@@ -49,17 +49,19 @@ def interleave_permutation(seq_len: int, num_lp: int, positions: torch.Tensor | 
 class MambaLainrInr(nn.Module):
     """Tokenizer -> LP interleave -> BiMamba encoder -> LP tokens -> LAINR decoder.
 
-    ``fix_lp_extraction`` (off in the source) reads the LPs back from where they were inserted,
-    an improvement toggle for the 'middle' and 'n_group' types.
+    Harness toggles (defaults are the source): ``lp_init_std``; ``decoder_width``;
+    ``fix_lp_extraction`` reads the LPs back from where they were inserted (the 'middle' and
+    'n_group' types read other tokens in the source).
     """
 
     def __init__(self, tokenizer, hyponet, mamba_encoder, num_lp=128, type="equidistant", n_group=1,
-                 latent_token_len=64, lp_init_std=1.0, fix_lp_extraction=False):
+                 latent_token_len=64, lp_init_std=1.0, fix_lp_extraction=False, decoder_width=None):
         super().__init__()
         self.dim = mamba_encoder["args"]["dim"]
         self.latent_token_len = latent_token_len  # unused by the source, kept for spec compatibility
         self.tokenizer = make(tokenizer, args={"dim": self.dim})
-        self.hyponet = make(hyponet, args={"hidden_dim": self.dim})
+        # The source ties the decoder width to the encoder dim; decoder_width (a toggle) unties it.
+        self.hyponet = make(hyponet, args={"hidden_dim": decoder_width or self.dim})
         self.mamba_encoder = make(mamba_encoder)
         self.input_len = self.tokenizer.n_patches
         self.type, self.num_lp, self.n_group = type, num_lp, n_group

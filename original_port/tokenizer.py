@@ -3,30 +3,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from parity.features import fourier_patch_code
+
 from .registry import register
-
-
-def fourier_patch_code(rows: int, cols: int, width: int = 32) -> torch.Tensor:
-    """The fixed position code: (rows*cols, width). Patch centres on an endpoint grid
-    (linspace(0, 1)), (x, y) order; frequencies 1..width/4 for sine and width/4+1..width/2 for
-    cosine, laid out per frequency as [sin x, sin y, cos x, cos y]. Same float operations as the
-    source so the values match bit for bit."""
-    xx, yy = np.meshgrid(np.linspace(0, 1, cols), np.linspace(0, 1, rows))
-    xy = torch.tensor(np.stack([xx, yy], axis=-1).reshape(-1, 2), dtype=torch.float32)
-    periods = [1 / k for k in range(1, width // 2 + 1)]
-    half = len(periods) // 2
-    sin_periods = torch.tensor(periods[:half], dtype=torch.float32).view(1, -1, 1)
-    cos_periods = torch.tensor(periods[half:], dtype=torch.float32).view(1, -1, 1)
-    xy = xy.unsqueeze(1)
-    sin_part = torch.sin(2 * torch.pi * (1 / sin_periods) * xy)
-    cos_part = torch.cos(2 * torch.pi * (1 / cos_periods) * xy)
-    return torch.cat([sin_part, cos_part], dim=-1).view(xy.shape[0], -1)
 
 
 @register("mamba_patch_tokenizer")
@@ -45,7 +29,10 @@ class MambaPatchTokenizer(nn.Module):
         self.grid = tuple((input_size[i] + 2 * self.padding[i]) // self.patch_size[i] for i in range(2))
         self.n_patches = self.grid[0] * self.grid[1]
         self.learned_posemb = pos_emb == "learned"
-        if self.learned_posemb:
+        self.pos_emb = pos_emb
+        if pos_emb == "none":  # harness toggle: no position code, prefc maps to the full dim
+            self.posemb = None
+        elif self.learned_posemb:
             self.posemb = nn.Parameter(torch.randn(self.n_patches, dim))
         else:
             # A plain tensor in the source: not a parameter, not a buffer, not in the state dict.
@@ -62,6 +49,8 @@ class MambaPatchTokenizer(nn.Module):
                              f"{self.input_size[0]}x{self.input_size[1]}: resize the images or rebuild the model")
         x = F.unfold(x, self.patch_size, stride=self.patch_size, padding=self.padding)
         x = self.prefc(rearrange(x, "b cpp l -> b l cpp").contiguous())
+        if self.posemb is None:
+            return x
         if self.learned_posemb:
             return x + self.posemb.unsqueeze(0)
         code = self.posemb.to(x.device).expand(x.shape[0], -1, -1)

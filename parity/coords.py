@@ -27,3 +27,15 @@ def jitter(coords: torch.Tensor, std: float = 0.01, generator: torch.Generator |
     does not clamp)."""
     noise = torch.randn(coords.shape, generator=generator, dtype=coords.dtype, device=coords.device)
     return coords + noise * std
+
+
+COORD_CONVENTIONS = ("endpoints", "centres")
+
+
+def make_grid(height: int, width: int, convention: str, device=None) -> torch.Tensor:
+    """(H*W, 2) query grid, (y, x) order, row-major: 'endpoints' (notebook) or 'centres' (original)."""
+    if convention == "endpoints":
+        return endpoint_grid(height, width, device=device)
+    if convention == "centres":
+        return pixel_centre_grid((height, width), device=device).reshape(-1, 2)
+    raise ValueError(f"unknown coordinate convention {convention!r}: choose one of {', '.join(COORD_CONVENTIONS)}")
