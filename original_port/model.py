@@ -61,7 +61,8 @@ class MambaLainrInr(nn.Module):
         self.latent_token_len = latent_token_len  # unused by the source, kept for spec compatibility
         self.tokenizer = make(tokenizer, args={"dim": self.dim})
         # The source ties the decoder width to the encoder dim; decoder_width (a toggle) unties it.
-        self.hyponet = make(hyponet, args={"hidden_dim": decoder_width or self.dim})
+        untied = {"context_dim": self.dim} if decoder_width else {}
+        self.hyponet = make(hyponet, args={"hidden_dim": decoder_width or self.dim, **untied})
         self.mamba_encoder = make(mamba_encoder)
         self.input_len = self.tokenizer.n_patches
         self.type, self.num_lp, self.n_group = type, num_lp, n_group

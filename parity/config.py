@@ -50,7 +50,7 @@ class ModelConfig:
     spatial_bias: bool = False  # -alpha (t - s_j)^2 on the attention logits
     bias_alpha: float = 10.0
     fourier: str = "gaussian"  # gaussian (random B ~ N(0, 10^2)) | logspace (LAINR's log-spaced bands)
-    modulation: str = "concat"  # concat (with the coordinate features) | add (to the bandwidth features)
+    modulation: str = "concat"  # concat | add; only the notebook decoder reads it (LAINR always adds)
     output_activation: str = "sigmoid"  # sigmoid | none
     # LAINR's own sizes (used by decoder=lainr, and by fourier=logspace in the notebook decoder).
     feature_dim: int = 64
@@ -281,9 +281,6 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
                           "choose a patch size that divides the image size")
     if m.pos_code == "fourier" and m.dim <= 32:
         raise ParityError(f"model.dim={m.dim} leaves no room for the 32-wide Fourier position code: use dim > 32")
-    if m.decoder == "lainr" and m.modulation != "add":
-        raise ParityError("model.modulation='concat' needs decoder='notebook': the LAINR decoder adds modulation "
-                          "to its bandwidth features by design")
     if m.lp_type == "n_group" and m.num_lp % m.n_group:
         raise ParityError(f"model.n_group={m.n_group} must divide model.num_lp={m.num_lp}")
     if t.lr_horizon == "end" and t.warmup_epochs >= t.epochs:

@@ -1,0 +1,201 @@
+"""The registry: every difference between the notebook and the original, the single source of truth.
+
+A difference names the configuration fields it sets; its notebook and original values are read from
+the two baselines, never written twice. Improvements are separate: fixes for the original's defects
+(and the seed audit's jitter recommendation), outside the parity set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import (ExperimentConfig, _did_you_mean, config_diff, get_field, notebook_baseline,
+                     original_baseline, set_field, validate)
+from .errors import ParityError
+
+NOT_IN_SEED = "not in the seed audit"
+# The seed audit's impact levels, most severe first (the cumulative matrix's order).
+SEVERITY_ORDER = ("MASSIVE", "CRITICAL", "SEVERE", "MODERATE", "MINOR", NOT_IN_SEED)
+
+
+@dataclass(frozen=True)
+class Difference:
+    id: str
+    title: str
+    component: str  # data | encoder | decoder | training | evaluation
+    fields: tuple[str, ...]
+    seed: str = NOT_IN_SEED  # the seed audit's claimed impact
+    requires: dict[str, Any] = field(default_factory=dict)  # field -> value it only means something with
+    note: str = ""
+
+    @property
+    def notebook(self) -> dict[str, Any]:
+        cfg = notebook_baseline()
+        return {f: get_field(cfg, f) for f in self.fields}
+
+    @property
+    def original(self) -> dict[str, Any]:
+        cfg = original_baseline()
+        return {f: get_field(cfg, f) for f in self.fields}
+
+    def applicable(self, cfg: ExperimentConfig) -> str | None:
+        """None when the difference means something in ``cfg``; else why not."""
+        for path, value in self.requires.items():
+            if get_field(cfg, path) != value:
+                return f"requires {path}={value} (is {get_field(cfg, path)})"
+        return None
+
+    def apply(self, cfg: ExperimentConfig, side: str = "original") -> ExperimentConfig:
+        """Copy of ``cfg`` with this difference's fields set to the ``side`` baseline's values."""
+        values = self.original if side == "original" else self.notebook
+        out = cfg.copy()
+        for path, value in values.items():
+            set_field(out, path, value)
+        return out
+
+
+@dataclass(frozen=True)
+class Improvement:
+    id: str
+    title: str
+    component: str
+    sets: dict[str, Any]
+    fixes: str  # the defect or recommendation it addresses
+    seed: str = NOT_IN_SEED
+    requires: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self.sets)
+
+    def applicable(self, cfg: ExperimentConfig) -> str | None:
+        for path, value in self.requires.items():
+            if get_field(cfg, path) != value:
+                return f"requires {path}={value} (is {get_field(cfg, path)})"
+        return None
+
+    def apply(self, cfg: ExperimentConfig, side: str | None = None) -> ExperimentConfig:
+        out = cfg.copy()
+        for path, value in self.sets.items():
+            set_field(out, path, value)
+        return out
+
+
+DIFFERENCES: tuple[Difference, ...] = (
+    # -- in the seed audit
+    Difference("decoder", "Decoder architecture: modulation net + MLP hyponet vs multi-level LAINR", "decoder",
+               ("model.decoder",), seed="MASSIVE",
+               note="Swaps the whole decoder; every other decoder setting carries over to the new one."),
+    Difference("spatial-bias", "Spatial attention bias -10 (t - s_j)^2 between query and LP token", "decoder",
+               ("model.spatial_bias",), seed="CRITICAL",
+               note="t is the raster-order index of the query's patch cell: a 1-D distance, not the 2-D one "
+                    "the seed describes."),
+    Difference("modulation-entry", "Modulation concatenated with the coordinate features vs added to the "
+               "bandwidth features", "decoder", ("model.modulation",), seed="CRITICAL",
+               requires={"model.decoder": "notebook"},
+               note="LAINR always adds; inside the notebook decoder 'add' uses ReLU(ReLU(W g) + W' m)."),
+    Difference("pixel-sampling", "512 pixels per image sampled with replacement vs every pixel", "training",
+               ("train.pixels",), seed="SEVERE",
+               note="With the LAINR decoder, sampled pixels meet the batch-0 coordinate defect: every image "
+                    "is decoded at image 0's coordinates (see fix-batch0-coords)."),
+    Difference("patch-size", "Patch size 4 (64 patches) vs 2 (256 patches)", "encoder", ("model.patch_size",),
+               seed="MODERATE"),
+    Difference("num-lp", "LP tokens 32 vs 256", "encoder", ("model.num_lp",), seed="MODERATE"),
+    Difference("depth", "Encoder depth 4 vs 6 blocks", "encoder", ("model.depth",), seed="MINOR"),
+    Difference("lr", "Learning rate 1e-4 vs 5e-4", "training", ("train.lr",), seed="MODERATE"),
+    Difference("warmup", "No warm-up vs linear warm-up over 5 epochs", "training", ("train.warmup_epochs",),
+               seed="MODERATE",
+               note="The original computes base*(epoch+1)/5 with epochs counted from 1: it starts at 0.4x and "
+                    "reaches the full rate at epoch 4."),
+    Difference("epochs", "20 vs 40 epochs", "training", ("train.epochs",), seed="MODERATE"),
+    # -- found by reading both sources
+    Difference("lr-horizon", "Cosine with T_max=50 stepped for 20 epochs (ends at 68% of the base LR) vs "
+               "cosine down to 1e-8 at the last epoch", "training", ("train.lr_horizon", "train.min_lr")),
+    Difference("coords", "Coordinates linspace(0, 1) with both ends vs pixel centres (i + 0.5) / s", "training",
+               ("train.coords",), note="Also used for every evaluation grid."),
+    Difference("pos-code", "No position code vs a fixed 32-wide Fourier code in front of each patch", "encoder",
+               ("model.pos_code",)),
+    Difference("lp-init", "LP tokens initialised with std 0.02 vs 1", "encoder", ("model.lp_init_std",)),
+    Difference("decoder-width", "Decoder hidden width 128 vs 256 (the original ties it to dim)", "decoder",
+               ("model.decoder_width",)),
+    Difference("fourier", "Random Gaussian Fourier features (scale 10) vs log-spaced bands (sigma 16, 128, 32)",
+               "decoder", ("model.fourier",)),
+    Difference("attention-heads", "One attention head of width 256 vs 2 heads of 64", "decoder",
+               ("model.heads", "model.dim_head")),
+    Difference("output-activation", "Sigmoid on the RGB output vs none", "decoder", ("model.output_activation",)),
+    Difference("weight-decay", "AdamW weight decay 1e-5 vs torch's default 1e-2", "training",
+               ("train.weight_decay",)),
+    Difference("grad-clip", "Gradient norm clipped at 1.0 vs no clipping", "training", ("train.clip_norm",)),
+    Difference("batch-size", "Batch 32 vs 16 (training and test loaders)", "training",
+               ("train.batch_size", "eval.batch_size")),
+    Difference("drop-last", "Last incomplete training batch kept vs dropped", "data", ("data.drop_last",)),
+    Difference("data-split", "Official train/test split vs the numbered-JPEG index ranges (train 1-49999, "
+               "test 55000-59999) with Resize + CenterCrop", "data", ("data.split", "data.resize_crop"),
+               note="The original also reads JPEG copies, whose pixels differ slightly from the official set."),
+    Difference("psnr-aggregation", "Reported PSNR: -10 log10 of the batch MSE averaged over batches vs the "
+               "mean of per-image PSNR", "evaluation", ("eval.psnr",),
+               note="Changes the number reported, not the model. Both forms are always measured."),
+)
+
+IMPROVEMENTS: tuple[Improvement, ...] = (
+    Improvement("jitter-train", "Gaussian jitter (std 0.01) on the training coordinates", "training",
+                {"train.jitter_std": 0.01}, seed="CRITICAL",
+                fixes="The seed audit lists jitter as a difference, but the original's call is commented out: "
+                      "neither source jitters. This is the seed's recommendation, measured."),
+    Improvement("fix-batch0-coords", "Decode every sample at its own coordinates", "decoder",
+                {"model.per_sample_coords": True}, requires={"model.decoder": "lainr"},
+                fixes="The LAINR decoder takes coordinates from batch element 0 for the whole batch."),
+    Improvement("fix-lp-extraction", "Read the LP tokens back from where they were inserted", "encoder",
+                {"model.fix_lp_extraction": True}, requires={"model.decoder": "lainr"},
+                fixes="For lp_type 'middle' and 'n_group' the original reads other tokens than the LPs it "
+                      "inserted; a no-op with 'equidistant' (both baselines)."),
+    Improvement("final-residual", "Add the last residual back after the encoder", "encoder",
+                {"model.final_residual": True},
+                fixes="Both encoders return the last block's MLP output without its residual stream."),
+)
+
+REGISTRY: dict[str, Difference | Improvement] = {d.id: d for d in (*DIFFERENCES, *IMPROVEMENTS)}
+
+
+def get(diff_id: str) -> Difference | Improvement:
+    if diff_id not in REGISTRY:
+        raise ParityError(f"unknown difference {diff_id!r}{_did_you_mean(diff_id, REGISTRY)}: "
+                          "`parity differences` lists them")
+    return REGISTRY[diff_id]
+
+
+def apply_toggles(cfg: ExperimentConfig, ids: list[str], side: str = "original") -> ExperimentConfig:
+    """Apply differences (towards ``side``) and improvements by id, in order."""
+    for diff_id in ids:
+        cfg = get(diff_id).apply(cfg, side)
+    return validate(cfg)
+
+
+def by_severity(diffs=DIFFERENCES) -> list[Difference]:
+    """Most severe (per the seed audit) first; registry order within a level."""
+    return sorted(diffs, key=lambda d: SEVERITY_ORDER.index(d.seed))
+
+
+def unregistered_fields() -> dict[str, tuple[Any, Any]]:
+    """Fields that differ between the baselines but no registry entry declares (should be empty)."""
+    declared = {f for d in DIFFERENCES for f in d.fields}
+    return {p: v for p, v in config_diff(notebook_baseline(), original_baseline()).items() if p not in declared}
+
+
+# Defects of the original that the faithful port reproduces and the audit reports.
+DEFECTS = (
+    ("LP extraction", "For lp_type 'middle' and 'n_group' the tokens read back are not the LPs inserted "
+     "(insertion is always equidistant).", "fix-lp-extraction"),
+    ("Batch-0 coordinates", "The LAINR decoder builds its features and bias from batch element 0's "
+     "coordinates: per-sample coordinates are silently ignored.", "fix-batch0-coords"),
+    ("No final residual", "The encoder returns the last block's MLP output; the residual stream is dropped "
+     "and there is no final norm (the notebook shares this).", "final-residual"),
+    ("Unclamped patch index", "Coordinates outside [0, 1) give patch indices outside the grid in the "
+     "spatial bias (jittered or endpoint coordinates).", None),
+    ("Unused postfc", "tokenizer.postfc is in the state dict but never used: dead parameters that only "
+     "AdamW's weight decay touches.", None),
+    ("Warm-up offset", "lr = base*(epoch+1)/warmup with epochs counted from 1: warm-up starts at 0.4x "
+     "and reaches the base rate one epoch early.", None),
+    ("Jitter never applied", "add_gaussian_noise_to_grid exists but its call is commented out.", "jitter-train"),
+)
