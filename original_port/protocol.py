@@ -13,13 +13,13 @@ from parity.coords import jitter, pixel_centre_grid
 MIN_LR = 1e-8
 
 
-def lr_at_epoch(epoch: int, base_lr: float, max_epoch: int, warmup_epochs: int = 5) -> float:
+def lr_at_epoch(epoch: int, base_lr: float, max_epoch: int, warmup_epochs: int = 5, min_lr: float = MIN_LR) -> float:
     """The learning rate set at the start of ``epoch`` (counted from 1, as the trainer does):
-    linear warm-up while epoch < warmup, then cosine from ``base_lr`` to 1e-8."""
+    linear warm-up while epoch < warmup, then cosine from ``base_lr`` to 1e-8 at the last epoch."""
     if epoch < warmup_epochs:
         return base_lr * (epoch + 1) / warmup_epochs
     t = (epoch - warmup_epochs) / (max_epoch - warmup_epochs)
-    return MIN_LR + 0.5 * (base_lr - MIN_LR) * (1 + math.cos(math.pi * t))
+    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * t))
 
 
 def make_optimizer(params, spec: dict) -> torch.optim.Optimizer:

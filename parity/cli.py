@@ -56,6 +56,127 @@ def cmd_bench_step(args) -> int:
     return 0
 
 
+def cmd_differences(args) -> int:
+    from .audit import differences_frame
+    from .config import field_paths
+
+    if args.fields:
+        print("\n".join(field_paths()))
+        return 0
+    frame = differences_frame(include_improvements=True)
+    if args.markdown:
+        print(frame.to_markdown(index=False))
+        return 0
+    from rich.table import Table
+
+    table = Table(title="Differences between the notebook and the original (parity registry)")
+    for col in ("id", "component", "notebook", "original", "seed audit", "title"):
+        table.add_column(col, overflow="fold")
+    for row in frame.itertuples():
+        table.add_row(row.id, row.component, row.notebook, row.original, row._5, row.title)
+    _console().print(table)
+    return 0
+
+
+def cmd_audit(args) -> int:
+    from .audit import write_audit
+
+    console = _console()
+    with console.status("auditing (building both ports, counting FLOPs)..."):
+        path = write_audit(args.out, count_flops=not args.no_flops)
+    console.print(f"wrote {path}")
+    return 0
+
+
+def _experiment_config(args):
+    """--config FILE or --baseline, then --toggle, --set and the data flags, validated."""
+    from .config import apply_overrides, baseline, load_yaml, set_field, validate
+    from .differences import apply_toggles
+
+    cfg = load_yaml(args.config) if args.config else baseline(args.baseline)
+    side = "notebook" if (not args.config and args.baseline == "original") else "original"
+    cfg = apply_toggles(cfg, args.toggle, side=side)
+    for flag, path in (("dataset", "data.dataset"), ("data_root", "data.root"), ("seed", "train.seed"),
+                       ("max_steps", "train.max_steps")):
+        if getattr(args, flag, None) is not None:
+            set_field(cfg, path, getattr(args, flag))
+    if getattr(args, "download", False):
+        cfg.data.download = True
+    cfg = apply_overrides(cfg, args.set)
+    if args.toggle:
+        cfg.name = f"{cfg.name}" + "".join(f"{'-' if side == 'notebook' else '+'}{t}" for t in args.toggle)
+    return validate(cfg)
+
+
+def cmd_train(args) -> int:
+    from pathlib import Path
+
+    from .config import load_yaml
+    from .train import DivergedError, train_run
+
+    console = _console()
+    if args.resume:
+        from .checkpoints import read_checkpoint
+
+        ckpt = Path(args.resume)
+        state = read_checkpoint(ckpt)
+        if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
+            raise ParityError(f"{ckpt} is not a parity run checkpoint (model, optimizer, step): pass the "
+                              "checkpoint.pt of a `parity train` run folder")
+        run_dir = ckpt.parent
+        if not (run_dir / "config.yaml").exists():
+            raise ParityError(f"{run_dir} has no config.yaml next to the checkpoint: resume from a run folder")
+        cfg = load_yaml(run_dir / "config.yaml")
+    else:
+        cfg = _experiment_config(args)
+        run_dir = Path(args.out) / cfg.name / f"seed-{cfg.train.seed}"
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                  TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task(cfg.name, total=None, info="")
+
+        def show(u):
+            info = f"loss {u['loss']:.4f}" + (f"  PSNR {u['psnr']:.2f} dB" if "psnr" in u else "")
+            bar.update(task, completed=u["step"], total=u["total"], info=info)
+
+        try:
+            metrics = train_run(cfg, run_dir, progress=show, final_eval=not args.no_final_eval)
+        except DivergedError as e:
+            raise ParityError(f"training diverged: {e}; lower train.lr or enable train.clip_norm") from None
+    test = metrics["test"]
+    console.print(f"{cfg.name}: test PSNR {test['psnr']:.2f} dB (per image), {test['psnr_batch_mse']:.2f} dB "
+                  f"(batch MSE) after {metrics['steps']} steps -> {run_dir}")
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from pathlib import Path
+
+    from .matrix import KINDS, run_matrix
+
+    console = _console()
+    kinds = list(KINDS) if args.matrix == "all" else [args.matrix]
+    folders = []
+    for kind in kinds:
+        folders.append(run_matrix(kind, args.preset, args.seeds, Path(args.out), args.set, console=console))
+        console.print(f"{kind}: results in {folders[-1]}")
+    if args.report:
+        from .report import write_report
+
+        for folder in folders:
+            console.print(f"report: {write_report(folder)}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    path = write_report(args.runs_dir, args.out)
+    _console().print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parity", description="MAMBA-GINR parity toolkit: faithful ports "
                                      "of the original and the notebook, and the differences between them.")
@@ -64,6 +185,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="both ports side by side at their CIFAR-10 settings")
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting (faster)")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("differences", help="the registry of differences as a table")
+    p.add_argument("--markdown", action="store_true", help="print markdown instead of a terminal table")
+    p.add_argument("--fields", action="store_true", help="list every configuration key instead")
+    p.set_defaults(func=cmd_differences)
+
+    p = sub.add_parser("audit", help="no training: the baselines through the registry, params, FLOPs, defects")
+    p.add_argument("--out", default="reports/audit.md")
+    p.add_argument("--no-flops", action="store_true")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("train", help="train one configuration")
+    p.add_argument("--baseline", default="notebook", choices=["notebook", "original"])
+    p.add_argument("--config", help="our YAML (base + sections) or an original trans-inr YAML")
+    p.add_argument("--toggle", action="append", default=[], metavar="ID",
+                   help="apply a difference (towards the other baseline) or an improvement; repeatable")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. train.lr=5e-4")
+    p.add_argument("--dataset", choices=["cifar10", "imagefolder", "numbered-jpeg", "procedural"])
+    p.add_argument("--data-root")
+    p.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--resume", metavar="CHECKPOINT", help="continue the run whose checkpoint.pt this is")
+    p.add_argument("--out", default="runs/train")
+    p.add_argument("--no-final-eval", action="store_true", help="skip SR, jitter and probe evaluations")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("ablate", help="run an ablation matrix (resumable)")
+    p.add_argument("--matrix", default="one-at-a-time",
+                   choices=["one-at-a-time", "leave-one-out", "cumulative", "improvements", "all"])
+    p.add_argument("--preset", default="smoke")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--out", default="runs")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field in every run")
+    p.add_argument("--report", action="store_true", help="write the markdown report when done")
+    p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser("report", help="markdown report with plots from a runs folder")
+    p.add_argument("runs_dir")
+    p.add_argument("--out", help="report file (default reports/<runs folder name>.md)")
+    p.set_defaults(func=cmd_report)
 
     bench = sub.add_parser("bench", help="speed and memory benchmarks").add_subparsers(dest="case", required=True,
                                                                                         metavar="CASE")
@@ -86,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _positive(args) -> None:
-    for name in ("batch", "length", "d_inner", "d_state", "repeats"):
+    for name in ("batch", "length", "d_inner", "d_state", "repeats", "seeds", "max_steps"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise ParityError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -101,8 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"parity: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("parity: interrupted", file=sys.stderr)
+        print("parity: interrupted; finished runs are kept, run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into head & co.
+        return 0
 
 
 if __name__ == "__main__":

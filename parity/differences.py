@@ -46,9 +46,15 @@ class Difference:
                 return f"requires {path}={value} (is {get_field(cfg, path)})"
         return None
 
-    def apply(self, cfg: ExperimentConfig, side: str = "original") -> ExperimentConfig:
-        """Copy of ``cfg`` with this difference's fields set to the ``side`` baseline's values."""
-        values = self.original if side == "original" else self.notebook
+    def apply(self, cfg: ExperimentConfig, side: str = "original",
+              baselines: tuple[ExperimentConfig, ExperimentConfig] | None = None) -> ExperimentConfig:
+        """Copy of ``cfg`` with this difference's fields set to the ``side`` baseline's values; a
+        preset passes its own (scaled-down) pair of baselines as ``(notebook, original)``."""
+        if baselines is None:
+            values = self.original if side == "original" else self.notebook
+        else:
+            source = baselines[1] if side == "original" else baselines[0]
+            values = {f: get_field(source, f) for f in self.fields}
         out = cfg.copy()
         for path, value in values.items():
             set_field(out, path, value)
@@ -75,7 +81,7 @@ class Improvement:
                 return f"requires {path}={value} (is {get_field(cfg, path)})"
         return None
 
-    def apply(self, cfg: ExperimentConfig, side: str | None = None) -> ExperimentConfig:
+    def apply(self, cfg: ExperimentConfig, side: str | None = None, baselines=None) -> ExperimentConfig:
         out = cfg.copy()
         for path, value in self.sets.items():
             set_field(out, path, value)

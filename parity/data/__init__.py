@@ -1,0 +1,87 @@
+"""Datasets: torchvision CIFAR-10, labelled image folders, the original's numbered JPEGs and a
+procedural set. Every item is (float32 image (3, H, W) in [0, 1], int label; -1 without labels).
+
+Light at import: each source's module (and torchvision) is imported only when it is asked for.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import ParityError
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+    from ..config import DataConfig
+
+DATASETS = ("cifar10", "imagefolder", "numbered-jpeg", "procedural")
+PROCEDURAL_SIZES = (2048, 512)  # (train, test) images of the procedural set
+PROCEDURAL_NUMBERED_SIZES = (50000, 10000)  # CIFAR-10's counts, so the numbered ranges fit (made lazily: free)
+PROCEDURAL_SEED = 0
+
+
+def _sources(cfg: DataConfig) -> tuple[Dataset, Dataset]:
+    """The source's own (train, test)."""
+    if cfg.dataset == "cifar10":
+        from .cifar10 import cifar10_datasets
+
+        return cifar10_datasets(cfg.root, cfg.image_size, cfg.resize_crop, cfg.download)
+    if cfg.dataset == "procedural":
+        from .procedural import ProceduralImages
+
+        n_train, n_test = PROCEDURAL_NUMBERED_SIZES if cfg.split == "numbered" else PROCEDURAL_SIZES
+        return (ProceduralImages(n_train, cfg.image_size, PROCEDURAL_SEED, "train"),
+                ProceduralImages(n_test, cfg.image_size, PROCEDURAL_SEED, "test"))
+    if cfg.root is None:
+        raise ParityError(f"data.dataset={cfg.dataset} needs a folder: set data.root (--data-root)")
+    from .imagefolder import imagefolder_datasets  # the only source left
+
+    return imagefolder_datasets(cfg.root, cfg.image_size, cfg.resize_crop)
+
+
+def make_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset]:
+    """(train, test) for a data configuration: source, then split, then the first-N subsets."""
+    from torch.utils.data import Subset
+
+    if cfg.dataset not in DATASETS:
+        raise ParityError(f"data.dataset={cfg.dataset!r} is not one of {', '.join(DATASETS)}")
+    if cfg.split not in ("official", "numbered"):
+        raise ParityError(f"data.split={cfg.split!r} is not one of official, numbered")
+    if cfg.dataset == "numbered-jpeg":  # its own file-number ranges, whatever data.split says
+        from .numbered import NumberedJPEG
+
+        if cfg.root is None:
+            raise ParityError("data.dataset=numbered-jpeg needs a folder: set data.root (--data-root)")
+        train = NumberedJPEG(cfg.root, "train", cfg.image_size, cfg.resize_crop)
+        test = NumberedJPEG(cfg.root, "test", cfg.image_size, cfg.resize_crop)
+    else:
+        train, test = _sources(cfg)
+        if cfg.split == "numbered":
+            from .numbered import numbered_split
+
+            train, test = numbered_split(train, test, "train"), numbered_split(train, test, "test")
+    if cfg.train_subset is not None:
+        train = Subset(train, range(min(cfg.train_subset, len(train))))
+    if cfg.test_subset is not None:
+        test = Subset(test, range(min(cfg.test_subset, len(test))))
+    return train, test
+
+
+def has_labels(dataset) -> bool:
+    """Whether items carry real labels (not -1), looking through Subset and ConcatDataset."""
+    inner = getattr(dataset, "datasets", None)
+    if inner is not None:  # ConcatDataset: labelled only if every part is
+        return len(inner) > 0 and all(has_labels(d) for d in inner)
+    if hasattr(dataset, "dataset") and hasattr(dataset, "indices"):  # Subset
+        return has_labels(dataset.dataset)
+    if hasattr(dataset, "labelled"):
+        return bool(dataset.labelled)
+    if hasattr(dataset, "targets"):
+        return True
+    if len(dataset) == 0:
+        return False
+    return int(dataset[0][1]) != -1  # an unknown dataset: look at one item
+
+
+__all__ = ["DATASETS", "make_datasets", "has_labels"]

@@ -1,0 +1,266 @@
+"""One trainer for both protocols: any configuration, with that configuration's protocol (full grid
+or sampled pixels, jitter, optimiser, clipping, per-epoch schedule, batch size) and CPU budgets.
+
+A run lives in one folder: config.yaml, history.jsonl (one line per evaluation), checkpoint.pt (the
+latest, enough to resume exactly), metrics.json (final evaluation), status.json, samples.png.
+Randomness is keyed by (seed, epoch) for data order and (seed, step) for pixel sampling and jitter,
+so a resumed run continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import threading
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch.utils.data import DataLoader
+
+from . import __version__
+from .build import build_model
+from .config import ExperimentConfig, TrainConfig, to_yaml, validate
+from .coords import make_grid
+from .errors import ParityError
+from .store import atomic_torch_save, atomic_write_text, read_json, write_json
+
+
+class DivergedError(RuntimeError):
+    def __init__(self, step: int, loss: float, recent: list[float]):
+        super().__init__(f"loss became {loss} at step {step} (last losses: {', '.join(f'{x:.4g}' for x in recent)})")
+        self.step, self.loss, self.recent = step, loss, recent
+
+
+def lr_for_epoch(t: TrainConfig, epoch: int) -> float:
+    """The learning rate of ``epoch`` (counted from 1). 'end' is the original's schedule (warm-up,
+    then cosine to min_lr at the last epoch); 'tmax' is CosineAnnealingLR(T_max) stepped per epoch
+    (the notebook), after the same warm-up when warmup_epochs > 0."""
+    from original_port import lr_at_epoch
+
+    if t.lr_horizon == "end":
+        return lr_at_epoch(epoch, t.lr, t.epochs, t.warmup_epochs, min_lr=t.min_lr)
+    if epoch < t.warmup_epochs:
+        return t.lr * (epoch + 1) / t.warmup_epochs
+    index = epoch - max(t.warmup_epochs, 1)
+    return t.min_lr + (t.lr - t.min_lr) * (1 + math.cos(math.pi * index / t.t_max)) / 2
+
+
+def _generator(*key: int) -> torch.Generator:
+    seed = 0
+    for k in key:
+        seed = (seed * 1_000_003 + int(k)) % (2 ** 63)
+    return torch.Generator().manual_seed(seed)
+
+
+class PeakMemory:
+    """Peak resident memory of this process during a block, sampled from /proc every 20 ms
+    (ru_maxrss cannot be reset between runs of one matrix)."""
+
+    def __init__(self, interval: float = 0.02):
+        self.interval, self.peak_mb, self.start_mb = interval, 0.0, 0.0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def rss_mb() -> float:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+        except OSError:  # not Linux: fall back to the lifetime peak
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def _watch(self):
+        while not self._stop.wait(self.interval):
+            self.peak_mb = max(self.peak_mb, self.rss_mb())
+
+    def __enter__(self):
+        self.start_mb = self.peak_mb = self.rss_mb()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self.rss_mb())
+
+
+def training_batch(cfg: ExperimentConfig, images: torch.Tensor, grid: torch.Tensor, step: int):
+    """Coordinates (B, N, 2) and targets (B, N, 3) for one step under the configuration's protocol."""
+    t = cfg.train
+    B = images.shape[0]
+    gt = rearrange(images, "b c h w -> b (h w) c")
+    if t.jitter_std > 0:  # one draw for the whole batch, as the original's helper adds it before repeating
+        grid = grid + torch.randn(grid.shape, generator=_generator(t.seed, step, 1)) * t.jitter_std
+    coords = grid.unsqueeze(0).expand(B, -1, -1)
+    if t.pixels == "sampled":
+        idx = torch.randint(0, grid.shape[0], (B, t.num_samples), generator=_generator(t.seed, step, 2))
+        coords = torch.gather(coords, 1, idx.unsqueeze(-1).expand(-1, -1, 2))
+        gt = torch.gather(gt, 1, idx.unsqueeze(-1).expand(-1, -1, 3))
+    return coords, gt
+
+
+def step_loss(cfg: ExperimentConfig, pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """The notebook's F.mse_loss on sampled pixels; the original's mean of per-image MSEs on the full
+    grid (the same number up to float rounding)."""
+    if cfg.train.pixels == "sampled":
+        return F.mse_loss(pred, gt)
+    return ((pred - gt) ** 2).reshape(pred.shape[0], -1).mean(dim=-1).mean()
+
+
+@torch.no_grad()
+def quick_test_psnr(model, loader, cfg: ExperimentConfig, max_images: int | None = None) -> dict:
+    from .evaluate import evaluate_reconstruction
+
+    return evaluate_reconstruction(model, loader, cfg.train.coords, max_images=max_images)
+
+
+def _environment() -> dict:
+    return {"parity": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+
+
+def _loader(dataset, cfg: ExperimentConfig, epoch: int | None, batch_size: int | None = None) -> DataLoader:
+    if epoch is None:  # evaluation order: fixed
+        return DataLoader(dataset, batch_size=batch_size or cfg.eval.batch_size, shuffle=False)
+    return DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True, drop_last=cfg.data.drop_last,
+                      generator=_generator(cfg.train.seed, epoch, 0))
+
+
+def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, final_eval: bool = True,
+              eval_images: int | None = None) -> dict:
+    """Train (or resume) one run in ``run_dir`` and return its metrics. ``progress``: an optional
+    callable(dict) receiving step/loss/psnr updates. Raises DivergedError on a non-finite loss."""
+    validate(cfg)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    done = read_json(run_dir / "metrics.json")
+    if done is not None:
+        return done
+    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+    t = cfg.train
+    if datasets is None:
+        from .data import make_datasets
+
+        datasets = make_datasets(cfg.data)
+    train_set, test_set = datasets
+    steps_per_epoch = len(train_set) // t.batch_size if cfg.data.drop_last else math.ceil(len(train_set) / t.batch_size)
+    if steps_per_epoch == 0:
+        raise ParityError(f"{len(train_set)} training images make no full batch of {t.batch_size}: "
+                          "lower train.batch_size or set data.drop_last=false")
+    total_steps = t.epochs * steps_per_epoch if t.max_steps is None else min(t.max_steps, t.epochs * steps_per_epoch)
+    eval_every = t.eval_every or steps_per_epoch
+
+    model = build_model(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    step, history, train_time, train_images = 0, [], 0.0, 0
+    ckpt_path = run_dir / "checkpoint.pt"
+    if ckpt_path.exists():
+        from .checkpoints import read_checkpoint
+
+        state = read_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, history = state["step"], state["history"]
+        train_time, train_images = state["train_time"], state["train_images"]
+    grids: dict[tuple[int, int], torch.Tensor] = {}
+    test_loader = _loader(test_set, cfg, None)
+    losses: list[float] = []
+    status = {"state": "running", "step": step, "total_steps": total_steps}
+    write_json(run_dir / "status.json", status)
+
+    with PeakMemory() as memory:
+        epoch = step // steps_per_epoch + 1
+        while step < total_steps:
+            lr = lr_for_epoch(t, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            model.train()
+            skip = step - (epoch - 1) * steps_per_epoch  # batches of this epoch already done (resume)
+            for i, (images, _) in enumerate(_loader(train_set, cfg, epoch)):
+                if i < skip:
+                    continue
+                if step >= total_steps:
+                    break
+                t0 = time.perf_counter()
+                size = tuple(images.shape[-2:])
+                if size not in grids:
+                    grids[size] = make_grid(*size, t.coords)
+                coords, gt = training_batch(cfg, images, grids[size], step)
+                loss = step_loss(cfg, model.decode(model.encode(images), coords), gt)
+                optimizer.zero_grad()
+                loss.backward()
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise DivergedError(step + 1, value, losses[-10:])
+                if t.clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
+                optimizer.step()
+                train_time += time.perf_counter() - t0
+                train_images += images.shape[0]
+                step += 1
+                losses.append(value)
+                if progress:
+                    progress({"step": step, "total": total_steps, "loss": value, "epoch": epoch, "lr": lr})
+                if step % eval_every == 0 or step == total_steps:
+                    test = quick_test_psnr(model, test_loader, cfg, eval_images)
+                    history.append({"step": step, "epoch": epoch, "lr": lr,
+                                    "train_loss": sum(losses[-eval_every:]) / len(losses[-eval_every:]),
+                                    "test_psnr": test["psnr"], "test_psnr_batch_mse": test["psnr_batch_mse"],
+                                    "train_time_s": train_time})
+                    if progress:
+                        progress({"step": step, "total": total_steps, "loss": value, "psnr": test["psnr"]})
+                    atomic_torch_save(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                                  "step": step, "history": history, "train_time": train_time,
+                                                  "train_images": train_images})
+                    atomic_write_text(run_dir / "history.jsonl", "".join(_json_line(h) for h in history))
+                    write_json(run_dir / "status.json", {**status, "step": step})
+            epoch += 1
+
+    metrics = {"steps": step, "epochs": step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
+               "train_images": train_images, "train_time_s": train_time,
+               "train_images_per_s": train_images / train_time if train_time else None,
+               "peak_rss_mb": memory.peak_mb, "final_lr": history[-1]["lr"] if history else None,
+               "seed": t.seed, "environment": _environment()}
+    if final_eval:
+        from .evaluate import evaluate_all
+
+        train_eval = _loader(train_set, cfg, None)
+        metrics.update(evaluate_all(model, train_eval, test_loader, cfg.eval, t.coords, cfg.data.image_size))
+    else:
+        metrics["test"] = quick_test_psnr(model, test_loader, cfg, eval_images)
+    save_samples(model, test_set, cfg, run_dir / "samples.png")
+    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "status.json", {"state": "done", "step": step, "total_steps": total_steps})
+    return metrics
+
+
+def _json_line(obj) -> str:
+    import json
+
+    return json.dumps(obj) + "\n"
+
+
+@torch.no_grad()
+def save_samples(model, dataset, cfg: ExperimentConfig, path, n: int = 8) -> None:
+    """Ground truth over reconstruction for the first ``n`` test images (torchvision's grid)."""
+    from torchvision.utils import make_grid as image_grid
+
+    from .evaluate import reconstruct
+    from .store import atomic_write_bytes
+
+    images = torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))])
+    recon = reconstruct(model, images, cfg.train.coords).clamp(0, 1)
+    grid = image_grid(torch.cat([images, recon]), nrow=len(images), padding=1)
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
