@@ -16,14 +16,17 @@ def read_checkpoint(path) -> object:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ParityError(f"checkpoint {path!r} does not exist: check the path")
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
+        raise ParityError(f"checkpoint {path!r} is not a readable torch file (not the zip archive torch.save "
+                          "writes): it may be truncated or corrupt; re-save or re-download it")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = _first_line(e)
         raise ParityError(f"checkpoint {path!r} holds objects other than tensors and plain containers, "
                           f"refused by weights_only loading ({first}): re-save it as a state dict") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = _first_line(e)
         raise ParityError(f"checkpoint {path!r} is not a readable torch file ({first}): "
                           f"it may be truncated or corrupt; re-save or re-download it") from None
 
@@ -44,3 +47,8 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict, source: str = "ch
         raise ParityError(f"{source} does not fit the model ({'; '.join(parts)}): "
                           f"build the model with the configuration the weights were trained with")
     model.load_state_dict(state_dict, strict=True)
+
+
+def _first_line(e: Exception, limit: int = 120) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

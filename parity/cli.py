@@ -104,7 +104,10 @@ def _experiment_config(args):
         cfg.data.download = True
     cfg = apply_overrides(cfg, args.set)
     if args.toggle:
-        cfg.name = f"{cfg.name}" + "".join(f"{'-' if side == 'notebook' else '+'}{t}" for t in args.toggle)
+        from .differences import IMPROVEMENTS
+
+        fixes = {i.id for i in IMPROVEMENTS}
+        cfg.name += "".join(f"{'-' if side == 'notebook' and t not in fixes else '+'}{t}" for t in args.toggle)
     return validate(cfg)
 
 
@@ -159,7 +162,8 @@ def cmd_ablate(args) -> int:
     kinds = list(KINDS) if args.matrix == "all" else [args.matrix]
     folders = []
     for kind in kinds:
-        folders.append(run_matrix(kind, args.preset, args.seeds, Path(args.out), args.set, console=console))
+        folders.append(run_matrix(kind, args.preset, args.seeds, Path(args.out), args.set, console=console,
+                                  only=args.only or None))
         console.print(f"{kind}: results in {folders[-1]}")
     if args.report:
         from .report import write_report
@@ -220,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field in every run")
     p.add_argument("--report", action="store_true", help="write the markdown report when done")
+    p.add_argument("--only", action="append", default=[], metavar="VARIANT",
+                   help="run only these variants (and the baseline); repeatable")
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("report", help="markdown report with plots from a runs folder")

@@ -189,7 +189,10 @@ def _did_you_mean(name: str, choices) -> str:
 def _coerce(path: str, value: Any, hint) -> Any:
     """Turn YAML/CLI values into the field's type; one-line errors otherwise."""
     if isinstance(value, str) and hint is not str:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:  # not a YAML scalar: keep the raw string and let the type check speak
+            parsed = value
         value = parsed if not isinstance(parsed, str) or hint is str else value
         if isinstance(value, str) and any(a in (int, float) for a in (hint, *get_args(hint))):
             try:  # YAML 1.1 reads '5e-4' as a string

@@ -11,3 +11,12 @@ def rel_err(actual, expected) -> float:
     if actual.shape != expected.shape:
         raise AssertionError(f"shape {tuple(actual.shape)} != {tuple(expected.shape)}")
     return ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-30)).item()
+
+
+def grad_err(actual, expected, zero: float = 1e-12) -> float:
+    """rel_err, except for a gradient that is zero up to rounding (a parameter the loss cannot see):
+    then both must be rounding-level, and the error is 0 when they are."""
+    expected = torch.as_tensor(expected)
+    if expected.abs().max() < zero:
+        return 0.0 if torch.as_tensor(actual).abs().max() < zero else float("inf")
+    return rel_err(actual, expected)

@@ -138,16 +138,16 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
     callable(dict) receiving step/loss/psnr updates. Raises DivergedError on a non-finite loss."""
     validate(cfg)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     done = read_json(run_dir / "metrics.json")
     if done is not None:
         return done
-    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
     t = cfg.train
-    if datasets is None:
+    if datasets is None:  # before any file is written: a data error leaves no half-made run folder
         from .data import make_datasets
 
         datasets = make_datasets(cfg.data)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
     train_set, test_set = datasets
     steps_per_epoch = len(train_set) // t.batch_size if cfg.data.drop_last else math.ceil(len(train_set) / t.batch_size)
     if steps_per_epoch == 0:

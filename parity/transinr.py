@@ -23,7 +23,7 @@ def from_transinr_config(data: dict, source: str = "trans-inr config") -> Experi
     enc = _args(model.get("mamba_encoder"), "mamba_encoder", f"model.args.mamba_encoder in {source}")
     m, t, d = cfg.model, cfg.train, cfg.data
     m.dim, m.depth = int(enc["dim"]), int(enc.get("depth", 6))
-    m.ff_dim = int(enc["ff_dim"]) if enc.get("ff_dim") else None
+    m.ff_dim = int(enc["ff_dim"]) if enc.get("ff_dim") and int(enc["ff_dim"]) != 4 * m.dim else None
     m.decoder_width = m.dim  # the source ties the decoder width to the encoder dim
     m.patch_size = int(tok["patch_size"])
     m.pos_code = {"fourier": "fourier", "learned": "learned"}.get(tok.get("pos_emb", "learned"), "none")

@@ -17,9 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-# Chosen by measurement on 2 CPU cores at batch 16, d_inner 512, d_state 16, L 512: small chunks
-# keep the three chunk buffers in cache, larger ones pay more per-chunk overhead per step.
-CHUNK_SIZE = 16
+# Chunk length, by measurement on 2 CPU cores: the three (T, batch, d_inner, d_state) chunk buffers
+# should stay in cache (about 2 MiB each in float32), but chunks much shorter than 8 steps only
+# add per-chunk overhead and saved boundary states. batch 16 x d_inner 512 x d_state 16 gives
+# T = 8, batch 8 x d_inner 256 gives 16, small layers get up to 64.
+_CHUNK_ELEMENTS = 1 << 19
+_MIN_CHUNK, _MAX_CHUNK = 8, 64
+
+
+def auto_chunk_size(batch: int, d_inner: int, d_state: int) -> int:
+    T = _CHUNK_ELEMENTS // max(1, batch * d_inner * d_state)
+    return max(_MIN_CHUNK, min(_MAX_CHUNK, T))
 
 
 def _compute_dtype(u: torch.Tensor) -> torch.dtype:
@@ -34,7 +42,9 @@ def _time_major(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     times faster than the equivalent 3-D permute.
     """
     batch, c, L = x.shape
-    return x.to(dtype).reshape(batch * c, L).t().contiguous().view(L, batch, c)
+    out = x.new_empty((L, batch * c), dtype=dtype)  # always a fresh tensor: callers modify it in place
+    out.copy_(x.to(dtype).reshape(batch * c, L).t())
+    return out.view(L, batch, c)
 
 
 def _batch_major(x_l: torch.Tensor) -> torch.Tensor:
@@ -79,7 +89,7 @@ def _dt_time_major(delta, delta_bias, delta_softplus, ct):
     """(pre-activation, dt), both (L, batch, d_inner); pre is None when no softplus is applied."""
     pre = _time_major(delta, ct)
     if delta_bias is not None:
-        pre = pre + delta_bias.to(ct)
+        pre.add_(delta_bias.to(ct))
     return (pre, F.softplus(pre)) if delta_softplus else (None, pre)
 
 
@@ -150,7 +160,8 @@ class _ChunkedScan(torch.autograd.Function):
         if z is not None:
             z_l = _time_major(z, ct)
             sig_z = torch.sigmoid(z_l)
-            gy_l = g_l * z_l * sig_z  # gradient wrt y + D*u
+            silu_z = z_l * sig_z
+            gy_l = g_l * silu_z  # gradient wrt y + D*u
         else:
             gy_l = g_l
 
@@ -191,7 +202,8 @@ class _ChunkedScan(torch.autograd.Function):
                 hc[t].addcmul_(decay[t + 1], hc[t + 1])
             torch.mul(decay[0], hc[0], out=carry)
 
-            # drive = dt*u*B: gB_t[n] = sum_d h_t[d, n] (dt*u)_t[d], g(dt*u)_t[d] = sum_n h_t[d, n] B_t[n]
+            # drive = dt*u*B: gB_t[n] = sum_d h_t[d, n] (dt*u)_t[d],
+            #                 g(dt*u)_t[d] = sum_n h_t[d, n] B_t[n]
             if need_B:
                 _contract_inner(hc, dtu_l[t0:t1], gB_l[t0:t1])
             if gdtu_l is not None:
@@ -201,11 +213,16 @@ class _ChunkedScan(torch.autograd.Function):
                 # decay buffer, which this chunk no longer needs.
                 q = decay[:n].mul_(hc).mul_(xs[:n])
                 if need_dt:
-                    torch.sum(q * A_c if need_A else q.mul_(A_c), dim=-1, out=gdt_l[t0:t1])
+                    # q * A goes into h, free by now: a fresh 4-D temporary costs page faults.
+                    qA = torch.mul(q, A_c, out=hc) if need_A else q.mul_(A_c)
+                    torch.sum(qA, dim=-1, out=gdt_l[t0:t1])
                 if need_A:
                     gA += q.mul_(dt_l[t0:t1].unsqueeze(-1)).sum(dim=(0, 1))
 
+        # Full-length tails, in place where the buffer is not needed again.
         grads = [None] * 10
+        if need_D:
+            grads[5] = (gy_l * u_l).sum(dim=(0, 1)).to(D.dtype)
         if need_u:
             gu_l = gdtu_l * dt_l
             if D_c is not None:
@@ -214,7 +231,7 @@ class _ChunkedScan(torch.autograd.Function):
         if need_dt:
             gdt_l.addcmul_(gdtu_l, u_l)
             if pre_l is not None:
-                gdt_l.mul_(torch.sigmoid(pre_l))  # d softplus(x)/dx
+                gdt_l.mul_(pre_l.sigmoid_())  # d softplus(x)/dx
             if need_delta:
                 grads[1] = _batch_major(gdt_l).to(delta.dtype)
             if need_bias:
@@ -225,27 +242,28 @@ class _ChunkedScan(torch.autograd.Function):
             grads[3] = _batch_major(gB_l).to(B.dtype)
         if need_C:
             grads[4] = _batch_major(gC_l).to(C.dtype)
-        if need_D:
-            grads[5] = (gy_l * u_l).sum(dim=(0, 1)).to(D.dtype)
         if need_z:
             if D_c is not None:
                 y_l.addcmul_(u_l, D_c)
-            # d silu(z)/dz = sigmoid(z) * (1 + z * (1 - sigmoid(z)))
-            gz_l = g_l * y_l * sig_z * (1 + z_l * (1 - sig_z))
+            # d silu(z)/dz = sigmoid(z) * (1 + z - silu(z))
+            gz_l = z_l.sub_(silu_z).add_(1).mul_(sig_z).mul_(g_l).mul_(y_l)
             grads[6] = _batch_major(gz_l).to(z.dtype)
         return tuple(grads)
 
 
 def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                           *, chunk_size: int = CHUNK_SIZE):
+                           *, chunk_size: int | None = None):
     """Selective scan with ``selective_scan_ref`` semantics (no last state), chunked for CPU speed.
 
     u, delta, z: (batch, d_inner, L); A: (d_inner, d_state), real; B, C: (batch, d_state, L);
     D, delta_bias: (d_inner,). Computes in float32 (float64 for float64 input), returns u's dtype.
+    ``chunk_size`` only trades speed for memory; by default it follows ``auto_chunk_size``.
     """
-    if A.is_complex() or B.dim() != 3 or C.dim() != 3:
+    if A.is_complex() or A.dim() != 2 or B.dim() != 3 or C.dim() != 3:
         raise ValueError("selective_scan_chunked supports real A and input-dependent B, C of shape "
                          "(batch, d_state, L) only; use selective_scan_ref for other variants")
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(u.shape[0], A.shape[0], A.shape[1])
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     inputs = (u, delta, A, B, C, D, z, delta_bias)

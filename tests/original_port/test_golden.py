@@ -6,7 +6,7 @@ import torch
 import original_port
 from original_port.decoder import spatial_bias
 from parity.coords import pixel_centre_grid
-from parity.testing import rel_err
+from parity.testing import grad_err, rel_err
 
 FWD, GRAD = 1e-5, 1e-4
 
@@ -46,7 +46,7 @@ def test_training_step_loss_psnr_and_every_gradient(model, original_golden, scan
     with_grad = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     assert set(with_grad) == set(g["grads"])  # tokenizer.postfc is unused, as in the source
     for name, grad in with_grad.items():
-        assert rel_err(grad, g["grads"][name]) <= GRAD, name
+        assert grad_err(grad, g["grads"][name]) <= GRAD, name
 
 
 def test_decoding_at_2x_on_jittered_coords_and_the_bias(model, original_golden, scan):

@@ -1,0 +1,223 @@
+"""The report's charts: small PNGs (about 800 x 500 px), written atomically.
+
+Figures are built on matplotlib's Agg canvas directly, without pyplot: no global figure state and no
+display needed, so reports can be written from any process (CI, a headless GPU box, a test).
+Every function returns the PNG's path, or None when there is nothing to draw.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from ..differences import NOT_IN_SEED, SEVERITY_ORDER
+from ..store import atomic_write_bytes
+from .effects import cumulative_chain
+from .results import done_values, summarise
+
+DPI = 100
+WIDTH_IN, HEIGHT_IN = 8.0, 5.0
+MAX_HEIGHT_IN = 11.0  # long effect charts grow, but stay readable on a page
+SEVERITY_COLOURS = {"MASSIVE": "#7f0000", "CRITICAL": "#d7301f", "SEVERE": "#fc8d59", "MODERATE": "#fdd49e",
+                    "MINOR": "#91cf60", NOT_IN_SEED: "#9e9e9e"}
+UNKNOWN_COLOUR = "#4d4d4d"
+X_LABEL = {"one-at-a-time": "effect (dB): + means adopting the original's value helps",
+           "leave-one-out": "effect (dB): + means the difference contributes to the original's advantage",
+           "cumulative": "step gain (dB) over the previous step",
+           "improvements": "effect (dB): + means the fix helps"}
+
+
+def _figure(height: float = HEIGHT_IN):
+    fig = Figure(figsize=(WIDTH_IN, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+# ------------------------------------------------------------------------------------------ effects
+
+
+def effects_chart(effects: pd.DataFrame, kind: str, path: Path, title: str) -> Path | None:
+    """Horizontal bars of mean effect with std error bars, coloured by the seed audit's claim."""
+    rows = effects[effects["n"] > 0]
+    if rows.empty:
+        return None
+    height = min(max(HEIGHT_IN, 0.3 * len(rows) + 1.5), MAX_HEIGHT_IN)
+    fig, ax = _figure(height)
+    colours = [SEVERITY_COLOURS.get(c, UNKNOWN_COLOUR) for c in rows["claimed"]]
+    positions = range(len(rows))
+    ax.barh(positions, rows["mean"], xerr=rows["std"], color=colours, edgecolor="#333333", linewidth=0.5,
+            capsize=3)
+    ax.set_yticks(list(positions), list(rows["difference"]), fontsize=8)
+    ax.invert_yaxis()  # first difference on top, as in the table
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel(X_LABEL.get(kind, "effect (dB)"))
+    ax.set_title(title, fontsize=10)
+    present = [s for s in SEVERITY_ORDER if s in set(rows["claimed"])]
+    ax.legend(handles=[Patch(color=SEVERITY_COLOURS[s], label=f"seed: {s}") for s in present], fontsize=7,
+              loc="best", title="claimed severity", title_fontsize=7)
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def training_curves(histories: pd.DataFrame, variants: list[dict], path: Path, title: str) -> Path | None:
+    """Test PSNR against step, mean over finished seeds (as in the tables): baselines bold, variants thin."""
+    logged = histories[histories["state"] == "done"].dropna(subset=["test_psnr"])
+    if logged.empty:
+        return None
+    fig, ax = _figure()
+    curves = logged.groupby(["variant", "step"])["test_psnr"].mean()
+    many = sum(1 for v in variants if v.get("role") != "baseline") > 8
+    for variant in variants:
+        if variant["id"] not in curves.index.get_level_values(0):
+            continue
+        curve = curves.loc[variant["id"]]
+        bold = variant.get("role") == "baseline"
+        label = variant.get("label") or variant["id"]
+        ax.plot(curve.index, curve.values, linewidth=2.5 if bold else 0.8, alpha=1.0 if bold else 0.6,
+                label=label if bold or not many else None, zorder=3 if bold else 2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("test PSNR (dB, per image)")
+    ax.set_title(title + (" (thin: variants)" if many else ""), fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def staircase(runs: pd.DataFrame, variants: list[dict], path: Path, title: str) -> Path | None:
+    """PSNR after each added difference (cumulative matrices), with the other baselines as lines."""
+    chain = [v for v in cumulative_chain(variants) if not v.get("skipped")]
+    points = [(v.get("label") or v["id"], summarise(done_values(runs, v["id"], "test.psnr"))) for v in chain]
+    points = [(label, s) for label, s in points if s["n"] > 0]
+    if not points:
+        return None
+    fig, ax = _figure()
+    xs = range(len(points))
+    ax.errorbar(xs, [s["mean"] for _, s in points], yerr=[s["std"] for _, s in points], drawstyle="steps-mid",
+                marker="o", capsize=3, linewidth=1.5, label="cumulative")
+    in_chain = {v["id"] for v in chain}
+    for other in variants:
+        if other.get("role") == "baseline" and other["id"] not in in_chain:
+            stats = summarise(done_values(runs, other["id"], "test.psnr"))
+            if stats["n"]:
+                ax.axhline(stats["mean"], linestyle="--", color="grey", label=other.get("label") or other["id"])
+    ax.set_xticks(list(xs), [label for label, _ in points], rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("test PSNR (dB, per image)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------------------------------ evaluations
+
+
+def _mean_curve(runs: pd.DataFrame, variant: str, *keys: str) -> dict[float, float]:
+    """{x: mean over finished seeds} of metrics[keys...] = {str(x): value}."""
+    per_x: dict[float, list[float]] = {}
+    rows = runs[(runs["variant"] == variant) & (runs["state"] == "done")]
+    for metrics in rows["metrics"]:
+        tree = metrics
+        for key in keys:
+            tree = tree.get(key) if isinstance(tree, dict) else None
+        for x, value in (tree or {}).items():
+            if value is not None:
+                per_x.setdefault(float(x), []).append(float(value))
+    return {x: sum(v) / len(v) for x, v in sorted(per_x.items())}
+
+
+def jitter_curves(runs: pd.DataFrame, variants: list[dict], path: Path, title: str) -> Path | None:
+    """PSNR against the std of the coordinate jitter, for the baselines and any jitter variant."""
+    chosen = [v for v in variants if v.get("role") == "baseline" or "jitter" in v["id"].lower()]
+    fig, ax = _figure()
+    drawn = False
+    for variant in chosen:
+        label = variant.get("label") or variant["id"]
+        for mode, style in (("same", "-"), ("decoupled", "--")):
+            curve = _mean_curve(runs, variant["id"], "jitter", mode)
+            if curve:
+                ax.plot(list(curve), list(curve.values()), style, marker="o", label=f"{label} ({mode})")
+                drawn = True
+    if not drawn:
+        return None
+    ax.set_xlabel("jitter std (coordinate units)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _sr_values(runs: pd.DataFrame, variant: str) -> dict[str, float]:
+    """Bar label -> mean PSNR: the notebook protocol per output size, then the true protocol and bicubic."""
+    rows = runs[(runs["variant"] == variant) & (runs["state"] == "done")]
+    bars: dict[str, list[float]] = {}
+    for metrics in rows["metrics"]:
+        for size, scores in sorted((metrics.get("sr_notebook") or {}).items(), key=lambda kv: int(kv[0])):
+            bars.setdefault(f"notebook {size} px", []).append(scores.get("psnr"))
+        true = metrics.get("sr_true") or {}
+        factor = true.get("factor", 2)
+        if true.get("psnr") is not None:
+            bars.setdefault(f"true ×{factor}", []).append(true["psnr"])
+        if true.get("bicubic_psnr") is not None:
+            bars.setdefault(f"bicubic ×{factor}", []).append(true["bicubic_psnr"])
+    return {k: sum(v) / len(v) for k, v in bars.items() if all(x is not None for x in v)}
+
+
+def super_resolution_bars(runs: pd.DataFrame, variants: list[dict], path: Path, title: str) -> Path | None:
+    """Grouped bars: the notebook's SR protocol against the true protocol, for each baseline."""
+    baselines = [v for v in variants if v.get("role") == "baseline"]
+    values = {v.get("label") or v["id"]: _sr_values(runs, v["id"]) for v in baselines}
+    values = {k: v for k, v in values.items() if v}
+    if not values:
+        return None
+    groups = list(dict.fromkeys(g for bars in values.values() for g in bars))
+    fig, ax = _figure()
+    width = 0.8 / len(values)
+    for i, (label, bars) in enumerate(values.items()):
+        xs = [g + i * width for g in range(len(groups))]
+        drawn = ax.bar(xs, [bars.get(g, float("nan")) for g in groups], width=width, label=label)
+        ax.bar_label(drawn, fmt="%.2f", fontsize=7)  # bars start at 0 dB: the labels carry the differences
+    ax.set_xticks([g + width * (len(values) - 1) / 2 for g in range(len(groups))], groups, fontsize=8)
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------------------------------ per matrix
+
+
+def plot_matrix(matrix, runs: pd.DataFrame, histories: pd.DataFrame, effects: pd.DataFrame, folder: Path,
+                slug: str) -> list[tuple[Path, str]]:
+    """Every chart one matrix supports, as (png path, caption)."""
+    name, kind, variants = matrix.matrix, matrix.kind, matrix.variants
+    charts = [
+        (effects_chart, (effects, kind), "effects", f"Effect per difference, {kind} (error bars: std over seeds)"),
+        (training_curves, (histories, variants), "training",
+         f"Test PSNR during training, {kind} (mean over finished seeds)"),
+        (jitter_curves, (runs, variants), "jitter", "PSNR against coordinate jitter (dashed: decoupled)"),
+        (super_resolution_bars, (runs, variants), "sr", "Super-resolution: notebook protocol vs true protocol"),
+    ]
+    if kind == "cumulative":
+        charts.insert(1, (staircase, (runs, variants), "staircase", "PSNR after each added difference"))
+    out = []
+    for draw, args, stem, caption in charts:
+        path = draw(*args, folder / f"{stem}-{slug}.png", f"{caption} ({name})")
+        if path is not None:
+            out.append((path, f"{caption}. Runs: {name}"))
+    return out
+
+
+__all__ = ["SEVERITY_COLOURS", "effects_chart", "jitter_curves", "plot_matrix", "staircase", "super_resolution_bars",
+           "training_curves"]
