@@ -156,17 +156,19 @@ class _ChunkedScan(torch.autograd.Function):
         u_l = _time_major(u, ct)
         dtu_l = dt_l * u_l
         B_l, C_l = _time_major(B, ct), _time_major(C, ct)
-        g_l = _time_major(grad_out, ct)
+        gy_l = _time_major(grad_out, ct)  # gradient wrt y + D*u once multiplied by silu(z)
+        gz_l = None
         if z is not None:
             z_l = _time_major(z, ct)
             sig_z = torch.sigmoid(z_l)
             silu_z = z_l * sig_z
-            gy_l = g_l * silu_z  # gradient wrt y + D*u
-        else:
-            gy_l = g_l
+            if need_z:  # g * d silu(z)/dz = g * sigmoid(z) * (1 + z - silu(z)), built in z_l
+                gz_l = z_l.sub_(silu_z).add_(1).mul_(sig_z).mul_(gy_l)
+            gy_l.mul_(silu_z)
+            del z_l, sig_z, silu_z  # only gy_l and gz_l live through the scan
 
         def new_l(c):
-            return g_l.new_empty((L, batch, c))
+            return gy_l.new_empty((L, batch, c))
 
         y_l = new_l(d_inner) if need_z else None
         gC_l = new_l(d_state) if need_C else None
@@ -176,11 +178,11 @@ class _ChunkedScan(torch.autograd.Function):
         gA = torch.zeros_like(A_c) if need_A else None
 
         T = max(1, min(ctx.chunk_size, L))
-        decay = g_l.new_empty((T, batch, d_inner, d_state))
-        xs = g_l.new_empty((T + 1, batch, d_inner, d_state))
-        h = g_l.new_empty((T, batch, d_inner, d_state))
+        decay = gy_l.new_empty((T, batch, d_inner, d_state))
+        xs = gy_l.new_empty((T + 1, batch, d_inner, d_state))
+        h = gy_l.new_empty((T, batch, d_inner, d_state))
         # decay_{t+1} * h_{t+1} for the first step after the current chunk (zero past the end).
-        carry = g_l.new_zeros((batch, d_inner, d_state))
+        carry = gy_l.new_zeros((batch, d_inner, d_state))
         starts = list(range(0, L, T))
         for c in reversed(range(len(starts))):
             t0 = starts[c]
@@ -220,6 +222,7 @@ class _ChunkedScan(torch.autograd.Function):
                     gA += q.mul_(dt_l[t0:t1].unsqueeze(-1)).sum(dim=(0, 1))
 
         # Full-length tails, in place where the buffer is not needed again.
+        del decay, xs, h, dtu_l, B_l, C_l
         grads = [None] * 10
         if need_D:
             grads[5] = (gy_l * u_l).sum(dim=(0, 1)).to(D.dtype)
@@ -228,6 +231,8 @@ class _ChunkedScan(torch.autograd.Function):
             if D_c is not None:
                 gu_l.addcmul_(gy_l, D_c)
             grads[0] = _batch_major(gu_l).to(u.dtype)
+            del gu_l
+        del dt_l, gy_l
         if need_dt:
             gdt_l.addcmul_(gdtu_l, u_l)
             if pre_l is not None:
@@ -245,9 +250,7 @@ class _ChunkedScan(torch.autograd.Function):
         if need_z:
             if D_c is not None:
                 y_l.addcmul_(u_l, D_c)
-            # d silu(z)/dz = sigmoid(z) * (1 + z - silu(z))
-            gz_l = z_l.sub_(silu_z).add_(1).mul_(sig_z).mul_(g_l).mul_(y_l)
-            grads[6] = _batch_major(gz_l).to(z.dtype)
+            grads[6] = _batch_major(gz_l.mul_(y_l)).to(z.dtype)
         return tuple(grads)
 
 
