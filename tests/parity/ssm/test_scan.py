@@ -143,7 +143,8 @@ def test_dispatcher_uses_chunked():
     inputs = make_inputs(length=12, seed=29)
     args = [inputs[k] for k in NAMES[:6]]
     kwargs = {"z": inputs["z"], "delta_bias": inputs["delta_bias"], "delta_softplus": True}
-    assert torch.equal(selective_scan(*args, **kwargs, impl="chunked"), selective_scan_chunked(*args, **kwargs))
+    dispatched = selective_scan(*args, **kwargs, impl="chunked")
+    assert torch.equal(dispatched, selective_scan_chunked(*args, **kwargs))
 
 
 def test_auto_chunk_size_and_bad_arguments():
