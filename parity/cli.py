@@ -34,9 +34,10 @@ def cmd_bench_scan(args) -> int:
 
     console = _console()
     with console.status(f"selective scan forward+backward, B={args.batch} L={args.length} "
-                        f"d_inner={args.d_inner} d_state={args.d_state}, {args.repeats} runs each..."):
+                        f"d_inner={args.d_inner} d_state={args.d_state}: fast path {args.repeats} runs, reference "
+                        f"{args.ref_repeats} (about 2 minutes each at the default shape on 2 cores)..."):
         rows = bench_scan(batch=args.batch, length=args.length, d_inner=args.d_inner, d_state=args.d_state,
-                          repeats=args.repeats)
+                          repeats=args.repeats, ref_repeats=args.ref_repeats)
     console.print(scan_table(rows))
     return 0
 
@@ -181,6 +182,23 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_diff_models(args) -> int:
+    from pathlib import Path
+
+    from .diagnose import diff_models
+
+    divergence, markdown = diff_models(args.a, args.b, rtol=args.rtol, atol=args.atol, seed=args.seed,
+                                       preset=args.preset)
+    if not args.out:
+        print(markdown, end="")
+        return 0
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown)
+    print(f"wrote {out}: {divergence.summary()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parity", description="MAMBA-GINR parity toolkit: faithful ports "
                                      "of the original and the notebook, and the differences between them.")
@@ -233,6 +251,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report file (default reports/<runs folder name>.md)")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("diff-models", help="where two models' outputs first differ, module by module")
+    p.add_argument("a", metavar="A", help="a checkpoint (parity run checkpoint.pt, trans-inr checkpoint, notebook "
+                   "state dict) or a configuration name: notebook, original, notebook+ID, original-ID")
+    p.add_argument("b", metavar="B", help="the same kinds as A")
+    p.add_argument("--out", metavar="FILE.md", help="write the markdown table here (default: print it)")
+    p.add_argument("--rtol", type=float, default=1e-5)
+    p.add_argument("--atol", type=float, default=1e-6)
+    p.add_argument("--seed", type=int, default=0, help="initialises models built from names, and the image batch")
+    p.add_argument("--preset", help="build configuration names at a matrix preset's scale (e.g. smoke: fast on CPU)")
+    p.set_defaults(func=cmd_diff_models)
+
     bench = sub.add_parser("bench", help="speed and memory benchmarks").add_subparsers(dest="case", required=True,
                                                                                         metavar="CASE")
     p = bench.add_parser("scan", help="selective scan forward+backward: reference vs fast path")
@@ -240,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=int, default=512)
     p.add_argument("--d-inner", type=int, default=512)
     p.add_argument("--d-state", type=int, default=16)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="runs of the fast path")
+    p.add_argument("--ref-repeats", type=int, default=3, help="runs of the (slow) reference")
     p.set_defaults(func=cmd_bench_scan)
 
     p = bench.add_parser("step", help="one training step of a port's CIFAR-10 config: images/s, peak memory")
@@ -254,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _positive(args) -> None:
-    for name in ("batch", "length", "d_inner", "d_state", "repeats", "seeds", "max_steps"):
+    for name in ("batch", "length", "d_inner", "d_state", "repeats", "ref_repeats", "seeds", "max_steps"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise ParityError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
