@@ -166,7 +166,7 @@ REGISTRY: dict[str, Difference | Improvement] = {d.id: d for d in (*DIFFERENCES,
 
 def get(diff_id: str) -> Difference | Improvement:
     if diff_id not in REGISTRY:
-        raise ParityError(f"unknown difference {diff_id!r}{_did_you_mean(diff_id, REGISTRY)}: "
+        raise ParityError(f"unknown difference {diff_id!r}{_did_you_mean(diff_id, REGISTRY, closest=True)}: "
                           "`parity differences` lists them")
     return REGISTRY[diff_id]
 
@@ -205,3 +205,49 @@ DEFECTS = (
      "and reaches the base rate one epoch early.", None),
     ("Jitter never applied", "add_gaussian_noise_to_grid exists but its call is commented out.", "jitter-train"),
 )
+
+
+# ---------------------------------------------------------------- variant names
+
+BASE_NAMES = ("notebook", "original")
+
+
+def named_config(name: str, baselines: tuple[ExperimentConfig, ExperimentConfig] | None = None) -> ExperimentConfig:
+    """The configuration a variant name describes, as the matrices name their variants: 'notebook',
+    'original', then steps '+<id>' (a difference at the original's value, or an improvement) and
+    '-<id>' (a difference at the notebook's value), chained: 'notebook+coords+lr', 'original-coords',
+    'original+jitter-train'. ``baselines``: a preset's (notebook, original) pair; default the sources'."""
+    pair = baselines or (notebook_baseline(), original_baseline())
+    base, steps = _parse_name(name)
+    cfg = pair[BASE_NAMES.index(base)].copy()
+    for sign, entry_id in steps:
+        entry = REGISTRY[entry_id]
+        if isinstance(entry, Improvement) and sign == "-":
+            raise ParityError(f"{entry_id!r} in {name!r} is an improvement: add it with '+{entry_id}'")
+        cfg = entry.apply(cfg, "original" if sign == "+" else "notebook", pair)
+    cfg.name = name
+    return validate(cfg)
+
+
+def _parse_name(name: str) -> tuple[str, list[tuple[str, str]]]:
+    """'original-coords+jitter-train' -> ('original', [('-', 'coords'), ('+', 'jitter-train')]). Ids
+    contain hyphens, so each step takes the longest registry id that ends at a '+', '-' or the end."""
+    base = next((b for b in BASE_NAMES if name.startswith(b)), None)
+    if base is None:
+        raise ParityError(f"{name!r} is not a configuration name: start with 'notebook' or 'original', then "
+                          "'+<id>' or '-<id>' steps (`parity differences` lists the ids)")
+    rest, steps = name[len(base):], []
+    while rest:
+        sign, rest = rest[0], rest[1:]
+        if sign not in "+-":
+            raise ParityError(f"{name!r} is not a configuration name: after {base!r} come '+<id>' or '-<id>' "
+                              "steps, e.g. 'notebook+coords' or 'original-coords'")
+        ends = [i for i in REGISTRY if rest == i or (rest.startswith(i) and rest[len(i)] in "+-")]
+        if not ends:
+            word = rest.split("+")[0]
+            raise ParityError(f"unknown difference {word!r} in configuration name {name!r}"
+                              f"{_did_you_mean(word, REGISTRY)}: `parity differences` lists them")
+        step = max(ends, key=len)
+        steps.append((sign, step))
+        rest = rest[len(step):]
+    return base, steps

@@ -1,8 +1,25 @@
-"""Helpers for asserting parity in tests (ours and users')."""
+"""Helpers for asserting parity in tests (ours and users').
+
+- ``rel_err``, ``grad_err``: the golden tensors' error measures.
+- ``assert_state_dicts_compatible``: same keys, same shapes.
+- ``assert_models_match``: same outputs (and gradients) on the same inputs.
+- ``assert_config_matches``: same configuration, each difference named through the registry.
+- ``golden_path``: the golden tensors shipped inside the package.
+
+Failures are AssertionErrors whose message is a readable report (a table of the worst offenders).
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
 import torch
+
+GOLDEN_DIR = Path(__file__).parent / "golden"
+WORST_SHOWN = 10  # rows of the worst-mismatch table
+KEYS_SHOWN = 20  # keys listed per section of a state-dict report
 
 
 def rel_err(actual, expected) -> float:
@@ -20,3 +37,235 @@ def grad_err(actual, expected, zero: float = 1e-12) -> float:
     if expected.abs().max() < zero:
         return 0.0 if torch.as_tensor(actual).abs().max() < zero else float("inf")
     return rel_err(actual, expected)
+
+
+def golden_path(name: str) -> Path:
+    """Path of a golden file shipped with the package (``original_small.pt``, ``notebook_small.pt``,
+    ``lr_schedules.json``, ``README.md`` describing them)."""
+    path = GOLDEN_DIR / name
+    if not path.is_file():
+        available = sorted(p.name for p in GOLDEN_DIR.iterdir()) if GOLDEN_DIR.is_dir() else []
+        raise FileNotFoundError(f"no golden file {name!r} in {GOLDEN_DIR}: available are {', '.join(available)}")
+    return path
+
+
+# ---------------------------------------------------------------- tables and tensor comparison
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    """A plain pipe table; cells are str()-ed."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt(x: float) -> str:
+    """Errors as short numbers: 0, 3.2e-07, inf."""
+    return "0" if x == 0 else f"{x:.3g}"
+
+
+def tensor_error(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """(max |a - b|, max |a - b| / max |b|), in float64; inf when the shapes differ."""
+    if a.shape != b.shape:
+        return math.inf, math.inf
+    a, b = a.detach().double(), b.detach().double()
+    if a.numel() == 0:
+        return 0.0, 0.0
+    diff = (a - b).abs()
+    diff = torch.where(torch.isnan(a) & torch.isnan(b), torch.zeros_like(diff), diff)  # NaN in both agrees
+    max_abs = diff.max().item()
+    scale = b.abs().max().item()
+    rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
+    return max_abs, rel
+
+
+def tensors_close(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> bool:
+    """torch.isclose everywhere (|a - b| <= atol + rtol |b|), NaN equal to NaN; False on a shape mismatch."""
+    if a.shape != b.shape:
+        return False
+    return bool(torch.isclose(a.detach().double(), b.detach().double(), rtol=rtol, atol=atol, equal_nan=True).all())
+
+
+def _sort_key(error: float) -> float:
+    return math.inf if math.isnan(error) else error
+
+
+# ---------------------------------------------------------------- state dicts
+
+def _state_dict(x) -> Mapping:
+    if isinstance(x, torch.nn.Module):
+        return x.state_dict()
+    if isinstance(x, Mapping):
+        return x
+    raise TypeError(f"expected a module or a state dict, got {type(x).__name__}")
+
+
+def _shape(value) -> str:
+    shape = getattr(value, "shape", None)
+    return str(tuple(shape)) if shape is not None else type(value).__name__
+
+
+def _key_section(title: str, lines: list[str]) -> list[str]:
+    shown = lines[:KEYS_SHOWN]
+    more = [f"  ... and {len(lines) - KEYS_SHOWN} more"] if len(lines) > KEYS_SHOWN else []
+    return [f"{title}:", *shown, *more]
+
+
+def assert_state_dicts_compatible(a, b) -> None:
+    """a and b (modules or state dicts) have the same keys with the same shapes, i.e. b loads into a
+    with ``strict=True``. Missing: in a, not in b; unexpected: in b, not in a."""
+    sa, sb = _state_dict(a), _state_dict(b)
+    missing = sorted(set(sa) - set(sb))
+    unexpected = sorted(set(sb) - set(sa))
+    misshaped = sorted(k for k in set(sa) & set(sb) if _shape(sa[k]) != _shape(sb[k]))
+    if not (missing or unexpected or misshaped):
+        return
+    report = [f"state dicts are not compatible ({len(missing)} missing, {len(unexpected)} unexpected, "
+              f"{len(misshaped)} mis-shaped; a has {len(sa)} keys, b has {len(sb)}):"]
+    if missing:
+        report += _key_section("missing (in a, not in b)", [f"  {k}  {_shape(sa[k])}" for k in missing])
+    if unexpected:
+        report += _key_section("unexpected (in b, not in a)", [f"  {k}  {_shape(sb[k])}" for k in unexpected])
+    if misshaped:
+        report += _key_section("mis-shaped", [f"  {k}  a {_shape(sa[k])}  b {_shape(sb[k])}" for k in misshaped])
+    raise AssertionError("\n".join(report))
+
+
+# ---------------------------------------------------------------- models
+
+def model_calls(call) -> tuple[Callable, Callable]:
+    """(call for a, call for b) from None (``model(*inputs)``), one callable ``call(model, *inputs)``
+    for both, or a pair of them (models called differently, e.g. on two coordinate grids)."""
+    if call is None:
+        call = _plain_call
+    if isinstance(call, (tuple, list)):
+        if len(call) != 2 or not all(callable(c) for c in call):
+            raise TypeError("call must be a callable or a pair (call_a, call_b) of callables")
+        return call[0], call[1]
+    if not callable(call):
+        raise TypeError(f"call must be a callable or a pair of callables, got {type(call).__name__}")
+    return call, call
+
+
+def as_inputs(inputs) -> tuple:
+    """A tuple of positional arguments; a lone tensor is one argument."""
+    return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+
+
+def _plain_call(model, *inputs):
+    return model(*inputs)
+
+
+def named_tensors(obj, prefix: str = "output") -> dict[str, torch.Tensor]:
+    """Every tensor inside nested tuples, lists and dicts, keyed by its path (``output[0]['rgb']``);
+    other values (modules, None, strings) are not compared."""
+    if isinstance(obj, torch.Tensor):
+        return {prefix: obj}
+    items = obj.items() if isinstance(obj, Mapping) else enumerate(obj) if isinstance(obj, (tuple, list)) else ()
+    found: dict[str, torch.Tensor] = {}
+    for key, value in items:
+        found.update(named_tensors(value, f"{prefix}[{key!r}]"))
+    return found
+
+
+def _gradients(model: torch.nn.Module, output, loss_fn: Callable) -> dict[str, torch.Tensor]:
+    """d loss_fn(output) / d parameter, by name; autograd.grad leaves the models' .grad alone, and a
+    parameter the loss does not reach gets a zero gradient."""
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    loss = loss_fn(output)
+    if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+        raise AssertionError("loss_fn(output) is not a tensor that requires grad: return a scalar computed "
+                             "from the output, and do not run the models under torch.no_grad")
+    grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+    return {name: torch.zeros_like(p) if g is None else g for (name, p), g in zip(params.items(), grads)}
+
+
+def _run(model, call, inputs, loss_fn):
+    """(named output tensors, named gradients or {}) of one model."""
+    with torch.set_grad_enabled(loss_fn is not None):
+        output = call(model, *inputs)
+        grads = _gradients(model, output, loss_fn) if loss_fn is not None else {}
+    named = named_tensors(output)
+    return named, {f"grad {k}": v for k, v in grads.items()}
+
+
+def _mismatches(a: dict, b: dict, rtol: float, atol: float) -> list[tuple[str, float, float, str]]:
+    """(name, max abs err, rel err, note) for every entry that is absent on one side or not close."""
+    rows = []
+    for name in [*a, *(k for k in b if k not in a)]:
+        if name not in a or name not in b:
+            rows.append((name, math.inf, math.inf, "only in b" if name not in a else "only in a"))
+        elif not tensors_close(a[name], b[name], rtol, atol):
+            note = "" if a[name].shape == b[name].shape else \
+                f"shape a {tuple(a[name].shape)} b {tuple(b[name].shape)}"
+            rows.append((name, *tensor_error(a[name], b[name]), note))
+    return rows
+
+
+def assert_models_match(a, b, inputs, rtol: float = 1e-5, atol: float = 1e-6, loss_fn: Callable | None = None,
+                        call=None) -> None:
+    """Run a and b on the same inputs and compare their outputs (tensors, or tuples/dicts of tensors)
+    elementwise, |a - b| <= atol + rtol |b|. ``inputs``: a tuple of positional arguments; ``call``:
+    ``call(model, *inputs)`` where the model is not simply ``model(*inputs)``, or a pair (call_a,
+    call_b). With ``loss_fn`` (output -> scalar) every parameter's gradient is compared too, by name.
+    The models run as they are (train/eval mode untouched)."""
+    call_a, call_b = model_calls(call)
+    inputs = as_inputs(inputs)
+    out_a, grad_a = _run(a, call_a, inputs, loss_fn)
+    out_b, grad_b = _run(b, call_b, inputs, loss_fn)
+    if not out_a and not out_b:
+        raise AssertionError("neither model returned a tensor: pass call=... that returns the output to compare")
+    compared = {**out_a, **grad_a}
+    rows = _mismatches(compared, {**out_b, **grad_b}, rtol, atol)
+    if rows:
+        raise AssertionError(_mismatch_report(rows, len(set(compared) | set(out_b) | set(grad_b)), rtol, atol))
+
+
+def _mismatch_report(rows, total: int, rtol: float, atol: float) -> str:
+    # Outputs before gradients (a changed output is the headline), each worst first.
+    worst = sorted(rows, key=lambda r: (not r[0].startswith("grad "), _sort_key(r[2]), _sort_key(r[1])),
+                   reverse=True)[:WORST_SHOWN]
+    table = markdown_table(["name", "max abs err", "rel err", "note"],
+                           [[name, fmt(err), fmt(rel), note] for name, err, rel, note in worst])
+    more = f"\n({len(worst)} of {len(rows)} shown: outputs first, then the worst gradients)" \
+        if len(rows) > len(worst) else ""
+    return (f"models differ: {len(rows)} of {total} compared tensors beyond rtol={rtol:g}, atol={atol:g} "
+            f"(rel err = max abs err / max |b|):\n{table}{more}")
+
+
+# ---------------------------------------------------------------- configurations
+
+def _registry_names(path: str) -> str:
+    """'<id>: <title>' of the registry entries that set ``path``, or 'not a registered difference'."""
+    from .differences import DIFFERENCES, IMPROVEMENTS
+
+    names = [f"{d.id}: {d.title}" for d in DIFFERENCES if path in d.fields]
+    names += [f"{i.id} (improvement): {i.title}" for i in IMPROVEMENTS if path in i.fields]
+    return "; ".join(names) or "not a registered difference"
+
+
+def _as_config(cfg):
+    from .config import ExperimentConfig
+
+    if isinstance(cfg, ExperimentConfig):
+        return cfg
+    if isinstance(cfg, str):
+        from .differences import named_config
+
+        return named_config(cfg)
+    raise TypeError(f"expected an ExperimentConfig or a baseline name, got {type(cfg).__name__}")
+
+
+def assert_config_matches(cfg, baseline) -> None:
+    """cfg equals baseline in every field (the name aside). Both are ExperimentConfigs or names
+    ('notebook', 'original', or a variant such as 'notebook+coords'). A failure lists each differing
+    field with the registry entry that sets it (difference id and title)."""
+    from .config import config_diff
+
+    cfg, baseline = _as_config(cfg), _as_config(baseline)
+    diff = config_diff(cfg, baseline)
+    if not diff:
+        return
+    rows = [[path, repr(ours), repr(theirs), _registry_names(path)] for path, (ours, theirs) in diff.items()]
+    table = markdown_table(["field", cfg.name, baseline.name, "registry"], rows)
+    raise AssertionError(f"configuration {cfg.name!r} differs from {baseline.name!r} in {len(diff)} "
+                         f"field{'s' if len(diff) > 1 else ''}:\n{table}")
