@@ -9,6 +9,7 @@ import torch
 
 from parity.checkpoints import load_state_dict_strict, read_checkpoint
 from parity.errors import ParityError
+from parity.store import atomic_torch_save
 
 from .registry import make
 
@@ -26,7 +27,14 @@ def from_spec(spec: dict) -> torch.nn.Module:
     if not isinstance(spec, dict) or "name" not in spec or "args" not in spec:
         raise ParityError("a model spec is a dict with 'name' and 'args' (as in the trans-inr YAMLs): "
                           f"got {type(spec).__name__}")
-    model = make(spec)
+    try:
+        model = make(spec)
+    except ParityError:
+        raise
+    except (ValueError, TypeError) as e:  # unknown name or arguments the class does not take: bad input, one line
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ParityError(f"cannot build model {spec['name']!r} from its spec ({reason}): the file must come "
+                          "from a mamba_lainr_inr trans-inr run") from None
     if "sd" in spec:
         load_state_dict_strict(model, spec["sd"], source=f"spec {spec['name']!r}")
     return model
@@ -47,4 +55,4 @@ def save_checkpoint(path, model: torch.nn.Module, spec: dict, optimizer=None, op
     payload = {"model": {**spec, "sd": model.state_dict()}, "epoch": epoch, "cfg": cfg}
     if optimizer is not None:
         payload["optimizer"] = {**(optimizer_spec or {}), "sd": optimizer.state_dict()}
-    torch.save(payload, path)
+    atomic_torch_save(path, payload)  # a crash mid-write leaves the previous checkpoint, not half of one

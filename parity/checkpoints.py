@@ -22,9 +22,9 @@ def read_checkpoint(path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = _first_line(e)
         raise ParityError(f"checkpoint {path!r} holds objects other than tensors and plain containers, "
-                          f"refused by weights_only loading ({first}): re-save it as a state dict") from None
+                          f"refused by weights_only loading ({_refused_global(e)}): re-save it as a state dict"
+                          ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         first = _first_line(e)
         raise ParityError(f"checkpoint {path!r} is not a readable torch file ({first}): "
@@ -47,6 +47,15 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict, source: str = "ch
         raise ParityError(f"{source} does not fit the model ({'; '.join(parts)}): "
                           f"build the model with the configuration the weights were trained with")
     model.load_state_dict(state_dict, strict=True)
+
+
+def _refused_global(e: Exception) -> str:
+    """The class or function torch refused, e.g. 'posix.system', rather than torch's multi-paragraph
+    advice (which suggests weights_only=False: exactly what must not be done with an untrusted file)."""
+    import re
+
+    found = re.search(r"GLOBAL ([\w.]+)", str(e))
+    return f"it refers to {found.group(1)}" if found else re.sub(r"\x1b\[[0-9;]*m", "", _first_line(e))
 
 
 def _first_line(e: Exception, limit: int = 120) -> str:

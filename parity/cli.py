@@ -136,6 +136,21 @@ def cmd_train(args) -> int:
         run_dir = Path(args.out) / cfg.name / f"seed-{cfg.train.seed}"
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from . import distributed
+
+    if distributed.requested():  # under torchrun: rank 0 reports, every rank trains its slice
+        try:
+            ddp = distributed.context()
+            metrics = train_run(cfg, run_dir, progress=None, final_eval=not args.no_final_eval)
+        except DivergedError as e:
+            raise ParityError(f"training diverged: {e}; lower train.lr or enable train.clip_norm") from None
+        finally:
+            distributed.shutdown()
+        if ddp.is_main:
+            test = metrics["test"]
+            console.print(f"{cfg.name}: test PSNR {test['psnr']:.2f} dB (per image), {test['psnr_batch_mse']:.2f} dB "
+                          f"(batch MSE) after {metrics['steps']} steps on {ddp.world_size} processes -> {run_dir}")
+        return 0
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                   TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task(cfg.name, total=None, info="")
@@ -157,14 +172,16 @@ def cmd_train(args) -> int:
 def cmd_ablate(args) -> int:
     from pathlib import Path
 
+    from .executors import make_executor
     from .matrix import KINDS, run_matrix
 
     console = _console()
+    executor = make_executor(args.executor, args.address)  # before any run: a missing ray is one line
     kinds = list(KINDS) if args.matrix == "all" else [args.matrix]
     folders = []
     for kind in kinds:
         folders.append(run_matrix(kind, args.preset, args.seeds, Path(args.out), args.set, console=console,
-                                  only=args.only or None))
+                                  only=args.only or None, executor=executor))
         console.print(f"{kind}: results in {folders[-1]}")
     if args.report:
         from .report import write_report
@@ -244,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", action="store_true", help="write the markdown report when done")
     p.add_argument("--only", action="append", default=[], metavar="VARIANT",
                    help="run only these variants (and the baseline); repeatable")
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local: one run after another in this process; ray: one Ray task per run "
+                   "(pip install -e '.[distributed]')")
+    p.add_argument("--address", help="with --executor ray: an existing cluster (auto, HOST:PORT, ray://HOST:10001); "
+                   "default: a local cluster on this machine's CPUs")
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("report", help="markdown report with plots from a runs folder")

@@ -181,9 +181,16 @@ def _split(path: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def _did_you_mean(name: str, choices) -> str:
+def _did_you_mean(name: str, choices, closest: bool = False) -> str:
+    """' (did you mean ...?)' for near misses; with ``closest``, a name far from every choice still gets
+    the three nearest (long lists such as the registry are hard to scan for the right id)."""
     close = difflib.get_close_matches(str(name), list(choices), n=3, cutoff=0.5)
-    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    if close:
+        return f" (did you mean {' or '.join(repr(c) for c in close)}?)"
+    if closest:
+        nearest = difflib.get_close_matches(str(name), list(choices), n=3, cutoff=0.0)
+        return f" (closest names: {', '.join(repr(c) for c in nearest)})" if nearest else ""
+    return ""
 
 
 def _coerce(path: str, value: Any, hint) -> Any:
@@ -266,30 +273,35 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
             raise ParityError(f"{path}={value!r} is not one of {', '.join(options)}{_did_you_mean(value, options)}")
     for path in AT_LEAST_ONE:
         if get_field(cfg, path) < 1:
-            raise ParityError(f"{path} must be at least 1, got {get_field(cfg, path)}")
+            raise ParityError(f"{path} must be at least 1, got {get_field(cfg, path)}: set it to 1 or more "
+                              f"(--set {path}=N)")
     for path in NON_NEGATIVE:
         if get_field(cfg, path) < 0:
-            raise ParityError(f"{path} must not be negative, got {get_field(cfg, path)}")
+            raise ParityError(f"{path} must not be negative, got {get_field(cfg, path)}: set it to 0 or more "
+                              f"(--set {path}=X)")
     m, t, d = cfg.model, cfg.train, cfg.data
     if not t.lr > 0:
-        raise ParityError(f"train.lr must be positive, got {t.lr}")
+        raise ParityError(f"train.lr must be positive, got {t.lr}: set a learning rate above 0, e.g. "
+                          "--set train.lr=1e-4")
     if t.clip_norm is not None and not t.clip_norm > 0:
         raise ParityError(f"train.clip_norm must be positive or null (no clipping), got {t.clip_norm}")
     for path in ("train.max_steps", "train.eval_every", "data.train_subset", "data.test_subset"):
         value = get_field(cfg, path)
         if value is not None and value < 1:
-            raise ParityError(f"{path} must be at least 1 or null, got {value}")
+            raise ParityError(f"{path} must be at least 1 or null, got {value}: set it to 1 or more, or null "
+                              "for no limit")
     if d.image_size % m.patch_size:
         raise ParityError(f"model.patch_size={m.patch_size} does not divide data.image_size={d.image_size}: "
                           "choose a patch size that divides the image size")
     if m.pos_code == "fourier" and m.dim <= 32:
         raise ParityError(f"model.dim={m.dim} leaves no room for the 32-wide Fourier position code: use dim > 32")
     if m.lp_type == "n_group" and m.num_lp % m.n_group:
-        raise ParityError(f"model.n_group={m.n_group} must divide model.num_lp={m.num_lp}")
+        raise ParityError(f"model.n_group={m.n_group} must divide model.num_lp={m.num_lp}: choose a divisor")
     if t.lr_horizon == "end" and t.warmup_epochs >= t.epochs:
-        raise ParityError(f"train.warmup_epochs={t.warmup_epochs} must be below train.epochs={t.epochs}")
+        raise ParityError(f"train.warmup_epochs={t.warmup_epochs} must be below train.epochs={t.epochs}: lower "
+                          "the warm-up or raise the epochs")
     if any(s < 0 for s in cfg.eval.jitter_stds):
-        raise ParityError("eval.jitter_stds must not contain negative values")
+        raise ParityError("eval.jitter_stds must not contain negative values: e.g. --set eval.jitter_stds=[0,0.01]")
     return cfg
 
 

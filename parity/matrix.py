@@ -10,6 +10,7 @@ import datetime as _dt
 import os
 import shlex
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,11 @@ from .config import ExperimentConfig, baseline, set_field, validate
 from .differences import DIFFERENCES, IMPROVEMENTS, by_severity
 from .errors import ParityError
 from .store import read_json, write_json
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 KINDS = ("one-at-a-time", "leave-one-out", "cumulative", "improvements")
 
@@ -130,12 +136,46 @@ def matrix_variants(kind: str, pair: tuple[ExperimentConfig, ExperimentConfig]) 
     return out
 
 
-def _claim(run_dir: Path) -> bool:
-    """Claim a run for this process (a lock file created atomically); False if another live process
-    holds it. Stale locks from dead processes are taken over."""
-    lock = run_dir / ".lock"
+def _claim(run_dir: Path, wait: bool = False):
+    """Claim a run for this process: a handle for ``_release``, or None when another live process holds
+    it (``wait``: block until it lets go). An flock on RUN/.lock: the kernel drops it when its process
+    dies, however it dies, so there are no stale locks, no pid reuse, and no window in which a killed
+    process leaves a half-written lock. The file is never deleted: unlinking a locked path would let a
+    third process lock a new file while a second still waits on the old one."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
+    lock = run_dir / ".lock"
+    if fcntl is None:
+        return _claim_by_pid_file(lock, wait)
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())  # for people (and the waiting message): who holds it
+    return fd
+
+
+def _release(run_dir: Path, handle) -> None:
+    if fcntl is None:
+        (run_dir / ".lock").unlink(missing_ok=True)
+    else:
+        os.close(handle)  # closing the descriptor drops the flock
+
+
+def _holder(run_dir: Path) -> str:
+    try:
+        pid = (run_dir / ".lock").read_text().strip()
+    except OSError:
+        pid = ""
+    return f"process {pid}" if pid else "another process"
+
+
+def _claim_by_pid_file(lock: Path, wait: bool):
+    """Without fcntl (Windows): a lock file created exclusively, holding the owner's pid; locks of dead
+    processes are taken over."""
+    while True:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             os.write(fd, str(os.getpid()).encode())
@@ -145,33 +185,53 @@ def _claim(run_dir: Path) -> bool:
             try:
                 pid = int(lock.read_text() or 0)
                 os.kill(pid, 0)
-                return pid == os.getpid()
+                if pid == os.getpid():
+                    return True
             except (ValueError, ProcessLookupError, FileNotFoundError):
                 lock.unlink(missing_ok=True)  # stale: its process is gone
-            except PermissionError:
-                return False
-    return False
+                continue
+            except (PermissionError, OSError):
+                pass
+        if not wait:
+            return None
+        time.sleep(0.5)
 
 
-def _release(run_dir: Path) -> None:
-    (run_dir / ".lock").unlink(missing_ok=True)
+def _failed_since(run_dir: Path, started: float) -> bool:
+    """Failed during this command (by this or a concurrent process): not retried before it ends.
+    Failures from earlier commands are retried, as a rerun always has."""
+    status = run_dir / "status.json"
+    try:
+        return status.stat().st_mtime >= started and (read_json(status) or {}).get("state") == "failed"
+    except (OSError, ParityError):
+        return False
 
 
 def run_matrix(kind: str, preset_name: str, seeds: int, out: Path, overrides: list[str] | None = None,
-               console=None, only: list[str] | None = None) -> Path:
+               console=None, only: list[str] | None = None, executor=None) -> Path:
     """Run (or resume) a matrix; returns its folder. Finished runs are skipped; failed runs are
-    recorded and the matrix goes on."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
+    recorded and the matrix goes on. ``executor``: where the pending runs train (parity.executors;
+    default LocalExecutor, one after another in this process)."""
     from .config import apply_overrides
-    from .train import DivergedError, train_run
+    from .executors import Job, LocalExecutor
 
+    started = time.time()
     p = preset(preset_name)
     nb, orig = p.baselines()
     if overrides:
         nb, orig = apply_overrides(nb, overrides), apply_overrides(orig, overrides)
     variants = matrix_variants(kind, (nb, orig))
     if only:
+        # a typo would otherwise run the baseline alone; ids of the other kinds are fine (--matrix all)
+        every = {v.id for k in KINDS for v in matrix_variants(k, (nb, orig))}
+        unknown = [o for o in only if o not in every]
+        if unknown:
+            from .config import _did_you_mean
+
+            raise ParityError(f"--only {unknown[0]!r} is not a variant of any matrix"
+                              f"{_did_you_mean(unknown[0], sorted(every), closest=True)}: variant ids are "
+                              "notebook+ID (one-at-a-time), original-ID (leave-one-out), step-NN-ID (cumulative), "
+                              "original+ID (improvements)")
         variants = [v for v in variants if v.id in only or v.role == "baseline"]
     folder = Path(out) / f"{preset_name}-{kind}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -190,47 +250,13 @@ def run_matrix(kind: str, preset_name: str, seeds: int, out: Path, overrides: li
                      "variants": [v.record() for v in variants]})
     write_json(folder / "matrix.json", manifest)
 
-    todo = [(v, s) for v in variants if not v.skipped for s in seed_list]
-    datasets_cache: dict = {}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as bar:
-        overall = bar.add_task(f"{preset_name} {kind}", total=len(todo), info="")
-        current = bar.add_task("", total=1, info="", visible=False)
-        for variant, seed in todo:
-            run_dir = folder / variant.id / f"seed-{seed}"
-            if (run_dir / "metrics.json").exists():
-                bar.advance(overall)
-                continue
-            if not _claim(run_dir):
-                bar.update(overall, info=f"{variant.id} seed {seed}: taken by another process")
-                bar.advance(overall)
-                continue
-            cfg = variant.config.copy()
-            cfg.train.seed = seed
-            key = repr(cfg.data)
-            if key not in datasets_cache:
-                from .data import make_datasets
-
-                datasets_cache.clear()  # keep one dataset pair in memory
-                datasets_cache[key] = make_datasets(cfg.data)
-            bar.update(current, description=f"  {variant.id} seed {seed}", completed=0, total=1, visible=True, info="")
-
-            def show(u, _task=current):
-                info = f"loss {u['loss']:.4f}" + (f"  PSNR {u['psnr']:.2f} dB" if "psnr" in u else "")
-                bar.update(_task, completed=u["step"], total=u["total"], info=info)
-
-            try:
-                train_run(cfg, run_dir, datasets=datasets_cache[key], progress=show)
-            except DivergedError as e:
-                write_json(run_dir / "status.json", {"state": "failed", "error": str(e), "step": e.step,
-                                                     "losses": e.recent})
-            except ParityError:
-                raise
-            except Exception as e:  # record and go on: one broken variant must not sink the matrix
-                write_json(run_dir / "status.json", {"state": "failed", "error": f"{type(e).__name__}: {e}"})
-            finally:
-                _release(run_dir)
-            bar.advance(overall)
-        bar.update(current, visible=False)
+    jobs = []
+    for v in variants:
+        if v.skipped:
+            continue
+        for s in seed_list:
+            cfg = v.config.copy()
+            cfg.train.seed = s
+            jobs.append(Job(v.id, s, cfg, folder / v.id / f"seed-{s}"))
+    (executor or LocalExecutor()).run(jobs, f"{preset_name} {kind}", started, console=console)
     return folder

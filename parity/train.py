@@ -138,16 +138,24 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
     callable(dict) receiving step/loss/psnr updates. Raises DivergedError on a non-finite loss."""
     validate(cfg)
     run_dir = Path(run_dir)
+    _check_same_config(cfg, run_dir)  # else another configuration's results would be returned or resumed
     done = read_json(run_dir / "metrics.json")
     if done is not None:
         return done
     t = cfg.train
+    from .distributed import context as ddp_context
+
+    ddp = ddp_context()  # None unless torchrun started several processes (parity.distributed)
+    main = ddp is None or ddp.is_main  # only rank 0 writes files and evaluates
+    if ddp is not None:
+        ddp.check_batch(t.batch_size)
     if datasets is None:  # before any file is written: a data error leaves no half-made run folder
         from .data import make_datasets
 
         datasets = make_datasets(cfg.data)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
     train_set, test_set = datasets
     steps_per_epoch = len(train_set) // t.batch_size if cfg.data.drop_last else math.ceil(len(train_set) / t.batch_size)
     if steps_per_epoch == 0:
@@ -158,21 +166,16 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
 
     model = build_model(cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    step, history, train_time, train_images = 0, [], 0.0, 0
+    step, history, train_time, train_images, losses = 0, [], 0.0, 0, []
     ckpt_path = run_dir / "checkpoint.pt"
     if ckpt_path.exists():
-        from .checkpoints import read_checkpoint
-
-        state = read_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, history = state["step"], state["history"]
-        train_time, train_images = state["train_time"], state["train_images"]
+        step, history, train_time, train_images, losses = _resume(ckpt_path, model, optimizer)
+    net = ddp.wrap(model) if ddp is not None else None  # after resuming: DDP broadcasts rank 0's weights
     grids: dict[tuple[int, int], torch.Tensor] = {}
     test_loader = _loader(test_set, cfg, None)
-    losses: list[float] = []
     status = {"state": "running", "step": step, "total_steps": total_steps}
-    write_json(run_dir / "status.json", status)
+    if main:
+        write_json(run_dir / "status.json", status)
 
     with PeakMemory() as memory:
         epoch = step // steps_per_epoch + 1
@@ -192,10 +195,13 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
                 if size not in grids:
                     grids[size] = make_grid(*size, t.coords)
                 coords, gt = training_batch(cfg, images, grids[size], step)
-                loss = step_loss(cfg, model.decode(model.encode(images), coords), gt)
+                if ddp is None:
+                    loss = step_loss(cfg, model.decode(model.encode(images), coords), gt)
+                else:  # the global batch's draws above, then this rank's slice; DDP averages gradients
+                    loss = step_loss(cfg, net(ddp.shard(images), ddp.shard(coords)), ddp.shard(gt))
                 optimizer.zero_grad()
                 loss.backward()
-                value = loss.item()
+                value = loss.item() if ddp is None else ddp.mean(loss.item())  # the global batch's loss
                 if not math.isfinite(value):
                     raise DivergedError(step + 1, value, losses[-10:])
                 if t.clip_norm is not None:
@@ -207,7 +213,7 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
                 losses.append(value)
                 if progress:
                     progress({"step": step, "total": total_steps, "loss": value, "epoch": epoch, "lr": lr})
-                if step % eval_every == 0 or step == total_steps:
+                if main and (step % eval_every == 0 or step == total_steps):
                     test = quick_test_psnr(model, test_loader, cfg, eval_images)
                     history.append({"step": step, "epoch": epoch, "lr": lr,
                                     "train_loss": sum(losses[-eval_every:]) / len(losses[-eval_every:]),
@@ -217,7 +223,9 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
                         progress({"step": step, "total": total_steps, "loss": value, "psnr": test["psnr"]})
                     atomic_torch_save(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                                   "step": step, "history": history, "train_time": train_time,
-                                                  "train_images": train_images})
+                                                  "train_images": train_images,
+                                                  # the tail a resumed run needs for the same train_loss means
+                                                  "losses": losses[-max(eval_every, 10):]})
                     atomic_write_text(run_dir / "history.jsonl", "".join(_json_line(h) for h in history))
                     write_json(run_dir / "status.json", {**status, "step": step})
             epoch += 1
@@ -227,6 +235,8 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
                "train_images_per_s": train_images / train_time if train_time else None,
                "peak_rss_mb": memory.peak_mb, "final_lr": history[-1]["lr"] if history else None,
                "seed": t.seed, "environment": _environment()}
+    if not main:  # rank 0 evaluates and writes the run's files
+        return metrics
     if final_eval:
         from .evaluate import evaluate_all
 
@@ -235,9 +245,52 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
     else:
         metrics["test"] = quick_test_psnr(model, test_loader, cfg, eval_images)
     save_samples(model, test_set, cfg, run_dir / "samples.png")
+    # again here: a run killed between its last checkpoint and this line resumes with nothing left to
+    # train, so the loop above would not rewrite a history.jsonl that missed the last evaluation
+    atomic_write_text(run_dir / "history.jsonl", "".join(_json_line(h) for h in history))
     write_json(run_dir / "metrics.json", metrics)
     write_json(run_dir / "status.json", {"state": "done", "step": step, "total_steps": total_steps})
     return metrics
+
+
+CHECKPOINT_KEYS = ("model", "optimizer", "step", "history", "train_time", "train_images")
+
+
+def _resume(ckpt_path: Path, model, optimizer) -> tuple[int, list, float, int, list]:
+    """Load a run's checkpoint into model and optimizer; one-line errors for anything that does not fit."""
+    from .checkpoints import load_state_dict_strict, read_checkpoint
+
+    state = read_checkpoint(ckpt_path)
+    fix = "delete it to restart the run from scratch"
+    if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+        have = ", ".join(sorted(map(str, state))) if isinstance(state, dict) else type(state).__name__
+        raise ParityError(f"{ckpt_path} is not a parity run checkpoint (expected {', '.join(CHECKPOINT_KEYS)}; "
+                          f"found {have}): {fix}")
+    load_state_dict_strict(model, state["model"], source=f"checkpoint {ckpt_path}")
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError, TypeError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ParityError(f"the optimizer state in {ckpt_path} does not fit the model ({reason}): {fix}") from None
+    # checkpoints written before the loss tail was saved resume with an empty one
+    return state["step"], state["history"], state["train_time"], state["train_images"], list(state.get("losses", []))
+
+
+def _check_same_config(cfg: ExperimentConfig, run_dir: Path) -> None:
+    """A run folder belongs to one configuration: refuse to resume, or return the results of, a run
+    whose config.yaml differs (data.download changes no result and is not compared)."""
+    from .config import config_diff, load_yaml
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    before = load_yaml(path)
+    diff = {k: v for k, v in config_diff(before, cfg).items() if k != "data.download"}
+    if diff:
+        shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:3])
+        more = f" (+{len(diff) - 3} more)" if len(diff) > 3 else ""
+        raise ParityError(f"{run_dir} holds a run of another configuration ({shown}{more}): pass another --out, "
+                          "or delete that folder to start the run over")
 
 
 def _json_line(obj) -> str:

@@ -129,6 +129,8 @@ def _run_state(run_dir: Path, skipped: str | None) -> dict:
     has_metrics = (run_dir / "metrics.json").is_file()
     state = status.get("state") or ("done" if has_metrics else "unknown")
     error = status.get("error")
+    if has_metrics and state != "done":  # metrics.json is the commit point: killed before status.json caught up
+        state, error = "done", None
     if state == "done" and not has_metrics:
         state, error = "failed", "status.json says done but metrics.json is missing"
     return {"state": state, "error": error, "step": status.get("step"), "total_steps": status.get("total_steps"),
