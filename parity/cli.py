@@ -209,9 +209,10 @@ def cmd_diff_models(args) -> int:
     if not args.out:
         print(markdown, end="")
         return 0
+    from .store import atomic_write_text
+
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown)
+    atomic_write_text(out, markdown)
     print(f"wrote {out}: {divergence.summary()}")
     return 0
 

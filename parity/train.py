@@ -155,6 +155,8 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
         datasets = make_datasets(cfg.data)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in run_dir.glob(".*.tmp"):  # a write cut short by a kill (store.py's temporary names): never read
+            stale.unlink(missing_ok=True)
         atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
     train_set, test_set = datasets
     steps_per_epoch = len(train_set) // t.batch_size if cfg.data.drop_last else math.ceil(len(train_set) / t.batch_size)
