@@ -47,6 +47,22 @@ class ImplicitSequentialBias(nn.Module):
         return x[:, self.lp_idxs]
 
 
+def _init_coordinate_features(module, buffer, fourier, num_freqs, coord_dim, fourier_dim, sigma) -> int:
+    """Give ``module`` its coordinate features and return their width: the notebook's random
+    Gaussian matrix (a buffer named ``buffer``, N(0, 10^2)), or LAINR's log-spaced bands (a toggle)."""
+    if fourier == "gaussian":
+        module.register_buffer(buffer, torch.randn(num_freqs, coord_dim) * 10.0)
+        return num_freqs * 2
+    module.omegas = log_spaced_omegas(sigma, fourier_dim // (2 * coord_dim))
+    return fourier_dim
+
+
+def _coordinate_features(module, buffer, coords):
+    if module.fourier == "gaussian":
+        return gaussian_fourier_features(coords, getattr(module, buffer))
+    return log_fourier_features(coords, module.omegas)
+
+
 class ModulationNetwork(nn.Module):
     """Coordinates -> Gaussian Fourier features (B ~ N(0, 10^2)) -> MLP -> one-head attention over
     the LP features (scale dim^-0.5, no positional bias) -> MLP.
@@ -62,12 +78,7 @@ class ModulationNetwork(nn.Module):
         self.heads, self.dim_head = heads, dim_head or feature_dim
         self.bias_patches, self.bias_alpha = bias_patches, bias_alpha
         inner = self.heads * self.dim_head
-        if fourier == "gaussian":
-            self.register_buffer("B", torch.randn(num_freqs, coord_dim) * 10.0)
-            in_features = num_freqs * 2
-        else:
-            self.omegas = log_spaced_omegas(sigma_q, fourier_dim // (2 * coord_dim))
-            in_features = fourier_dim
+        in_features = _init_coordinate_features(self, "B", fourier, num_freqs, coord_dim, fourier_dim, sigma_q)
         self.coord_encoder = nn.Sequential(nn.Linear(in_features, hidden_dim), nn.ReLU(),
                                            nn.Linear(hidden_dim, hidden_dim))
         self.query_proj = nn.Linear(hidden_dim, inner)
@@ -78,9 +89,7 @@ class ModulationNetwork(nn.Module):
                                              nn.Linear(hidden_dim, feature_dim))
 
     def fourier_encode(self, coords):
-        if self.fourier == "gaussian":
-            return gaussian_fourier_features(coords, self.B)
-        return log_fourier_features(coords, self.omegas)
+        return _coordinate_features(self, "B", coords)
 
     def forward(self, coords, lp_features, return_attention=False):
         split = lambda t: rearrange(t, "b n (h d) -> b h n d", h=self.heads)
@@ -109,12 +118,7 @@ class Hyponet(nn.Module):
                  fourier_dim=64, sigma=128.0, modulation="concat", output_activation="sigmoid"):
         super().__init__()
         self.num_freqs, self.fourier, self.modulation = num_freqs, fourier, modulation
-        if fourier == "gaussian":
-            self.register_buffer("B_hypo", torch.randn(num_freqs, coord_dim) * 10.0)
-            coord_features = num_freqs * 2
-        else:
-            self.omegas = log_spaced_omegas(sigma, fourier_dim // (2 * coord_dim))
-            coord_features = fourier_dim
+        coord_features = _init_coordinate_features(self, "B_hypo", fourier, num_freqs, coord_dim, fourier_dim, sigma)
         if modulation == "add":
             self.bandwidth_lin = nn.Linear(coord_features, hidden_dim)
             self.modulation_lin = nn.Linear(feature_dim, hidden_dim)
@@ -129,9 +133,7 @@ class Hyponet(nn.Module):
         )
 
     def fourier_encode(self, coords):
-        if self.fourier == "gaussian":
-            return gaussian_fourier_features(coords, self.B_hypo)
-        return log_fourier_features(coords, self.omegas)
+        return _coordinate_features(self, "B_hypo", coords)
 
     def forward(self, coords, modulation):
         features = self.fourier_encode(coords)

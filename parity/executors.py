@@ -13,7 +13,6 @@ from their checkpoint.pt, failures are recorded in status.json and the matrix go
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 

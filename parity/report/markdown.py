@@ -443,7 +443,7 @@ def _threshold(row) -> str:
 def _reason(row) -> str:
     fallback = "still running, or killed while running" if row.state == "running" else row.state
     reason = row.error if isinstance(row.error, str) and row.error else fallback
-    if row.state in ("failed", "running") and not _missing(row.step):
+    if row.state in ("failed", "running") and not _missing(row.step) and f"at step {int(row.step)}" not in reason:
         total = "" if _missing(row.total_steps) else f"/{int(row.total_steps)}"
         reason += f" (at step {int(row.step)}{total})"
     if isinstance(row.losses, list) and row.losses:

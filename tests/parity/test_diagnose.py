@@ -14,17 +14,6 @@ from parity.cli import main
 from parity.coords import make_grid
 from parity.diagnose import OUTPUT, diff_models, load_model, localise
 from parity.errors import ParityError
-from parity.matrix import preset
-
-
-@pytest.fixture(scope="module")
-def smoke():
-    return preset("smoke").baselines()
-
-
-@pytest.fixture(scope="module")
-def notebook(smoke):
-    return build_model(smoke[0]).eval()
 
 
 @pytest.fixture(scope="module")

@@ -15,22 +15,11 @@ import original_port
 from parity.build import build_model, transinr_spec
 from parity.config import load_yaml
 from parity.coords import make_grid
-from parity.matrix import preset
 from parity.testing import (assert_config_matches, assert_models_match, assert_state_dicts_compatible,
                             golden_path)
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = Path(__file__).parent / "user_suite_example.py"
-
-
-@pytest.fixture(scope="module")
-def smoke():
-    return preset("smoke").baselines()
-
-
-@pytest.fixture(scope="module")
-def notebook(smoke):
-    return build_model(smoke[0]).eval()
 
 
 @pytest.fixture(scope="module")
