@@ -128,7 +128,7 @@ def write_audit(out="reports/audit.md", count_flops: bool = True) -> Path:
         rows.append({"": "GFLOP / image, training step", **{s.name: f"{s.train_step_gflop:.2f}" for s in summaries}})
     rows.append({"": "sequence length", **{s.name: str(s.sequence_length) for s in summaries}})
     rows.append({"": "decoder queries / image (training)", **{s.name: str(s.train_queries) for s in summaries}})
-    lines += [pd.DataFrame(rows).to_markdown(index=False), "",
+    lines += [pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True), "",
               "FLOPs are counted by torch's `FlopCounterMode` (matrix products and convolutions) for one image; "
               "the training step is forward + backward of the source's loss (512 sampled pixels for the notebook, "
               "all 1024 for the original).", ""]
