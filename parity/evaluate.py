@@ -367,12 +367,21 @@ def count_params(model) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
+def gflop(fn) -> float:
+    """GFLOP torch's FlopCounterMode counts while ``fn`` runs (matrix products and convolutions;
+    elementwise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
 def flops_per_image(model, image_size, convention: str, queries: int | None = None) -> float:
     """GFLOP of one forward encode + decode of one image, counted by ``FlopCounterMode`` (matrix
     products and convolutions; elementwise work is not counted). ``image_size``: an int or (H, W);
     ``queries``: decode the first that many grid points instead of the full grid."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     H, W = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     device = _device(model)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
@@ -381,10 +390,7 @@ def flops_per_image(model, image_size, convention: str, queries: int | None = No
     if queries is not None:
         coords = coords[:, :queries]
     with _inference(model):
-        counter = FlopCounterMode(display=False)
-        with counter:
-            model.decode(model.encode(image), coords)
-    return counter.get_total_flops() / 1e9
+        return gflop(lambda: model.decode(model.encode(image), coords))
 
 
 def _sanitise(value):

@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import notebook_port
 import original_port
 from original_port.configs import cifar10_model_spec
+
+from .evaluate import gflop
 
 # Which top-level modules make up each component, per port.
 ORIGINAL_COMPONENTS = {"tokenizer": ["tokenizer"], "LP tokens": ["lps"], "encoder": ["mamba_encoder"],
@@ -45,14 +46,6 @@ def params_per_component(model: torch.nn.Module, components: dict[str, list[str]
             raise KeyError(f"parameter {pname} belongs to no component")
         counts[owner[top]] += p.numel()
     return counts
-
-
-def gflop(fn) -> float:
-    """GFLOP torch's FlopCounterMode counts while ``fn`` runs (matrix products and convolutions)."""
-    counter = FlopCounterMode(display=False)
-    with counter:
-        fn()
-    return counter.get_total_flops() / 1e9
 
 
 def original_summary(count_flops: bool = True) -> PortSummary:
