@@ -82,7 +82,8 @@ def check_sizes(paths: list, image_size: int, resize_crop: bool, where: str) -> 
 
 
 class LabelledImageFolder(datasets.ImageFolder):
-    """``ROOT/<split>/<class>/*.jpg|png|...`` -> (float32 (3, S, S) in [0, 1], class index)."""
+    """``ROOT/<split>/<class>/*.jpg|png|...`` -> (float32 (3, S, S) in [0, 1], class index), classes
+    interleaved (see ``interleave_classes``)."""
 
     labelled = True
 
@@ -107,6 +108,8 @@ class LabelledImageFolder(datasets.ImageFolder):
                               f"{', '.join(datasets.folder.IMG_EXTENSIONS)}): add images or remove the folder"
                               ) from None
         check_sizes([p for p, _ in self.samples], image_size, resize_crop, str(folder))
+        self.samples = self.imgs = interleave_classes(self.samples)
+        self.targets = [label for _, label in self.samples]
 
     @staticmethod
     def _has_images(directory: str) -> bool:
@@ -114,6 +117,18 @@ class LabelledImageFolder(datasets.ImageFolder):
             if any(datasets.folder.has_file_allowed_extension(f, datasets.folder.IMG_EXTENSIONS) for f in files):
                 return True
         return False
+
+
+def interleave_classes(samples: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Class by class in turn (the first image of every class, then the second, ...), so that the
+    first N items, which is what ``train_subset``/``test_subset`` take, hold every class about equally,
+    as a prefix of CIFAR-10's own shuffled order does. ImageFolder's sorted order would make them one
+    class."""
+    by_class: dict[int, list] = {}
+    for sample in samples:
+        by_class.setdefault(sample[1], []).append(sample)
+    columns = [by_class[c] for c in sorted(by_class)]
+    return [column[i] for i in range(max(map(len, columns), default=0)) for column in columns if i < len(column)]
 
 
 def imagefolder_datasets(root, image_size: int = 32, resize_crop: bool = False

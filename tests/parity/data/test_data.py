@@ -15,7 +15,7 @@ from torch.utils.data import Subset
 import parity.data.numbered as numbered
 from parity.config import DataConfig
 from parity.data import has_labels, make_datasets
-from parity.data.imagefolder import LabelledImageFolder, imagefolder_datasets
+from parity.data.imagefolder import LabelledImageFolder, imagefolder_datasets, interleave_classes
 from parity.data.numbered import NumberedJPEG, numbered_split
 from parity.data.procedural import KINDS, ProceduralImages
 from parity.errors import ParityError
@@ -85,10 +85,16 @@ def test_procedural_render_is_the_same_scene_at_twice_the_size():
 def test_imagefolder_items_and_labels(tmp_path):
     train, test = imagefolder_datasets(_folder(tmp_path), image_size=8)
     assert len(train) == 4 and len(test) == 4 and train.classes == ["cat", "dog"]
-    assert [train[i][1] for i in range(4)] == [0, 0, 1, 1]
+    assert [train[i][1] for i in range(4)] == [0, 1, 0, 1]  # interleaved: every prefix holds both classes
     for item in (train[0], train[1], test[3]):
         _check_item(item, 8, {0, 1})
     assert has_labels(train) and has_labels(Subset(test, [0]))
+
+
+def test_interleave_classes_balances_every_prefix():
+    samples = [("a0", 0), ("a1", 0), ("a2", 0), ("b0", 1), ("c0", 2), ("c1", 2)]
+    assert interleave_classes(samples) == [("a0", 0), ("b0", 1), ("c0", 2), ("a1", 0), ("c1", 2), ("a2", 0)]
+    assert interleave_classes([]) == []
 
 
 def test_imagefolder_resize_crop(tmp_path):
@@ -195,7 +201,7 @@ def test_numbered_split_through_config(tmp_path, tiny_ranges):
     _folder(tmp_path, per_class=3)  # 6 train + 6 test images
     tr, te = make_datasets(DataConfig(dataset="imagefolder", root=str(tmp_path), split="numbered", image_size=8))
     assert (len(tr), len(te)) == (6, 3)
-    assert [te[i][1] for i in range(3)] == [0, 1, 1]  # numbers 9..11 = test items 2..4 of cat x3, dog x3
+    assert [te[i][1] for i in range(3)] == [0, 1, 0]  # numbers 9..11 = test items 2..4 of cat, dog, cat, dog, ...
 
 
 # ---------------------------------------------------------------- make_datasets, subsets, CIFAR-10
