@@ -24,7 +24,7 @@ def lr_schedules() -> dict:
     return json.loads(golden_path("lr_schedules.json").read_text())
 
 
-@pytest.fixture(params=["ref", "chunked"])
+@pytest.fixture(params=["ref", "chunked", "compiled"])
 def scan(request):
     """Run the test once with each CPU scan as the default of every Mamba mixer."""
     before = get_default_scan()

@@ -168,7 +168,7 @@ class _ChunkedScan(torch.autograd.Function):
             del z_l, sig_z, silu_z  # only gy_l and gz_l live through the scan
 
         def new_l(c):
-            return gy_l.new_empty((L, batch, c))
+            return u.new_empty((L, batch, c), dtype=ct)
 
         y_l = new_l(d_inner) if need_z else None
         gC_l = new_l(d_state) if need_C else None

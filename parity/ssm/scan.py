@@ -4,8 +4,9 @@ Shapes follow mamba_ssm: u, delta, z (batch, d_inner, L); A (d_inner, d_state);
 B, C (batch, d_state, L); D, delta_bias (d_inner,).
 
 The reference has the semantics of ``mamba_ssm.ops.selective_scan_interface.selective_scan_ref``
-(the golden tensors were made with it); the fast CPU path lives in ``chunked.py`` and the fused
-CUDA kernel is used only when ``mamba_ssm`` imports and the tensors are on a GPU.
+(the golden tensors were made with it). The CPU paths: ``compiled.py`` (a C kernel built at first use,
+the default) and ``chunked.py`` (pure PyTorch, the fallback wherever the kernel cannot be built). The
+fused CUDA kernel is used only when ``mamba_ssm`` imports and the tensors are on a GPU.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-SCAN_IMPLS = ("ref", "chunked", "cuda")
-_default_impl = "chunked"
+SCAN_IMPLS = ("ref", "chunked", "compiled", "cuda")
+_default_impl = "compiled"
 
 
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -60,7 +61,8 @@ def _cuda_scan():
 
 
 def set_default_scan(impl: str) -> None:
-    """Choose the scan used by every Mamba mixer that was not given one ('ref', 'chunked', 'cuda')."""
+    """Choose the scan used by every Mamba mixer that was not given one ('ref', 'chunked', 'compiled',
+    'cuda'). 'compiled' falls back to 'chunked' where its kernel cannot be built."""
     global _default_impl
     if impl not in SCAN_IMPLS:
         raise ValueError(f"unknown scan {impl!r}: choose one of {', '.join(SCAN_IMPLS)}")
@@ -81,6 +83,10 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
             return fused(u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus)
     if impl == "ref":
         return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    from .chunked import selective_scan_chunked
+    if impl == "chunked":
+        from .chunked import selective_scan_chunked
 
-    return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    from .compiled import selective_scan_compiled  # 'compiled', and 'cuda' without a GPU
+
+    return selective_scan_compiled(u, delta, A, B, C, D, z, delta_bias, delta_softplus)

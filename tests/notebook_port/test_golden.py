@@ -1,4 +1,4 @@
-"""The notebook port reproduces every golden tensor of the notebook's cells, with either scan."""
+"""The notebook port reproduces every golden tensor of the notebook's cells, with every CPU scan."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""The original port reproduces every golden tensor of the original sources, with either scan."""
+"""The original port reproduces every golden tensor of the original sources, with every CPU scan."""
 
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""The chunked selective scan against the sequential reference: outputs and every gradient."""
+"""The fast selective scans (chunked PyTorch, compiled C kernel) against the sequential reference:
+outputs and every gradient."""
 
 from __future__ import annotations
 
@@ -8,10 +9,21 @@ import pytest
 import torch
 
 from parity.ssm.chunked import auto_chunk_size, selective_scan_chunked
+from parity.ssm.compiled import compiled_scan_status, selective_scan_compiled
 from parity.ssm.scan import selective_scan, selective_scan_ref
 from parity.testing import rel_err
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+FAST = {"chunked": selective_scan_chunked, "compiled": selective_scan_compiled}
+
+
+@pytest.fixture(params=list(FAST))
+def fast(request):
+    """Each fast scan in turn; 'compiled' must really be the kernel here (CI has a C compiler)."""
+    if request.param == "compiled":
+        status = compiled_scan_status()
+        assert status["compiled"], status["reason"]
+    return FAST[request.param]
 
 
 def make_inputs(batch=2, d_inner=6, d_state=4, length=33, seed=0, dtype=torch.float32, dt_range=(1e-3, 0.1),
@@ -33,11 +45,11 @@ def make_inputs(batch=2, d_inner=6, d_state=4, length=33, seed=0, dtype=torch.fl
     }
 
 
-def run_both(inputs, use=NAMES, softplus=True, chunk_size=None, requires_grad=NAMES):
-    """Outputs and gradients of reference and chunked scan on the same leaves and output gradient."""
+def run_both(inputs, use=NAMES, softplus=True, chunk_size=None, requires_grad=NAMES, fast=selective_scan_chunked):
+    """Outputs and gradients of the reference and a fast scan on the same leaves and output gradient."""
     results = []
     grad_out = None
-    for fn in (selective_scan_ref, selective_scan_chunked):
+    for fn in (selective_scan_ref, fast):
         leaves = {k: (v.clone().requires_grad_(k in requires_grad) if k in use else None)
                   for k, v in inputs.items()}
         kwargs = {"chunk_size": chunk_size} if fn is selective_scan_chunked and chunk_size else {}
@@ -63,8 +75,8 @@ def assert_parity(results, fwd_tol=1e-5, grad_tol=1e-4):
 
 
 @pytest.mark.parametrize("length", [1, 7, 8, 33, 97, 515])
-def test_matches_reference_all_inputs(length):
-    assert_parity(run_both(make_inputs(length=length, seed=length)))
+def test_matches_reference_all_inputs(length, fast):
+    assert_parity(run_both(make_inputs(length=length, seed=length), fast=fast))
 
 
 @pytest.mark.parametrize("chunk_size", [1, 3, 5, 16, 200])
@@ -81,40 +93,40 @@ def test_chunk_size_does_not_change_result(chunk_size):
     (("u", "delta", "A", "B", "C", "delta_bias"), False),
     (("u", "delta", "A", "B", "C", "D", "delta_bias"), True),
 ])
-def test_optional_inputs(use, softplus):
+def test_optional_inputs(use, softplus, fast):
     inputs = make_inputs(length=41, seed=5)
     if not softplus:  # keep dt positive like a real layer would, so the scan decays
         inputs["delta"] = inputs["delta"].abs() * 0.1
         inputs["delta_bias"] = inputs["delta_bias"].exp()
-    assert_parity(run_both(inputs, use=use, softplus=softplus, chunk_size=8))
+    assert_parity(run_both(inputs, use=use, softplus=softplus, chunk_size=8, fast=fast))
 
 
 @pytest.mark.parametrize("requires_grad", [("u",), ("A",), ("delta_bias",), ("B", "C"), ("z", "D"), ()])
-def test_only_some_inputs_require_grad(requires_grad):
-    results = run_both(make_inputs(length=19, seed=7), requires_grad=requires_grad, chunk_size=4)
+def test_only_some_inputs_require_grad(requires_grad, fast):
+    results = run_both(make_inputs(length=19, seed=7), requires_grad=requires_grad, chunk_size=4, fast=fast)
     assert_parity(results)
     assert set(results[1][1]) == set(requires_grad)
 
 
-def test_large_delta_is_stable():
+def test_large_delta_is_stable(fast):
     # dt up to ~30 with A down to -17.6: exp(dt*A) underflows to 0, which must stay harmless.
     inputs = make_inputs(length=97, seed=11, dt_range=(1.0, 30.0), delta_scale=3.0)
-    results = run_both(inputs, chunk_size=16)
+    results = run_both(inputs, chunk_size=16, fast=fast)
     assert torch.isfinite(results[1][0]).all()
     assert_parity(results)
     inputs["delta"] = inputs["delta"].abs() * 10  # no softplus, raw large delta
-    assert_parity(run_both(inputs, use=("u", "delta", "A", "B", "C", "D"), softplus=False, chunk_size=16))
+    assert_parity(run_both(inputs, use=("u", "delta", "A", "B", "C", "D"), softplus=False, chunk_size=16, fast=fast))
 
 
-def test_long_sequence_with_slow_decay_is_stable():
+def test_long_sequence_with_slow_decay_is_stable(fast):
     # dt ~ 1e-3 keeps the state alive over the whole sequence; exp(-cumsum) tricks overflow here.
     inputs = make_inputs(batch=1, d_inner=4, d_state=4, length=2000, seed=13, dt_range=(1e-4, 1e-3))
-    assert_parity(run_both(inputs, chunk_size=64))
+    assert_parity(run_both(inputs, chunk_size=64, fast=fast))
 
 
-def test_batch_dimension_and_default_chunking():
+def test_batch_dimension_and_default_chunking(fast):
     inputs = make_inputs(batch=5, d_inner=16, d_state=8, length=70, seed=17)
-    assert_parity(run_both(inputs))
+    assert_parity(run_both(inputs, fast=fast))
 
 
 def test_no_grad_forward_matches_and_builds_no_graph():
@@ -139,12 +151,39 @@ def test_output_dtype_follows_u():
     assert rel_err(out, ref) <= 1e-2  # both compute in float32; only the final rounding may differ
 
 
-def test_dispatcher_uses_chunked():
+@pytest.mark.parametrize("impl", list(FAST))
+def test_dispatcher_uses_the_chosen_scan(impl):
     inputs = make_inputs(length=12, seed=29)
     args = [inputs[k] for k in NAMES[:6]]
     kwargs = {"z": inputs["z"], "delta_bias": inputs["delta_bias"], "delta_softplus": True}
-    dispatched = selective_scan(*args, **kwargs, impl="chunked")
-    assert torch.equal(dispatched, selective_scan_chunked(*args, **kwargs))
+    dispatched = selective_scan(*args, **kwargs, impl=impl)
+    assert torch.equal(dispatched, FAST[impl](*args, **kwargs))
+
+
+def test_compiled_threads_split_channels_without_changing_results():
+    inputs = {k: v.requires_grad_() for k, v in make_inputs(batch=3, d_inner=7, length=40, seed=37).items()}
+    args = [inputs[k] for k in NAMES[:6]]
+    kwargs = {"z": inputs["z"], "delta_bias": inputs["delta_bias"], "delta_softplus": True}
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 3):  # 3 ranges of 7 channels: uneven split, partial gB/gC sums
+            torch.set_num_threads(threads)
+            out = selective_scan_compiled(*args, **kwargs)
+            results.append([out, *torch.autograd.grad(out.sum(), list(inputs.values()))])
+    finally:
+        torch.set_num_threads(before)
+    for one, three in zip(*results):
+        assert rel_err(three, one) <= 1e-6
+
+
+def test_compiled_falls_back_to_chunked_for_float64():
+    inputs = make_inputs(length=9, seed=41, dtype=torch.float64)
+    args = [inputs[k] for k in NAMES[:6]]
+    out = selective_scan_compiled(*args, z=inputs["z"], delta_bias=inputs["delta_bias"], delta_softplus=True)
+    assert out.dtype == torch.float64
+    assert torch.equal(out, selective_scan_chunked(*args, z=inputs["z"], delta_bias=inputs["delta_bias"],
+                                                   delta_softplus=True))
 
 
 def test_auto_chunk_size_and_bad_arguments():
