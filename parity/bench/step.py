@@ -64,7 +64,7 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
             "peak_rss_mb": _rss_mb(), "baseline_rss_mb": baseline}
 
 
-def measure_step(port: str, batch: int, repeats: int = 3, scan: str = "chunked", threads: int | None = None) -> dict:
+def measure_step(port: str, batch: int, repeats: int = 3, scan: str = "compiled", threads: int | None = None) -> dict:
     """Run the case in a fresh subprocess and return its measurements."""
     if port not in PORTS:
         raise ValueError(f"unknown port {port!r}: choose one of {', '.join(PORTS)}")
@@ -95,7 +95,7 @@ if __name__ == "__main__":
     parser.add_argument("port", choices=PORTS)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--scan", default="chunked")
+    parser.add_argument("--scan", default="compiled")
     parser.add_argument("--threads", type=int, default=None)
     a = parser.parse_args()
     print(json.dumps(measure_in_process(a.port, a.batch, a.repeats, a.scan, a.threads)))

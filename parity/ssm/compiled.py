@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from torch.autograd.function import once_differentiable
 
 SOURCE = Path(__file__).parent / "csrc" / "scan.c"
 CFLAGS = ["-O3", "-ffast-math", "-march=native", "-fPIC", "-shared", "-std=c11"]
-SOFTPLUS_THRESHOLD = 20.0  # as F.softplus: linear above it
 _status = {"compiled": False, "reason": "not built yet"}
 
 
@@ -61,8 +61,8 @@ def _library():
         _status.update(compiled=False, reason=f"building the scan kernel failed ({detail}); using the chunked scan")
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    lib.scan_forward.argtypes = [ptr] * 6 + [i64] * 6
-    lib.scan_backward.argtypes = [ptr] * 12 + [i64] * 6
+    lib.scan_forward.argtypes = [ptr] * 3 + [i64] + [ptr] * 5 + [i64] * 6
+    lib.scan_backward.argtypes = [ptr] * 3 + [i64] + [ptr] * 12 + [i64] * 6
     _status.update(compiled=True, reason=f"built with {Path(cc).name} {' '.join(CFLAGS)} at {target}")
     return lib
 
@@ -95,65 +95,79 @@ def _run(calls) -> None:
         f.result()
 
 
-def _p(t: torch.Tensor) -> ctypes.c_void_p:
-    return ctypes.c_void_p(t.data_ptr())
+def _p(t: torch.Tensor | None) -> ctypes.c_void_p:
+    return ctypes.c_void_p(t.data_ptr() if t is not None else None)
 
 
-def scan_core_forward(u, dt, A, Bt, Ct) -> torch.Tensor:
-    lib = _library()
-    batch, d_inner, L = u.shape
-    N = A.shape[1]
-    y = torch.empty_like(u)
-    _run([functools.partial(lib.scan_forward, _p(u), _p(dt), _p(A), _p(Bt), _p(Ct), _p(y),
-                            batch, d_inner, L, N, d0, d1) for d0, d1 in _ranges(d_inner)])
-    return y
+def _time_major(x: torch.Tensor) -> torch.Tensor:
+    return rearrange(x, "b n l -> b l n").contiguous()
 
 
-def scan_core_backward(u, dt, A, Bt, Ct, gy):
-    lib = _library()
-    batch, d_inner, L = u.shape
-    N = A.shape[1]
-    ranges = _ranges(d_inner)
-    gu, gdt, gA = torch.empty_like(u), torch.empty_like(u), torch.empty_like(A)
-    gB = torch.zeros((len(ranges), batch, L, N), dtype=u.dtype)  # partial sums over d, one per range
-    gC = torch.zeros_like(gB)
-    work = torch.empty((len(ranges), 2 * L * N), dtype=u.dtype)
-    _run([functools.partial(lib.scan_backward, _p(u), _p(dt), _p(A), _p(Bt), _p(Ct), _p(gy), _p(gu), _p(gdt),
-                            _p(gA), _p(gB[i]), _p(gC[i]), _p(work[i]), batch, d_inner, L, N, d0, d1)
-          for i, (d0, d1) in enumerate(ranges)])
-    return gu, gdt, gA, gB.sum(0), gC.sum(0)
-
-
-class _ScanCore(torch.autograd.Function):
-    """y = sum_n C x, x_t = exp(dt_t A) x_{t-1} + dt_t u_t B_t; B, C given time-major (batch, L, N)."""
+class _CompiledScan(torch.autograd.Function):
+    """Saves only the inputs, like mamba_ssm's kernel: dt, the states, the core output and silu(z)
+    are recomputed in backward, so a training step keeps no (batch, d_inner, L) intermediates."""
 
     @staticmethod
-    def forward(ctx, u, dt, A, Bt, Ct):
-        ctx.save_for_backward(u, dt, A, Bt, Ct)
-        return scan_core_forward(u, dt, A, Bt, Ct)
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        lib = _library()
+        batch, d_inner, L = u.shape
+        N = A.shape[1]
+        u, delta, A = u.contiguous(), delta.contiguous(), A.contiguous()
+        Bt, Ct = _time_major(B), _time_major(C)
+        bias = delta_bias.contiguous() if delta_bias is not None else None
+        ranges = _ranges(d_inner)
+        y = torch.empty_like(u)
+        work = torch.empty((len(ranges), L), dtype=u.dtype)
+        _run([functools.partial(lib.scan_forward, _p(u), _p(delta), _p(bias), int(delta_softplus), _p(A), _p(Bt),
+                                _p(Ct), _p(y), _p(work[i]), batch, d_inner, L, N, d0, d1)
+              for i, (d0, d1) in enumerate(ranges)])
+        if D is not None:
+            y.addcmul_(u, rearrange(D, "d -> d 1"))
+        if z is not None:
+            y.mul_(F.silu(z))
+        ctx.save_for_backward(u, delta, A, Bt, Ct, D, z, bias)
+        ctx.delta_softplus = delta_softplus
+        return y
 
     @staticmethod
-    def backward(ctx, gy):
-        return scan_core_backward(*ctx.saved_tensors, gy.contiguous())
-
-
-class _Softplus(torch.autograd.Function):
-    """F.softplus (beta 1, threshold 20) as log1p(exp(x)): torch's CPU softplus kernel is scalar,
-    about ten times slower than these two vectorised ones; same values to float32 rounding."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return torch.where(x > SOFTPLUS_THRESHOLD, x, torch.log1p(torch.exp(x)))
-
-    @staticmethod
+    @once_differentiable
     def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * torch.sigmoid(x)
-
-
-def fast_softplus(x: torch.Tensor) -> torch.Tensor:
-    return _Softplus.apply(x)
+        lib = _library()
+        u, delta, A, Bt, Ct, D, z, bias = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        batch, d_inner, L = u.shape
+        N = A.shape[1]
+        g = g.contiguous()
+        need_z = z is not None and need[6]
+        if z is not None:
+            sig_z = torch.sigmoid(z)
+            gy = g * z * sig_z  # through the gate: g * silu(z)
+        else:
+            gy = g
+        ranges = _ranges(d_inner)
+        gu, gdelta, gA = torch.empty_like(u), torch.empty_like(u), torch.empty_like(A)
+        gbias = torch.empty_like(bias) if bias is not None else None
+        gB = torch.zeros((len(ranges), batch, L, N), dtype=u.dtype)  # partial sums over d, one per range
+        gC = torch.zeros_like(gB)
+        y = torch.empty_like(u) if need_z else None
+        work = torch.empty((len(ranges), L * (2 * N + 2)), dtype=u.dtype)
+        _run([functools.partial(lib.scan_backward, _p(u), _p(delta), _p(bias), int(ctx.delta_softplus), _p(A),
+                                _p(Bt), _p(Ct), _p(gy), _p(gu), _p(gdelta), _p(gA), _p(gbias), _p(gB[i]), _p(gC[i]),
+                                _p(y), _p(work[i]), batch, d_inner, L, N, d0, d1)
+              for i, (d0, d1) in enumerate(ranges)])
+        gD = gz = None
+        if D is not None:
+            D_col = rearrange(D, "d -> d 1")
+            if need[5]:
+                gD = (gy * u).sum(dim=(0, 2))
+            gu.addcmul_(gy, D_col)
+            if y is not None:
+                y.addcmul_(u, D_col)
+        if need_z:  # g * (y + D u) * d silu(z)/dz, with d silu/dz = sigmoid(z) (1 + z (1 - sigmoid(z)))
+            gz = y.mul_(g).mul_(sig_z).mul_(z * (1 - sig_z) + 1)
+        gB = rearrange(gB.sum(0), "b l n -> b n l")
+        gC = rearrange(gC.sum(0), "b l n -> b n l")
+        return gu, gdelta, gA, gB, gC, gD, gz, gbias, None
 
 
 def _usable(*tensors) -> bool:
@@ -168,14 +182,4 @@ def selective_scan_compiled(u, delta, A, B, C, D=None, z=None, delta_bias=None, 
         from .chunked import selective_scan_chunked
 
         return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    dt = delta if delta_bias is None else delta + rearrange(delta_bias, "d -> d 1")
-    if delta_softplus:
-        dt = fast_softplus(dt)
-    Bt = rearrange(B, "b n l -> b l n").contiguous()
-    Ct = rearrange(C, "b n l -> b l n").contiguous()
-    y = _ScanCore.apply(u.contiguous(), dt.contiguous(), A.contiguous(), Bt, Ct)
-    if D is not None:
-        y = y + u * rearrange(D, "d -> d 1")
-    if z is not None:
-        y = y * F.silu(z)
-    return y
+    return _CompiledScan.apply(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
