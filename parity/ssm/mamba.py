@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn as nn
 from einops import rearrange, repeat
+from torch.utils.checkpoint import checkpoint
 
 from .scan import selective_scan
 
@@ -67,7 +68,7 @@ class Mamba(nn.Module):
             xz = xz + rearrange(self.in_proj.bias.to(xz.dtype), "d -> d 1")
         A = -torch.exp(self.A_log.float())
         x, z = xz.chunk(2, dim=1)
-        x = self.act(self.conv1d(x)[..., :seqlen])
+        x = _recomputed(self._conv_act, x)
         x_dbl = self.x_proj(rearrange(x, "b d l -> (b l) d"))
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = rearrange(self.dt_proj.weight @ dt.t(), "d (b l) -> b d l", l=seqlen)
@@ -76,6 +77,18 @@ class Mamba(nn.Module):
         y = selective_scan(x, dt, A, B, C, self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
                            delta_softplus=True, impl=self.scan)
         return self.out_proj(rearrange(y, "b d l -> b l d"))
+
+    def _conv_act(self, x):
+        return self.act(self.conv1d(x)[..., :x.shape[-1]])
+
+
+def _recomputed(fn, x):
+    """fn(x), with fn's intermediates recomputed in backward instead of kept: the same numbers, less
+    memory for the cheap elementwise tails of a layer (the conv output before SiLU, the MLP's hidden
+    activations before GELU)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return checkpoint(fn, x, use_reentrant=False)
+    return fn(x)
 
 
 class BiMamba(nn.Module):
@@ -125,10 +138,25 @@ class Block(nn.Module):
         return hidden_states, residual
 
 
+class FeedForward(nn.Sequential):
+    """The MLP both sources give each Block (indices 0 and 3 carry the weights); everything after the
+    first linear layer is recomputed in backward (``_recomputed``)."""
+
+    def __init__(self, dim, ff_dim, dropout=0.0):
+        super().__init__(nn.Linear(dim, ff_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff_dim, dim),
+                         nn.Dropout(dropout))
+
+    def forward(self, x):
+        return _recomputed(self._tail, self[0](x))
+
+    def _tail(self, h):
+        for layer in list(self)[1:]:
+            h = layer(h)
+        return h
+
+
 def feedforward(dim, ff_dim, dropout=0.0):
-    """The MLP both sources give each Block (indices 0 and 3 carry the weights)."""
-    return nn.Sequential(nn.Linear(dim, ff_dim), nn.GELU(), nn.Dropout(dropout),
-                         nn.Linear(ff_dim, dim), nn.Dropout(dropout))
+    return FeedForward(dim, ff_dim, dropout)
 
 
 class BiMambaEncoder(nn.Module):
