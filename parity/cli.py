@@ -42,6 +42,17 @@ def cmd_bench_scan(args) -> int:
     return 0
 
 
+def cmd_bench_suite(args) -> int:
+    from .bench.suite import SuiteConfig, write_benchmarks
+
+    console = _console()
+    cfg = SuiteConfig(repeats=args.repeats, ref_repeats=args.ref_repeats, matrix_repeats=args.matrix_repeats,
+                      quick=args.quick)
+    out = write_benchmarks(cfg, args.out, progress=lambda msg: console.log(msg))
+    console.print(f"wrote {out}")
+    return 0
+
+
 def cmd_bench_step(args) -> int:
     from .bench.step import measure_step, step_table
 
@@ -285,8 +296,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="build configuration names at a matrix preset's scale (e.g. smoke: fast on CPU)")
     p.set_defaults(func=cmd_diff_models)
 
-    bench = sub.add_parser("bench", help="speed and memory benchmarks").add_subparsers(dest="case", required=True,
-                                                                                        metavar="CASE")
+    bench_parser = sub.add_parser("bench", help="speed and memory benchmarks; alone: the whole suite -> "
+                                                "reports/benchmarks.md")
+    bench_parser.set_defaults(func=cmd_bench_suite, out="reports/benchmarks.md", quick=False, repeats=3,
+                              ref_repeats=1, matrix_repeats=1)
+    bench = bench_parser.add_subparsers(dest="case", metavar="CASE")
+    p = bench.add_parser("suite", help="every case (scan, training steps, decoding, smoke matrix) -> markdown report")
+    p.add_argument("--out", default="reports/benchmarks.md")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per training-step and decoding case")
+    p.add_argument("--ref-repeats", type=int, default=1, help="runs of the sequential reference scan (minutes each)")
+    p.add_argument("--matrix-repeats", type=int, default=1, help="runs of the whole smoke matrix (0: skip)")
+    p.add_argument("--quick", action="store_true", help="tiny shapes: checks the suite runs, measures nothing")
+    p.set_defaults(func=cmd_bench_suite)
     p = bench.add_parser("scan", help="selective scan forward+backward: reference vs fast path")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--length", type=int, default=512)

@@ -22,9 +22,10 @@ import torch.nn.functional as F
 
 from .coords import make_grid
 
-# Queries decoded at once per batch: a 256x256 grid is 65536 queries, whose attention against the LP
-# tokens would otherwise be materialised in one piece.
-DECODE_CHUNK = 16384
+# Queries decoded at once, over the whole batch: 32 images at 256x256 are 2.1M queries, whose
+# attention against the LP tokens would otherwise be materialised in one piece (tens of GB). At
+# this size the original's largest attention map per call is 2 heads x 32768 x 256 floats, 64 MiB.
+DECODE_CHUNK = 32768
 # Probe sizes used by ``evaluate_all``: the original encoder costs ~13 GFLOP per image forward, so
 # tens of thousands of images are a GPU job; these keep a CPU evaluation within minutes.
 PROBE_TRAIN_IMAGES = 2000
@@ -119,11 +120,13 @@ def _to_image(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 def decode_chunked(model, tokens: torch.Tensor, coords: torch.Tensor, hyponet_coords: torch.Tensor | None = None,
                    chunk: int | None = DECODE_CHUNK) -> torch.Tensor:
-    """``model.decode`` over the queries ``chunk`` at a time (None: all at once). Both decoders treat
-    queries independently, so the result equals one call; memory stays bounded for large grids."""
-    n = coords.shape[1]
-    if chunk is None or n <= chunk:
+    """``model.decode`` over about ``chunk`` queries at a time, counted over the whole batch (None: all
+    at once). Both decoders treat queries independently, so the result equals one call; memory
+    stays bounded for any grid size and batch."""
+    batch, n = coords.shape[:2]
+    if chunk is None or batch * n <= chunk:
         return model.decode(tokens, coords) if hyponet_coords is None else model.decode(tokens, coords, hyponet_coords)
+    chunk = max(1, chunk // batch)  # queries per image per call
     parts = []
     for start in range(0, n, chunk):
         c = coords[:, start:start + chunk]

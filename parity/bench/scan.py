@@ -13,7 +13,44 @@ import time
 
 import torch
 
-SCAN_BENCH_IMPLS = ("ref", "chunked")
+SCAN_BENCH_IMPLS = ("ref", "chunked", "compiled", "mambapy")
+
+
+def mambapy_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """The outside peer: mambapy's ``selective_scan`` (its Blelloch parallel scan, ``pscan``, over
+    (batch, L, d_inner, d_state) tensors) with the same bias, softplus and z gate as ours."""
+    import torch.nn.functional as F
+    from einops import rearrange
+    from mambapy.pscan import pscan
+
+    dt = delta + rearrange(delta_bias, "d -> d 1") if delta_bias is not None else delta
+    dt = F.softplus(dt) if delta_softplus else dt
+    x, dt = rearrange(u, "b d l -> b l d"), rearrange(dt, "b d l -> b l d")
+    B, C = rearrange(B, "b n l -> b l n"), rearrange(C, "b n l -> b l n")
+    decay = torch.exp(dt.unsqueeze(-1) * A)
+    drive = dt.unsqueeze(-1) * B.unsqueeze(2) * x.unsqueeze(-1)
+    y = (pscan(decay, drive) @ C.unsqueeze(-1)).squeeze(3)
+    if D is not None:
+        y = y + D * x
+    if z is not None:
+        y = y * F.silu(rearrange(z, "b d l -> b l d"))
+    return rearrange(y, "b l d -> b d l")
+
+
+def scan_available(impl: str) -> str | None:
+    """None when ``impl`` can run here, else why not (with the fix)."""
+    if impl == "mambapy":
+        try:
+            import mambapy.pscan  # noqa: F401
+        except ImportError:
+            return "mambapy is not installed: pip install -e '.[bench]'"
+    if impl == "compiled":
+        from parity.ssm.compiled import compiled_scan_status
+
+        status = compiled_scan_status()
+        if not status["compiled"]:
+            return status["reason"]
+    return None
 
 
 def _scan_fn(impl: str):
@@ -25,6 +62,12 @@ def _scan_fn(impl: str):
         from parity.ssm.chunked import selective_scan_chunked
 
         return selective_scan_chunked
+    if impl == "compiled":
+        from parity.ssm.compiled import selective_scan_compiled
+
+        return selective_scan_compiled
+    if impl == "mambapy":
+        return mambapy_scan
     raise ValueError(f"unknown scan {impl!r}: choose from {', '.join(SCAN_BENCH_IMPLS)}")
 
 
@@ -61,6 +104,11 @@ def bench_scan(batch: int = 16, length: int = 512, d_inner: int = 512, d_state: 
     data = _inputs(batch, length, d_inner, d_state)
     rows = []
     for impl, fn in fns.items():
+        missing = scan_available(impl)
+        if missing:
+            rows.append({"impl": impl, "median_s": None, "min_s": None, "max_s": None, "runs": 0,
+                         "shape": (batch, d_inner, length, d_state), "note": missing})
+            continue
         if impl != "ref":
             _fwd_bwd(fn, data)
         times = []
@@ -69,7 +117,8 @@ def bench_scan(batch: int = 16, length: int = 512, d_inner: int = 512, d_state: 
             _fwd_bwd(fn, data)
             times.append(time.perf_counter() - t0)
         rows.append({"impl": impl, "median_s": statistics.median(times), "min_s": min(times),
-                     "max_s": max(times), "runs": len(times), "shape": (batch, d_inner, length, d_state)})
+                     "max_s": max(times), "runs": len(times), "shape": (batch, d_inner, length, d_state),
+                     "threads": torch.get_num_threads()})
     return rows
 
 
@@ -82,6 +131,9 @@ def scan_table(rows: list[dict]):
     for name in ("scan", "shape", "runs", "median s", "min s", "max s", "speed-up vs ref"):
         table.add_column(name, justify="left" if name in ("scan", "shape") else "right")
     for r in rows:
+        if r["median_s"] is None:
+            table.add_row(r["impl"], " x ".join(map(str, r["shape"])), "0", "-", "-", "-", r["note"])
+            continue
         speedup = f"{ref / r['median_s']:.1f}x" if ref is not None and r["median_s"] > 0 else "-"
         table.add_row(r["impl"], " x ".join(map(str, r["shape"])), str(r["runs"]), f"{r['median_s']:.4f}",
                       f"{r['min_s']:.4f}", f"{r['max_s']:.4f}", speedup)

@@ -9,34 +9,42 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
-import sys
 import time
+
+from .fresh import rss_mb as _rss_mb
+from .fresh import run_fresh
 
 PORTS = ("original", "notebook")
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+def cifar10_model(port: str):
+    """The port's CIFAR-10 model as its source configures it (seed 0)."""
+    import torch
+
+    torch.manual_seed(0)
+    if port == "original":
+        import original_port
+        from original_port.configs import cifar10_model_spec
+
+        return original_port.from_spec(cifar10_model_spec())
+    import notebook_port
+
+    return notebook_port.MambaGINR_CIFAR(**notebook_port.NOTEBOOK_CIFAR_KWARGS)
 
 
 def _build(port: str, batch: int):
     import torch
 
-    torch.manual_seed(0)
-    images = torch.rand(batch, 3, 32, 32)
+    model = cifar10_model(port)
+    images = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     if port == "original":
         import original_port
-        from original_port.configs import cifar10_model_spec
 
-        model = original_port.from_spec(cifar10_model_spec())
         opt = original_port.make_optimizer(model.parameters(), {"name": "adamw", "args": {"lr": 5e-4}})
         return lambda: original_port.train_step(model, opt, images)
     import notebook_port
 
-    model = notebook_port.MambaGINR_CIFAR(**notebook_port.NOTEBOOK_CIFAR_KWARGS)
     opt = notebook_port.make_optimizer(model)
     gen = torch.Generator().manual_seed(0)
     return lambda: notebook_port.train_step(model, opt, images, generator=gen)
@@ -68,12 +76,8 @@ def measure_step(port: str, batch: int, repeats: int = 3, scan: str = "compiled"
     """Run the case in a fresh subprocess and return its measurements."""
     if port not in PORTS:
         raise ValueError(f"unknown port {port!r}: choose one of {', '.join(PORTS)}")
-    cmd = [sys.executable, "-m", "parity.bench.step", port, "--batch", str(batch), "--repeats", str(repeats),
-           "--scan", scan] + (["--threads", str(threads)] if threads else [])
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"benchmark subprocess failed: {done.stderr.strip().splitlines()[-1:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_fresh("parity.bench.step", [port, "--batch", str(batch), "--repeats", str(repeats), "--scan", scan]
+                     + (["--threads", str(threads)] if threads else []))
 
 
 def step_table(rows: list[dict]):

@@ -1,0 +1,22 @@
+"""Run one benchmark case in a fresh Python process, so that its peak resident memory
+(``ru_maxrss``) belongs to that case alone; the case prints one JSON line as its last output."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+
+
+def rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_fresh(module: str, args: list[str]) -> dict:
+    """``python -m module *args`` -> the JSON object it printed last."""
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark subprocess {module} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

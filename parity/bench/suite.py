@@ -1,0 +1,263 @@
+"""The benchmark suite behind ``parity bench``: every case on this machine, written to
+``reports/benchmarks.md`` with the machine, the versions, per case the median of several runs with
+min and max, the issue's targets next to what was measured, and two plots.
+
+Cases: the selective scan (sequential reference, chunked PyTorch, compiled kernel, mambapy's parallel
+scan as an outside peer); one training step of each port's CIFAR-10 configuration (images/s, peak
+memory); decoding at 32/64/128/256 (32 images); the whole smoke one-at-a-time matrix. Every step
+and decode case runs in a fresh process so that its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import pandas as pd
+
+from ..store import atomic_write_text
+
+DECODE_SIZES = (32, 64, 128, 256)
+
+
+@dataclass
+class SuiteConfig:
+    repeats: int = 3  # timed runs per fast case
+    scan_repeats: int = 5
+    ref_repeats: int = 1  # the sequential scan takes minutes per run at the reference shape
+    matrix_repeats: int = 1
+    decode_batch: int = 32
+    decode_sizes: tuple = DECODE_SIZES
+    quick: bool = False  # tiny shapes: checks the suite runs, measures nothing worth reporting
+
+
+# The issue's done-when, as (case, predicate on the measured rows, wording).
+TARGETS = [
+    ("scan", "fast scan >= 8x the reference (B=16, L=512, d_inner=512, d_state=16)"),
+    ("scan-peer", "fast scan faster than mambapy's parallel scan, same shape"),
+    ("step-original", "original CIFAR step at B=16: >= 2 images/s"),
+    ("memory-original", "original CIFAR step at B=16: peak memory < 4 GiB"),
+    ("step-notebook", "notebook CIFAR step at B=32: >= 10 images/s"),
+    ("decode-256", "256x256 decoding of 32 images: peak memory < 4 GiB (both ports)"),
+]
+
+
+def machine() -> dict:
+    import numpy
+    import torch
+
+    from ..ssm.compiled import compiled_scan_status
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        mambapy_version = version("mambapy")
+    except PackageNotFoundError:
+        mambapy_version = "not installed (pip install -e '.[bench]')"
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1) if mem else None,
+            "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "mambapy": mambapy_version, "cuda": torch.cuda.is_available(), "platform": platform.platform(),
+            "compiled_scan": compiled_scan_status()["reason"]}
+
+
+def _matrix_once(out: Path) -> float:
+    """Wall time of ``parity ablate --preset smoke`` (one-at-a-time, 1 seed) in a fresh process."""
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "parity.cli", "ablate", "--preset", "smoke", "--seeds", "1",
+                           "--out", str(out)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"smoke matrix failed: {done.stderr.strip().splitlines()[-1:]}")
+    return time.perf_counter() - t0
+
+
+def run_suite(cfg: SuiteConfig, progress=print) -> dict:
+    """Every case; returns {'machine', 'scan', 'step', 'decode', 'matrix'} (lists of row dicts)."""
+    from .decode import measure_decode
+    from .scan import bench_scan
+    from .step import measure_step
+
+    results = {"machine": machine(), "started": _dt.datetime.now().isoformat(timespec="seconds"),
+               "config": cfg.__dict__.copy()}
+    shape = (2, 64, 32, 4) if cfg.quick else (16, 512, 512, 16)
+    progress(f"selective scan at {shape} (reference {cfg.ref_repeats} run(s), others {cfg.scan_repeats})")
+    results["scan"] = bench_scan(*shape[:1], length=shape[1], d_inner=shape[2], d_state=shape[3],
+                                 repeats=cfg.scan_repeats, ref_repeats=cfg.ref_repeats)
+    steps = [("original", 2 if cfg.quick else 16, "compiled"), ("original", 2 if cfg.quick else 16, "chunked"),
+             ("notebook", 2 if cfg.quick else 32, "compiled")]
+    results["step"] = []
+    for port, batch, scan in steps:
+        progress(f"training step: {port} B={batch}, {scan} scan")
+        results["step"].append(measure_step(port, batch, cfg.repeats, scan))
+    results["decode"] = []
+    sizes = (8, 16) if cfg.quick else cfg.decode_sizes
+    batch = 2 if cfg.quick else cfg.decode_batch
+    for port in ("original", "notebook"):
+        for size in sizes:
+            progress(f"decoding: {port} {batch} images at {size}x{size}")
+            results["decode"].append(measure_decode(port, size, batch, 1 if cfg.quick else cfg.repeats))
+    results["matrix"] = []
+    if cfg.matrix_repeats:
+        times = []
+        for _ in range(cfg.matrix_repeats):
+            progress("smoke matrix (one-at-a-time, 1 seed)")
+            with tempfile.TemporaryDirectory() as tmp:
+                times.append(_matrix_once(Path(tmp)))
+        results["matrix"].append({"case": "parity ablate --preset smoke --seeds 1", "median_s": statistics.median(times),
+                                  "min_s": min(times), "max_s": max(times), "runs": len(times)})
+    return results
+
+
+def target_rows(results: dict) -> list[dict]:
+    """Each target with its measurement and whether it is met (None: not measured)."""
+    scan = {r["impl"]: r["median_s"] for r in results["scan"] if tuple(r["shape"]) == (16, 512, 512, 16)}
+    fast = min((scan[k] for k in ("compiled", "chunked") if scan.get(k)), default=None)
+    steps = {(r["port"], r["scan"]): r for r in results["step"]}
+    orig, nb = steps.get(("original", "compiled")), steps.get(("notebook", "compiled"))
+    big = [r for r in results["decode"] if r["size"] == 256]
+    rows = []
+
+    def add(key, measured, ok):
+        rows.append({"target": dict(TARGETS)[key], "measured": measured, "met": ok})
+
+    if fast and scan.get("ref"):
+        add("scan", f"{scan['ref'] / fast:.0f}x ({scan['ref']:.1f} s vs {fast:.3f} s)", scan["ref"] / fast >= 8)
+    if fast and scan.get("mambapy"):
+        add("scan-peer", f"{scan['mambapy'] / fast:.1f}x faster ({fast:.3f} s vs {scan['mambapy']:.3f} s)",
+            fast < scan["mambapy"])
+    if orig and orig["batch"] == 16:
+        add("step-original", f"{orig['images_per_s']:.2f} images/s", orig["images_per_s"] >= 2)
+        add("memory-original", f"{orig['peak_rss_mb'] / 1024:.2f} GiB peak RSS (process baseline "
+                               f"{orig['baseline_rss_mb'] / 1024:.2f} GiB)", orig["peak_rss_mb"] < 4096)
+    if nb and nb["batch"] == 32:
+        add("step-notebook", f"{nb['images_per_s']:.1f} images/s", nb["images_per_s"] >= 10)
+    if big and big[0]["batch"] == 32:
+        peak = max(r["peak_rss_mb"] for r in big)
+        add("decode-256", f"{peak / 1024:.2f} GiB peak RSS (largest of the two)", peak < 4096)
+    return rows
+
+
+# ----------------------------------------------------------------------------------- the report
+
+
+def _fmt(df: pd.DataFrame) -> str:
+    df = df.copy()
+    for col in df.columns:
+        if col.endswith("_mb") and pd.api.types.is_numeric_dtype(df[col]):
+            df[col] = df[col].round().astype("Int64")  # whole MiB; .3g would print 4.14e+03
+    return df.to_markdown(index=False, floatfmt=".3g")
+
+
+def _plots(results: dict, files: Path) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files.mkdir(parents=True, exist_ok=True)
+    made = []
+    scan = [r for r in results["scan"] if r["median_s"]]
+    if scan:
+        fig, ax = plt.subplots(figsize=(5, 2.6))
+        ax.barh([r["impl"] for r in scan], [r["median_s"] for r in scan], color="tab:blue")
+        ax.set_xscale("log")
+        ax.set_xlabel("seconds, forward + backward (log scale)")
+        ax.set_title("Selective scan, B=16 L=512 d_inner=512 d_state=16", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(files / "scan.png", dpi=90)
+        plt.close(fig)
+        made.append(("Selective scan: median time per implementation", "scan.png"))
+    if results["decode"]:
+        fig, axes = plt.subplots(1, 2, figsize=(8, 2.8))
+        for port in ("original", "notebook"):
+            rows = [r for r in results["decode"] if r["port"] == port]
+            axes[0].plot([r["size"] for r in rows], [r["median_s"] for r in rows], marker="o", label=port)
+            axes[1].plot([r["size"] for r in rows], [r["peak_rss_mb"] / 1024 for r in rows], marker="o", label=port)
+        axes[0].set(xscale="log", yscale="log", xlabel="output size (pixels per side)", ylabel="seconds per batch")
+        axes[1].set(xscale="log", xlabel="output size (pixels per side)", ylabel="peak RSS, GiB")
+        axes[1].axhline(4, color="grey", linestyle="--", linewidth=1)
+        for ax in axes:
+            ax.set_xticks(list(results["config"]["decode_sizes"]), [str(s) for s in results["config"]["decode_sizes"]])
+            ax.legend(fontsize=8)
+        fig.suptitle(f"Decoding {results['decode'][0]['batch']} images at any resolution (queries in chunks)",
+                     fontsize=9)
+        fig.tight_layout()
+        fig.savefig(files / "decode.png", dpi=90)
+        plt.close(fig)
+        made.append(("Decoding: time and peak memory by output size", "decode.png"))
+    return made
+
+
+def render(results: dict, out: Path, command: str) -> str:
+    files = out.parent / f"{out.stem}_files"
+    m = results["machine"]
+    lines = ["# Benchmarks: speed and memory on this machine", "",
+             f"Generated by `{command}` on {results['started']}. Every number below was measured by that run; "
+             "each case reports the median of its runs with min and max.", "",
+             "## Machine and versions", "",
+             _fmt(pd.DataFrame([{"what": k, "value": v} for k, v in m.items()])), ""]
+    if not m["cuda"]:
+        lines += ["**No GPU was lent to this session, so no GPU numbers were measured.** The fused `mamba_ssm` "
+                  "kernels, bf16 autocast and `torch.compile` on CUDA are therefore not in this report.", ""]
+    targets = target_rows(results)
+    if targets:
+        df = pd.DataFrame(targets)
+        df["met"] = df["met"].map({True: "yes", False: "**no**", None: "-"})
+        lines += ["## Targets", "", _fmt(df), ""]
+    scan = pd.DataFrame([{k: v for k, v in r.items() if k != "shape"} | {"shape": " x ".join(map(str, r["shape"]))}
+                         for r in results["scan"]])
+    ref = next((r["median_s"] for r in results["scan"] if r["impl"] == "ref" and r["median_s"]), None)
+    if ref:
+        scan["speed-up vs ref"] = [f"{ref / s:.0f}x" if s else "-" for s in scan["median_s"]]
+    lines += ["## Selective scan, forward + backward", "",
+              "Shape (batch, d_inner, L, d_state). `ref`: the sequential reference (mamba_ssm's "
+              "`selective_scan_ref` semantics); `chunked`: pure PyTorch, chunks of steps; `compiled`: the C kernel "
+              "(states never materialised; the default); `mambapy`: mambapy's Blelloch parallel scan with the "
+              "same softplus and gate, as an outside peer.", "", _fmt(scan), ""]
+    step = pd.DataFrame(results["step"])
+    lines += ["## One training step of each port's CIFAR-10 configuration", "",
+              "Forward + backward + AdamW on 32x32 images, the sources' full model sizes. Peak RSS is "
+              "`ru_maxrss` of a fresh process (interpreter, torch and model included; its baseline before the "
+              "first step is shown too).", "", _fmt(step), ""]
+    dec = pd.DataFrame(results["decode"])
+    lines += ["## Decoding at any resolution", "",
+              "Encode once, then decode the whole batch on an S x S grid; queries go through the decoder "
+              f"{results['decode'][0]['chunk'] if results['decode'] else ''} at a time (counted over the batch), "
+              "so memory stays bounded; the output equals one-piece decoding (tested).", "", _fmt(dec), ""]
+    if results["matrix"]:
+        lines += ["## A whole smoke matrix", "", "`parity ablate --preset smoke --seeds 1` in a fresh process "
+                  "(25 variants, training and full evaluation).", "", _fmt(pd.DataFrame(results["matrix"])), ""]
+    for title, name in _plots(results, files):
+        lines += [f"![{title}]({files.name}/{name})", ""]
+    return "\n".join(lines)
+
+
+def write_benchmarks(cfg: SuiteConfig, out="reports/benchmarks.md", progress=print) -> Path:
+    out = Path(out).resolve()
+    results = run_suite(cfg, progress)
+    command = "parity bench" + ("" if out == Path("reports/benchmarks.md").resolve() else f" --out {shlex.quote(str(out))}")
+    if cfg.quick:
+        command += " --quick"
+    atomic_write_text(out, render(results, out, command))
+    return out
