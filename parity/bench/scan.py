@@ -40,9 +40,9 @@ def mambapy_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
 def scan_available(impl: str) -> str | None:
     """None when ``impl`` can run here, else why not (with the fix)."""
     if impl == "mambapy":
-        try:
-            import mambapy.pscan  # noqa: F401
-        except ImportError:
+        import importlib.util
+
+        if importlib.util.find_spec("mambapy") is None:
             return "mambapy is not installed: pip install -e '.[bench]'"
     if impl == "compiled":
         from parity.ssm.compiled import compiled_scan_status

@@ -5,7 +5,6 @@ reports its numbers, and the report states targets honestly. (Speed itself is me
 from __future__ import annotations
 
 import pytest
-import torch
 
 from parity.bench.decode import measure_decode
 from parity.bench.scan import _inputs, bench_scan, mambapy_scan, scan_available
