@@ -17,6 +17,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -37,6 +38,14 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("PARITY_CACHE", Path.home() / ".cache" / "parity"))
 
 
+def _cpu_signature() -> str:
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return f"{platform.machine()} {flags}"
+
+
 @functools.cache
 def _library():
     """The loaded kernel, or None (reason in ``_status``)."""
@@ -45,7 +54,8 @@ def _library():
         _status.update(compiled=False, reason="no C compiler (gcc/cc) on PATH; using the chunked PyTorch scan")
         return None
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join([cc, *CFLAGS]).encode()).hexdigest()[:16]
+    # -march=native: a cache shared between machines (a cluster's home) needs one build per CPU kind
+    key = hashlib.sha256(source + " ".join([cc, *CFLAGS, _cpu_signature()]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"scan-{key}.so"
     try:
         if not target.exists():

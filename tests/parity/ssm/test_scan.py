@@ -203,3 +203,20 @@ def test_gradcheck_float64():
                                       chunk_size=4)
 
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_compiled_without_a_working_compiler_falls_back_and_says_why(monkeypatch, tmp_path):
+    from parity.ssm import compiled
+
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("PARITY_CACHE", str(tmp_path / "cache"))  # nothing cached: it must try to build
+    compiled._library.cache_clear()
+    try:
+        status = compiled.compiled_scan_status()
+        assert not status["compiled"] and "chunked" in status["reason"]
+        inputs = make_inputs(length=11, seed=43)
+        args = [inputs[k] for k in NAMES[:6]]
+        kwargs = {"z": inputs["z"], "delta_bias": inputs["delta_bias"], "delta_softplus": True}
+        assert torch.equal(selective_scan_compiled(*args, **kwargs), selective_scan_chunked(*args, **kwargs))
+    finally:
+        compiled._library.cache_clear()  # the next caller builds (or finds) the real kernel again
