@@ -38,14 +38,32 @@ def requested() -> bool:
 
 
 def backend_for(device: torch.device | str = "cpu") -> str:
-    """nccl for CUDA tensors, gloo for CPU tensors (the trainer keeps its tensors on the CPU today)."""
+    """nccl for CUDA tensors, gloo for CPU tensors."""
     return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def training_device() -> torch.device:
+    """Where a run trains: ``PARITY_DEVICE`` = auto (default: CUDA when available), cpu or cuda. Under
+    torchrun each process takes the GPU of its LOCAL_RANK."""
+    choice = os.environ.get("PARITY_DEVICE", "auto")
+    if choice not in DEVICE_CHOICES:
+        raise ParityError(f"PARITY_DEVICE={choice!r} is not one of {', '.join(DEVICE_CHOICES)}")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ParityError("PARITY_DEVICE=cuda but torch sees no CUDA device: unset it to train on the CPU")
+    if choice == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    local = os.environ.get("LOCAL_RANK")
+    return torch.device("cuda", int(local) if requested() and local is not None else torch.cuda.current_device())
 
 
 @dataclass
 class DDPContext:
     rank: int
     world_size: int
+    device: torch.device = torch.device("cpu")
 
     @property
     def is_main(self) -> bool:
@@ -68,7 +86,7 @@ class DDPContext:
         """The mean of a float over ranks (the train loss)."""
         import torch.distributed as dist
 
-        t = torch.tensor([value], dtype=torch.float64)
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)  # nccl reduces CUDA tensors only
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return float(t.item()) / self.world_size
 
@@ -79,7 +97,8 @@ class DDPContext:
         so DDP learns it on the first step instead of searching the graph every step."""
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(_Reconstruct(model), static_graph=True)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(_Reconstruct(model), device_ids=ids, static_graph=True)
 
 
 class _Reconstruct(torch.nn.Module):
@@ -94,17 +113,21 @@ class _Reconstruct(torch.nn.Module):
 _CONTEXT: DDPContext | None = None
 
 
-def context() -> DDPContext | None:
-    """The process group of this torchrun process (joined on first use), or None when not distributed."""
+def context(device: torch.device | str = "cpu") -> DDPContext | None:
+    """The process group of this torchrun process (joined on first use, nccl for a CUDA ``device``,
+    gloo for the CPU), or None when not distributed."""
     global _CONTEXT
     if not requested():
         return None
+    device = torch.device(device)
     if _CONTEXT is None:
         import torch.distributed as dist
 
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
         if not dist.is_initialized():
-            dist.init_process_group(backend=backend_for("cpu"))
-        _CONTEXT = DDPContext(dist.get_rank(), dist.get_world_size())
+            dist.init_process_group(backend=backend_for(device))
+        _CONTEXT = DDPContext(dist.get_rank(), dist.get_world_size(), device)
     return _CONTEXT
 
 

@@ -22,6 +22,29 @@ WORST_SHOWN = 10  # rows of the worst-mismatch table
 KEYS_SHOWN = 20  # keys listed per section of a state-dict report
 
 
+SCAN_INPUT_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def scan_inputs(batch=2, d_inner=6, d_state=4, length=33, seed=0, dtype=torch.float32, dt_range=(1e-3, 0.1),
+                delta_scale=0.5):
+    """Selective-scan inputs (``SCAN_INPUT_NAMES``) in the ranges a Mamba layer produces: the dt bias is
+    softplus^-1 of a log-uniform dt, A is S4D-real (-1..-d_state, jittered per channel)."""
+    gen = torch.Generator().manual_seed(seed)
+    lo, hi = math.log(dt_range[0]), math.log(dt_range[1])
+    dt = torch.exp(torch.rand(d_inner, generator=gen, dtype=torch.float64) * (hi - lo) + lo)
+    return {
+        "u": torch.randn(batch, d_inner, length, generator=gen, dtype=dtype),
+        "delta": torch.randn(batch, d_inner, length, generator=gen, dtype=dtype) * delta_scale,
+        "A": -torch.arange(1, d_state + 1, dtype=dtype).repeat(d_inner, 1)
+             * (1 + 0.1 * torch.rand(d_inner, 1, generator=gen, dtype=dtype)),
+        "B": torch.randn(batch, d_state, length, generator=gen, dtype=dtype),
+        "C": torch.randn(batch, d_state, length, generator=gen, dtype=dtype),
+        "D": torch.randn(d_inner, generator=gen, dtype=dtype),
+        "z": torch.randn(batch, d_inner, length, generator=gen, dtype=dtype),
+        "delta_bias": (dt + torch.log(-torch.expm1(-dt))).to(dtype),
+    }
+
+
 def rel_err(actual, expected) -> float:
     """max |actual - expected| / max |expected|: the golden tensors' tolerance measure."""
     actual, expected = torch.as_tensor(actual).double(), torch.as_tensor(expected).double()

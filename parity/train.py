@@ -144,8 +144,10 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
         return done
     t = cfg.train
     from .distributed import context as ddp_context
+    from .distributed import training_device
 
-    ddp = ddp_context()  # None unless torchrun started several processes (parity.distributed)
+    device = training_device()  # CUDA when there is one (this rank's GPU under torchrun), else the CPU
+    ddp = ddp_context(device)  # None unless torchrun started several processes (parity.distributed)
     main = ddp is None or ddp.is_main  # only rank 0 writes files and evaluates
     if ddp is not None:
         ddp.check_batch(t.batch_size)
@@ -166,7 +168,7 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
     total_steps = t.epochs * steps_per_epoch if t.max_steps is None else min(t.max_steps, t.epochs * steps_per_epoch)
     eval_every = t.eval_every or steps_per_epoch
 
-    model = build_model(cfg)
+    model = build_model(cfg).to(device)  # built on the CPU: the same initial weights on any device
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     step, history, train_time, train_images, losses = 0, [], 0.0, 0, []
     ckpt_path = run_dir / "checkpoint.pt"
@@ -196,7 +198,8 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
                 size = tuple(images.shape[-2:])
                 if size not in grids:
                     grids[size] = make_grid(*size, t.coords)
-                coords, gt = training_batch(cfg, images, grids[size], step)
+                coords, gt = training_batch(cfg, images, grids[size], step)  # drawn on the CPU: same on any device
+                images, coords, gt = images.to(device), coords.to(device), gt.to(device)
                 if ddp is None:
                     loss = step_loss(cfg, model.decode(model.encode(images), coords), gt)
                 else:  # the global batch's draws above, then this rank's slice; DDP averages gradients
@@ -235,7 +238,9 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
     metrics = {"steps": step, "epochs": step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
                "train_images": train_images, "train_time_s": train_time,
                "train_images_per_s": train_images / train_time if train_time else None,
-               "peak_rss_mb": memory.peak_mb, "final_lr": history[-1]["lr"] if history else None,
+               "peak_rss_mb": memory.peak_mb, "device": str(device),
+               "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None,
+               "final_lr": history[-1]["lr"] if history else None,
                "seed": t.seed, "environment": _environment()}
     if not main:  # rank 0 evaluates and writes the run's files
         return metrics
@@ -310,7 +315,7 @@ def save_samples(model, dataset, cfg: ExperimentConfig, path, n: int = 8) -> Non
     from .store import atomic_write_bytes
 
     images = torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))])
-    recon = reconstruct(model, images, cfg.train.coords).clamp(0, 1)
+    recon = reconstruct(model, images, cfg.train.coords).clamp(0, 1).cpu()
     grid = image_grid(torch.cat([images, recon]), nrow=len(images), padding=1)
     import io
 

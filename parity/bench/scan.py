@@ -7,7 +7,6 @@ the order of a minute or more on 2 CPU cores, so ``repeats`` multiplies into man
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 
@@ -72,20 +71,12 @@ def _scan_fn(impl: str):
 
 
 def _inputs(batch: int, length: int, d_inner: int, d_state: int) -> dict:
-    """Inputs as a Mamba layer makes them: dt bias = softplus^-1 of a log-uniform dt in [1e-3, 0.1]."""
-    torch.manual_seed(0)
-    dt = torch.exp(torch.rand(d_inner) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
-    return {
-        "u": torch.randn(batch, d_inner, length),
-        "delta": torch.randn(batch, d_inner, length) * 0.5,
-        "A": -torch.arange(1, d_state + 1, dtype=torch.float32).repeat(d_inner, 1),
-        "B": torch.randn(batch, d_state, length),
-        "C": torch.randn(batch, d_state, length),
-        "D": torch.ones(d_inner),
-        "z": torch.randn(batch, d_inner, length),
-        "delta_bias": dt + torch.log(-torch.expm1(-dt)),
-        "grad": torch.randn(batch, d_inner, length),
-    }
+    """Mamba-like inputs (``parity.testing.scan_inputs``) and an output gradient, seed 0."""
+    from parity.testing import scan_inputs
+
+    data = scan_inputs(batch=batch, d_inner=d_inner, d_state=d_state, length=length, seed=0)
+    data["grad"] = torch.randn(batch, d_inner, length, generator=torch.Generator().manual_seed(1))
+    return data
 
 
 def _fwd_bwd(fn, data: dict) -> None:

@@ -101,3 +101,32 @@ def test_ray_missing_is_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("parity: error: ray is not installed: pip install -e '.[distributed]'") and "\n" not in err
     assert not (tmp_path / "runs").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("value, expected", [(None, "cpu"), ("auto", "cpu"), ("cpu", "cpu")])
+def test_training_device_on_a_machine_without_cuda(monkeypatch, value, expected):
+    import torch
+
+    from parity.distributed import training_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: auto picks it")
+    if value is None:
+        monkeypatch.delenv("PARITY_DEVICE", raising=False)
+    else:
+        monkeypatch.setenv("PARITY_DEVICE", value)
+    assert training_device().type == expected
+
+
+@pytest.mark.parametrize("value, words", [("gpu", "not one of auto, cpu, cuda"), ("cuda", "no CUDA device")])
+def test_training_device_bad_choices_are_one_line(monkeypatch, value, words):
+    import torch
+
+    from parity.distributed import training_device
+    from parity.errors import ParityError
+
+    if value == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    monkeypatch.setenv("PARITY_DEVICE", value)
+    with pytest.raises(ParityError, match=words):
+        training_device()

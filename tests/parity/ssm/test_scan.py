@@ -3,17 +3,16 @@ outputs and every gradient."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from parity.ssm.chunked import auto_chunk_size, selective_scan_chunked
 from parity.ssm.compiled import compiled_scan_status, selective_scan_compiled
 from parity.ssm.scan import selective_scan, selective_scan_ref
+from parity.testing import SCAN_INPUT_NAMES as NAMES
 from parity.testing import rel_err
+from parity.testing import scan_inputs as make_inputs
 
-NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 FAST = {"chunked": selective_scan_chunked, "compiled": selective_scan_compiled}
 
 
@@ -24,25 +23,6 @@ def fast(request):
         status = compiled_scan_status()
         assert status["compiled"], status["reason"]
     return FAST[request.param]
-
-
-def make_inputs(batch=2, d_inner=6, d_state=4, length=33, seed=0, dtype=torch.float32, dt_range=(1e-3, 0.1),
-                delta_scale=0.5):
-    """Inputs in the ranges a Mamba layer produces (dt bias = softplus^-1 of a log-uniform dt)."""
-    gen = torch.Generator().manual_seed(seed)
-    lo, hi = math.log(dt_range[0]), math.log(dt_range[1])
-    dt = torch.exp(torch.rand(d_inner, generator=gen, dtype=torch.float64) * (hi - lo) + lo)
-    return {
-        "u": torch.randn(batch, d_inner, length, generator=gen, dtype=dtype),
-        "delta": torch.randn(batch, d_inner, length, generator=gen, dtype=dtype) * delta_scale,
-        "A": -torch.arange(1, d_state + 1, dtype=dtype).repeat(d_inner, 1)
-             * (1 + 0.1 * torch.rand(d_inner, 1, generator=gen, dtype=dtype)),
-        "B": torch.randn(batch, d_state, length, generator=gen, dtype=dtype),
-        "C": torch.randn(batch, d_state, length, generator=gen, dtype=dtype),
-        "D": torch.randn(d_inner, generator=gen, dtype=dtype),
-        "z": torch.randn(batch, d_inner, length, generator=gen, dtype=dtype),
-        "delta_bias": (dt + torch.log(-torch.expm1(-dt))).to(dtype),
-    }
 
 
 def run_both(inputs, use=NAMES, softplus=True, chunk_size=None, requires_grad=NAMES, fast=selective_scan_chunked):
