@@ -92,7 +92,14 @@ class Document:
         frame = pd.DataFrame(columns)
         frame.index.name = "field"
         frame = frame.fillna(MISSING).reset_index()
-        return "## Setting\n\n" + _table(frame)
+        return "## Setting\n\n" + _table(frame) + self.presets()
+
+    def presets(self) -> str:
+        """Why each preset's budget is what it is: its description from the registry of presets."""
+        from ..matrix import PRESETS
+
+        names = [p for p in dict.fromkeys(self.results.matrices["preset"]) if p in PRESETS]
+        return "".join(f"\n\n**Preset `{p}`** (`parity/matrix.py`): {PRESETS[p].description}." for p in names)
 
     def reading(self) -> str:
         meanings = "\n".join(f"- **{kind}**: {text}." for kind, text in MEANING.items()
