@@ -30,7 +30,11 @@ from einops import rearrange
 from torch.autograd.function import once_differentiable
 
 SOURCE = Path(__file__).parent / "csrc" / "scan.c"
-CFLAGS = ["-O3", "-ffast-math", "-march=native", "-fPIC", "-shared", "-std=c11"]
+# -ffast-math at compile time only: it makes glibc declare its vector expf/log1pf (libmvec) and lets gcc
+# vectorise the sums over d_state. Linked with it, the library would carry crtfastmath.o, which sets
+# flush-to-zero for the whole process on load and changes every later float computation.
+CFLAGS = ["-O3", "-ffast-math", "-march=native", "-fPIC", "-std=c11"]
+LDFLAGS = ["-shared", "-lm"]
 _status = {"compiled": False, "reason": "not built yet"}
 
 
@@ -55,15 +59,15 @@ def _library():
         return None
     source = SOURCE.read_bytes()
     # -march=native: a cache shared between machines (a cluster's home) needs one build per CPU kind
-    key = hashlib.sha256(source + " ".join([cc, *CFLAGS, _cpu_signature()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(source + " ".join([cc, *CFLAGS, *LDFLAGS, _cpu_signature()]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"scan-{key}.so"
     try:
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # atomic: build, then rename
-                built = Path(tmp) / target.name
-                subprocess.run([cc, *CFLAGS, str(SOURCE), "-o", str(built), "-lm"], check=True,
-                               capture_output=True, text=True)
+                built, obj = Path(tmp) / target.name, Path(tmp) / "scan.o"
+                for cmd in ([cc, *CFLAGS, "-c", str(SOURCE), "-o", str(obj)], [cc, str(obj), "-o", str(built), *LDFLAGS]):
+                    subprocess.run(cmd, check=True, capture_output=True, text=True)
                 os.replace(built, target)
         lib = ctypes.CDLL(str(target))
     except (OSError, subprocess.CalledProcessError) as e:

@@ -200,3 +200,10 @@ def test_compiled_without_a_working_compiler_falls_back_and_says_why(monkeypatch
         assert torch.equal(selective_scan_compiled(*args, **kwargs), selective_scan_chunked(*args, **kwargs))
     finally:
         compiled._library.cache_clear()  # the next caller builds (or finds) the real kernel again
+
+
+def test_loading_the_kernel_keeps_subnormal_floats():
+    """A library linked with -ffast-math would switch the process to flush-to-zero on load."""
+    assert compiled_scan_status()["compiled"]
+    tiny = torch.tensor([1e-39], dtype=torch.float32)  # subnormal in float32
+    assert (tiny * 1.0).item() > 0 and (tiny / 2).item() > 0
