@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..store import atomic_write_text
+from ..store import atomic_save_figure, atomic_write_text
 
 DECODE_SIZES = (32, 64, 128, 256)
 
@@ -185,7 +185,7 @@ def _plots(results: dict, files: Path) -> list[tuple[str, str]]:
         ax.set_xlabel("seconds, forward + backward (log scale)")
         ax.set_title("Selective scan, B=16 L=512 d_inner=512 d_state=16", fontsize=9)
         fig.tight_layout()
-        fig.savefig(files / "scan.png", dpi=90)
+        atomic_save_figure(fig, files / "scan.png", dpi=90)
         plt.close(fig)
         made.append(("Selective scan: median time per implementation", "scan.png"))
     if results["decode"]:
@@ -203,7 +203,7 @@ def _plots(results: dict, files: Path) -> list[tuple[str, str]]:
         fig.suptitle(f"Decoding {results['decode'][0]['batch']} images at any resolution (queries in chunks)",
                      fontsize=9)
         fig.tight_layout()
-        fig.savefig(files / "decode.png", dpi=90)
+        atomic_save_figure(fig, files / "decode.png", dpi=90)
         plt.close(fig)
         made.append(("Decoding: time and peak memory by output size", "decode.png"))
     return made

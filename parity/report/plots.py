@@ -7,7 +7,6 @@ Every function returns the PNG's path, or None when there is nothing to draw.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from ..differences import NOT_IN_SEED, SEVERITY_ORDER
-from ..store import atomic_write_bytes
+from ..store import atomic_save_figure
 from .effects import cumulative_chain
 from .results import done_values, summarise
 
@@ -39,10 +38,7 @@ def _figure(height: float = HEIGHT_IN):
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return atomic_save_figure(fig, path, DPI)
 
 
 # ------------------------------------------------------------------------------------------ effects

@@ -468,7 +468,6 @@ def test_killed_matrix_resumes_to_identical_results(tmp_path, reference):
 WRITERS = {"write_text", "write_bytes", "savefig"}
 ALLOWED_WRITES = {
     "parity/store.py": "the atomic writes themselves",
-    "parity/report/plots.py:_save": "renders into a BytesIO, then atomic_write_bytes",
     "parity/matrix.py:_claim": "the run's lock file (an flock; its content is informational)",
     "parity/matrix.py:_claim_by_pid_file": "the lock file of the no-fcntl fallback (created exclusively)",
 }
