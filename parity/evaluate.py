@@ -372,12 +372,22 @@ def count_params(model) -> int:
 
 def gflop(fn) -> float:
     """GFLOP torch's FlopCounterMode counts while ``fn`` runs (matrix products and convolutions;
-    elementwise work is not counted)."""
+    elementwise work is not counted). The count must not depend on which kernels run: attention goes
+    through SDPA's math backend (the counter has no formula for the fused CPU kernel) and the scan
+    through the chunked PyTorch one (the compiled kernel is invisible to the counter)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
+    from .ssm import get_default_scan, set_default_scan
+
     counter = FlopCounterMode(display=False)
-    with counter:
-        fn()
+    before = get_default_scan()
+    set_default_scan("chunked")
+    try:
+        with counter, sdpa_kernel(SDPBackend.MATH):
+            fn()
+    finally:
+        set_default_scan(before)
     return counter.get_total_flops() / 1e9
 
 
