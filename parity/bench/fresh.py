@@ -10,8 +10,17 @@ import sys
 
 
 def rss_mb() -> float:
-    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process so far, MiB: VmHWM of this address space on Linux.
+    Not ru_maxrss: Linux keeps that across fork and exec, so a case started from a large parent
+    (the suite, after the reference scan) would report the parent's peak as its own."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, the fallback
 
 
 def run_fresh(module: str, args: list[str]) -> dict:

@@ -5,6 +5,7 @@ reports its numbers, and the report states targets honestly. (Speed itself is me
 from __future__ import annotations
 
 import pytest
+import torch
 
 from parity.bench.decode import measure_decode
 from parity.bench.scan import _inputs, bench_scan, mambapy_scan, scan_available
@@ -69,3 +70,12 @@ def test_report_names_the_gpu_gap_and_embeds_plots(tmp_path):
     assert (tmp_path / "benchmarks_files" / "decode.png").exists()
     assert "**no**" not in text  # every target met in this synthetic run...
     assert "**no**" in render(_results(ips=1.0), tmp_path / "b.md", "parity bench")  # ...and a miss is shown
+
+
+def test_a_fresh_case_does_not_inherit_the_parents_peak_memory():
+    from parity.bench.fresh import rss_mb
+
+    ballast = torch.ones(256, 1024, 1024)  # 1 GiB, touched: the parent's peak is now above 1 GiB
+    row = measure_decode("notebook", size=8, batch=2, repeats=1)
+    assert rss_mb() > 1024 + row["baseline_rss_mb"] * 0.5 and ballast.sum() > 0
+    assert row["peak_rss_mb"] < rss_mb() - 512  # the case's own peak, not the parent's
