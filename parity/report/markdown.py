@@ -261,6 +261,9 @@ class Document:
             text = " ".join(budget_limits(matrices[0].setting, len(matrices[0].seeds)))
             prefix = f"**{', '.join(f'`{m.matrix}`' for m in matrices)}**: " if len(groups) > 1 else ""
             paragraphs.append(prefix + text)
+        if "paper" not in set(self.results.matrices["preset"]):
+            paragraphs.append("No run of the `paper` preset (the sources' full protocols on all of CIFAR-10, a GPU "
+                              "job) is in this report, so no GPU run backs any number here.")
         return "## What this budget cannot show\n\n" + "\n\n".join(paragraphs)
 
 
