@@ -12,23 +12,23 @@ import time
 from .fresh import rss_mb, run_fresh
 from .step import PORTS, cifar10_model
 
-CONVENTION = {"original": "centres", "notebook": "endpoints"}  # each source's coordinate grid
-
 
 def measure_in_process(port: str, size: int, batch: int, repeats: int) -> dict:
     import torch
 
+    from parity.config import baseline
     from parity.coords import make_grid
     from parity.evaluate import DECODE_CHUNK, decode_chunked
 
+    convention = baseline(port).train.coords  # each source's coordinate grid
     model = cifar10_model(port).eval()
     images = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    coords = make_grid(size, size, CONVENTION[port]).unsqueeze(0).expand(batch, -1, -1)
+    coords = make_grid(size, size, convention).unsqueeze(0).expand(batch, -1, -1)
     baseline = rss_mb()
     times = []
     with torch.no_grad():
         tokens = model.encode(images)
-        warm = make_grid(32, 32, CONVENTION[port]).unsqueeze(0).expand(batch, -1, -1)
+        warm = make_grid(32, 32, convention).unsqueeze(0).expand(batch, -1, -1)
         decode_chunked(model, tokens, warm)  # warm-up at the native size: cheap next to a 256x256 decode
         for _ in range(repeats):
             t0 = time.perf_counter()
