@@ -188,11 +188,15 @@ def cmd_ablate(args) -> int:
 
     console = _console()
     executor = make_executor(args.executor, args.address)  # before any run: a missing ray is one line
+    from .differences import parse_groups
+
+    groups = parse_groups(args.groups)
     kinds = list(KINDS) if args.matrix == "all" else [args.matrix]
     folders = []
     for kind in kinds:
         folders.append(run_matrix(kind, args.preset, args.seeds, Path(args.out), args.set, console=console,
-                                  only=args.only or None, executor=executor))
+                                  only=args.only or None, executor=executor, groups=groups,
+                                  faithful_defects=args.faithful_defects))
         console.print(f"{kind}: results in {folders[-1]}")
     if args.report:
         from .report import write_report
@@ -265,7 +269,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ablate", help="run an ablation matrix (resumable)")
     p.add_argument("--matrix", default="one-at-a-time",
-                   choices=["one-at-a-time", "leave-one-out", "cumulative", "improvements", "all"])
+                   choices=["factorial", "one-at-a-time", "leave-one-out", "cumulative", "improvements", "all"],
+                   help="factorial: 2^k cells over groups of differences (attribution of the gap); leave-one-out: "
+                   "the original minus each difference; cumulative: notebook to original, most severe claim first; "
+                   "one-at-a-time: the notebook plus each; improvements: the original plus each fix")
+    p.add_argument("--groups", help="with --matrix factorial: comma list of groups of differences (default "
+                   "decoder,encoder,optimisation,sampling; `parity differences` shows each difference's group)")
+    p.add_argument("--faithful-defects", action="store_true",
+                   help="keep the batch-0 coordinate defect where the LAINR decoder meets sampled pixels (by "
+                   "default those variants decode each sample at its own coordinates, as the original never "
+                   "trains on sampled pixels)")
     p.add_argument("--preset", default="smoke")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--out", default="runs")

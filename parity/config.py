@@ -28,6 +28,9 @@ class DataConfig:
     train_subset: int | None = None  # first N training images (budget); None: all
     test_subset: int | None = None
     download: bool = False  # let torchvision download CIFAR-10 when it is missing
+    source_size: int | None = None  # images are this size on disk and area-downsampled to image_size (a proxy)
+    jpeg_quality: int | None = None  # re-encode every image as JPEG at this quality when loading; None: as stored
+    eval_split: str | None = None  # common evaluation set: this split's test images as stored; None: the own split
 
 
 @dataclass
@@ -124,10 +127,11 @@ def notebook_baseline() -> ExperimentConfig:
 
 def original_baseline() -> ExperimentConfig:
     """``trans-inr-master`` with ``cfgs/imgrec_cifar10_mamba_lainr_fourier_bias.yaml`` and
-    ``trainers/imgrec_trainer_lainr.py`` as they were run."""
+    ``trainers/imgrec_trainer_lainr.py`` as they were run, on its JPEG copies of CIFAR-10 (quality 75,
+    PIL's default, 4:2:0: the quantisation tables of the copies), emulated by a JPEG round trip."""
     return ExperimentConfig(
         name="original",
-        data=DataConfig(split="numbered", resize_crop=True, drop_last=True),
+        data=DataConfig(split="numbered", resize_crop=True, drop_last=True, jpeg_quality=75),
         model=ModelConfig(patch_size=2, depth=6, num_lp=256, lp_init_std=1.0, pos_code="fourier", decoder="lainr",
                           decoder_width=256, heads=2, dim_head=64, spatial_bias=True, fourier="logspace",
                           modulation="add", output_activation="none"),
@@ -246,6 +250,7 @@ def _type_name(hint) -> str:
 CHOICES = {
     "data.dataset": ("cifar10", "imagefolder", "numbered-jpeg", "procedural"),
     "data.split": ("official", "numbered"),
+    "data.eval_split": (None, "official", "numbered"),  # null: the own split
     "model.lp_type": ("equidistant", "middle", "n_group"),
     "model.pos_code": ("none", "fourier"),
     "model.decoder": ("notebook", "lainr"),
@@ -270,7 +275,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     for path, options in CHOICES.items():
         value = get_field(cfg, path)
         if value not in options:
-            raise ParityError(f"{path}={value!r} is not one of {', '.join(options)}{_did_you_mean(value, options)}")
+            names = [str(o).lower() if o is None else str(o) for o in options]  # None reads as YAML's null
+            raise ParityError(f"{path}={value!r} is not one of {', '.join(names)}{_did_you_mean(value, names)}")
     for path in AT_LEAST_ONE:
         if get_field(cfg, path) < 1:
             raise ParityError(f"{path} must be at least 1, got {get_field(cfg, path)}: set it to 1 or more "
@@ -285,6 +291,11 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
                           "--set train.lr=1e-4")
     if t.clip_norm is not None and not t.clip_norm > 0:
         raise ParityError(f"train.clip_norm must be positive or null (no clipping), got {t.clip_norm}")
+    if d.jpeg_quality is not None and not 1 <= d.jpeg_quality <= 100:
+        raise ParityError(f"data.jpeg_quality must be between 1 and 100 (or null: as stored), got {d.jpeg_quality}")
+    if d.source_size is not None and d.source_size < d.image_size:
+        raise ParityError(f"data.source_size={d.source_size} is below data.image_size={d.image_size}: the proxy only "
+                          "downsamples; set data.source_size to the size of the stored images, or null")
     for path in ("train.max_steps", "train.eval_every", "data.train_subset", "data.test_subset"):
         value = get_field(cfg, path)
         if value is not None and value < 1:

@@ -139,6 +139,11 @@ DIFFERENCES: tuple[Difference, ...] = (
     Difference("data-split", "Official train/test split vs the numbered-JPEG index ranges (train 1-49999, "
                "test 55000-59999) with Resize + CenterCrop", "data", ("data.split", "data.resize_crop"),
                note="The original also reads JPEG copies, whose pixels differ slightly from the official set."),
+    Difference("image-encoding", "Lossless images (torchvision's arrays) vs JPEG copies (quality 75, 4:2:0)", "data",
+               ("data.jpeg_quality",),
+               note="Emulated: the images are re-encoded as JPEG when loaded. Where only JPEG copies exist (this "
+                    "project's CIFAR-10), they stand in for the lossless set and the original's side is a second "
+                    "JPEG generation. Matrices score every variant on the same images as stored."),
     Difference("psnr-aggregation", "Reported PSNR: -10 log10 of the batch MSE averaged over batches vs the "
                "mean of per-image PSNR", "evaluation", ("eval.psnr",),
                note="Changes the number reported, not the model. Both forms are always measured."),
@@ -160,6 +165,35 @@ IMPROVEMENTS: tuple[Improvement, ...] = (
                 {"model.final_residual": True},
                 fixes="Both encoders return the last block's MLP output without its residual stream."),
 )
+
+# The factorial matrix's factors: each group of differences is toggled as one. Every difference is in
+# exactly one group, or changes only what is scored (EVALUATION_SIDE): in a matrix every variant is
+# scored on the same images, so those are computed from the stored per-image values, not trained.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "decoder": ("decoder", "spatial-bias", "modulation-entry", "decoder-width", "fourier", "attention-heads",
+                "output-activation"),
+    "encoder": ("patch-size", "num-lp", "depth", "pos-code", "lp-init"),
+    "optimisation": ("lr", "warmup", "epochs", "lr-horizon", "weight-decay", "grad-clip", "batch-size"),
+    "sampling": ("pixel-sampling", "coords", "drop-last", "image-encoding"),
+}
+EVALUATION_SIDE = ("data-split", "psnr-aggregation")
+GROUP_TITLES = {"decoder": "decoder architecture", "encoder": "encoder and tokens",
+                "optimisation": "optimisation schedule", "sampling": "sampling protocol and data"}
+
+
+def parse_groups(text: str | None) -> tuple[str, ...]:
+    """'decoder,encoder' -> ('decoder', 'encoder'); None or '' -> every group."""
+    if not text:
+        return tuple(GROUPS)
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    for name in names:
+        if name not in GROUPS:
+            raise ParityError(f"unknown group {name!r}{_did_you_mean(name, GROUPS)}: --groups takes a comma list of "
+                              f"{', '.join(GROUPS)}")
+    if len(set(names)) != len(names) or len(names) < 2:
+        raise ParityError(f"--groups {text!r} needs at least two different groups (of {', '.join(GROUPS)})")
+    return names
+
 
 REGISTRY: dict[str, Difference | Improvement] = {d.id: d for d in (*DIFFERENCES, *IMPROVEMENTS)}
 

@@ -206,7 +206,9 @@ def reconstruct(model, images: torch.Tensor, convention: str, chunk: int | None 
 def evaluate_reconstruction(model, loader: Iterable, convention: str, max_images: int | None = None) -> dict:
     """Native-grid reconstruction: 'psnr' is the mean of per-image PSNR over all images (the
     original's form); 'psnr_batch_mse' the mean over batches of the batch-MSE PSNR (the notebook's
-    ``validate``, so it depends on the batch size); 'mse' the mean per-image MSE; 'ssim' the mean."""
+    ``validate``, so it depends on the batch size); 'mse' the mean per-image MSE; 'ssim' the mean;
+    'per_image': each image's 'psnr', 'ssim' and 'mse' in loader order (paired comparisons and
+    either aggregation are computed from these)."""
     psnrs, mses, ssims, batch_psnrs = [], [], [], []
     device = _device(model)
     with _inference(model):
@@ -218,7 +220,24 @@ def evaluate_reconstruction(model, loader: Iterable, convention: str, max_images
             ssims += ssim(pred, images).tolist()
             batch_psnrs.append(psnr_batch_mse(pred, images))
     return {"psnr": _mean(psnrs), "psnr_batch_mse": _mean(batch_psnrs), "mse": _mean(mses),
-            "ssim": _mean(ssims), "images": len(psnrs)}
+            "ssim": _mean(ssims), "images": len(psnrs), "per_image": {"psnr": psnrs, "ssim": ssims, "mse": mses}}
+
+
+def reference_levels(train_set, test_set, max_train: int = 4096) -> dict:
+    """What trivial predictors score on ``test_set`` (mean per-image PSNR, dB): one constant colour
+    (the mean colour of the first ``max_train`` training images), each image's own mean colour, and
+    for super-resolution, bicubic upsampling of a 2x area-downsampled image. A model near the first two
+    has learned colour, not images."""
+    train = torch.stack([train_set[i][0] for i in range(min(max_train, len(train_set)))])
+    test = torch.stack([test_set[i][0] for i in range(len(test_set))])
+    constant = train.mean(dim=(0, 2, 3)).view(1, 3, 1, 1).expand_as(test)
+    own_mean = test.mean(dim=(2, 3), keepdim=True).expand_as(test)
+    out = {"constant_colour_db": _mean(psnr_per_image(constant, test).tolist()),
+           "per_image_mean_colour_db": _mean(psnr_per_image(own_mean, test).tolist()),
+           "images": int(len(test)), "train_images": int(len(train))}
+    if min(test.shape[-2:]) >= 4:
+        out["bicubic_x2_db"] = _mean(psnr_per_image(bicubic_round_trip(test, 2), test).tolist())
+    return out
 
 
 def jitter_psnr(model, loader: Iterable, convention: str, stds: Iterable[float], max_images: int | None,
@@ -467,6 +486,6 @@ def evaluate_all(model, train_loader: Iterable | None, test_loader: Iterable, ev
 
 
 __all__ = ["DECODE_CHUNK", "Rebatched", "bicubic_round_trip", "count_params", "decode_chunked", "evaluate_all",
-           "evaluate_reconstruction", "flops_per_image", "jitter_psnr", "linear_probe", "psnr_batch_mse",
+           "evaluate_reconstruction", "flops_per_image", "reference_levels", "jitter_psnr", "linear_probe", "psnr_batch_mse",
            "psnr_per_image", "reconstruct", "ssim", "super_resolution_notebook", "super_resolution_true",
            "supports_decoupled"]

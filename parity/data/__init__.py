@@ -21,43 +21,66 @@ PROCEDURAL_NUMBERED_SIZES = (50000, 10000)  # CIFAR-10's counts, so the numbered
 PROCEDURAL_SEED = 0
 
 
-def _sources(cfg: DataConfig) -> tuple[Dataset, Dataset]:
-    """The source's own (train, test)."""
+def _sources(cfg: DataConfig, split: str) -> tuple[Dataset, Dataset]:
+    """The source's own (train, test), at the stored size (``source_size`` for a proxy)."""
+    size = cfg.source_size or cfg.image_size
     if cfg.dataset == "cifar10":
         from .cifar10 import cifar10_datasets
 
-        return cifar10_datasets(cfg.root, cfg.image_size, cfg.resize_crop, cfg.download)
+        return cifar10_datasets(cfg.root, size, cfg.resize_crop, cfg.download)
     if cfg.dataset == "procedural":
         from .procedural import ProceduralImages
 
-        n_train, n_test = PROCEDURAL_NUMBERED_SIZES if cfg.split == "numbered" else PROCEDURAL_SIZES
-        return (ProceduralImages(n_train, cfg.image_size, PROCEDURAL_SEED, "train"),
-                ProceduralImages(n_test, cfg.image_size, PROCEDURAL_SEED, "test"))
+        n_train, n_test = PROCEDURAL_NUMBERED_SIZES if split == "numbered" else PROCEDURAL_SIZES
+        return (ProceduralImages(n_train, size, PROCEDURAL_SEED, "train"),
+                ProceduralImages(n_test, size, PROCEDURAL_SEED, "test"))
     if cfg.root is None:
         raise ParityError(f"data.dataset={cfg.dataset} needs a folder: set data.root (--data-root)")
     from .imagefolder import imagefolder_datasets  # the only source left
 
-    return imagefolder_datasets(cfg.root, cfg.image_size, cfg.resize_crop)
+    return imagefolder_datasets(cfg.root, size, cfg.resize_crop)
 
 
 def make_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset]:
-    """(train, test) for a data configuration: source, then split, then the first-N subsets."""
-    from torch.utils.data import Subset
-
+    """(train, test) for a data configuration: source, then split, then the first-N subsets, then the
+    JPEG round trip and the proxy's downsampling. With ``eval_split`` the test set is that split's test
+    images as stored (no re-encoding): a common evaluation set for configurations that differ in split
+    or encoding."""
     if cfg.dataset not in DATASETS:
         raise ParityError(f"data.dataset={cfg.dataset!r} is not one of {', '.join(DATASETS)}")
     if cfg.split not in ("official", "numbered"):
         raise ParityError(f"data.split={cfg.split!r} is not one of official, numbered")
+    train, test = _split_sets(cfg, cfg.split)
+    if cfg.eval_split is not None and cfg.eval_split != cfg.split:
+        _, test = _split_sets(cfg, cfg.eval_split)
+    proxy = cfg.image_size if (cfg.source_size or cfg.image_size) != cfg.image_size else None
+    own_test_encoding = cfg.jpeg_quality if cfg.eval_split is None else None
+    if proxy is not None or cfg.jpeg_quality is not None:
+        from .transcode import Transcoded
+
+        train = Transcoded(train, proxy, cfg.jpeg_quality)
+    if proxy is not None or own_test_encoding is not None:
+        from .transcode import Transcoded
+
+        test = Transcoded(test, proxy, own_test_encoding)
+    return train, test
+
+
+def _split_sets(cfg: DataConfig, split: str) -> tuple[Dataset, Dataset]:
+    """(train, test) of ``split`` at the stored size, first-N subsets taken."""
+    from torch.utils.data import Subset
+
+    size = cfg.source_size or cfg.image_size
     if cfg.dataset == "numbered-jpeg":  # its own file-number ranges, whatever data.split says
         from .numbered import NumberedJPEG
 
         if cfg.root is None:
             raise ParityError("data.dataset=numbered-jpeg needs a folder: set data.root (--data-root)")
-        train = NumberedJPEG(cfg.root, "train", cfg.image_size, cfg.resize_crop)
-        test = NumberedJPEG(cfg.root, "test", cfg.image_size, cfg.resize_crop)
+        train = NumberedJPEG(cfg.root, "train", size, cfg.resize_crop)
+        test = NumberedJPEG(cfg.root, "test", size, cfg.resize_crop)
     else:
-        train, test = _sources(cfg)
-        if cfg.split == "numbered":
+        train, test = _sources(cfg, split)
+        if split == "numbered":
             from .numbered import numbered_split
 
             train, test = numbered_split(train, test, "train"), numbered_split(train, test, "test")

@@ -123,3 +123,31 @@ def test_every_toggle_builds_and_runs_from_either_baseline(entry):
         with torch.no_grad():
             assert not torch.equal(model.decode(model.encode(images), coords),
                                    reference.decode(reference.encode(images), coords)), (entry.id, side)
+
+
+# ---------------------------------------------------------------- groups (the factorial's factors)
+
+def test_every_difference_is_in_exactly_one_group_or_evaluation_side():
+    from parity.differences import EVALUATION_SIDE, GROUPS
+
+    placed = [d for ids in GROUPS.values() for d in ids] + list(EVALUATION_SIDE)
+    assert sorted(placed) == sorted(d.id for d in DIFFERENCES)
+
+
+def test_evaluation_side_differences_change_only_what_is_scored():
+    from parity.differences import EVALUATION_SIDE
+
+    for diff_id in EVALUATION_SIDE:
+        assert get(diff_id).component in ("data", "evaluation")
+        assert all(f.startswith(("data.split", "data.resize_crop", "eval.")) for f in get(diff_id).fields)
+
+
+def test_parse_groups_names_the_problem():
+    from parity.differences import GROUPS, parse_groups
+
+    assert parse_groups(None) == tuple(GROUPS)
+    assert parse_groups("decoder, encoder") == ("decoder", "encoder")
+    with pytest.raises(ParityError, match="unknown group 'decodr'.*did you mean 'decoder'"):
+        parse_groups("decodr,encoder")
+    with pytest.raises(ParityError, match="at least two"):
+        parse_groups("decoder")
