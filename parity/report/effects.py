@@ -1,5 +1,5 @@
-"""The effect of each difference in dB, per matrix kind, paired by seed, and a verdict on the seed
-audit's claimed severity.
+"""The effect of each difference in dB, per matrix, paired by seed, with a family-wise interval and a
+verdict on the seed audit's claim (the rule lives in ``stats``); the factorial's attribution of the gap.
 
 Signs are chosen so that, in every kind, a positive effect means "the original's value (or the fix)
 gives a higher PSNR":
@@ -7,6 +7,12 @@ gives a higher PSNR":
   leave-one-out   PSNR(original) - PSNR(original with d reverted)
   cumulative      PSNR(step k) - PSNR(step k-1)
   improvements    PSNR(original + fix) - PSNR(original)
+  factorial       contrasts of the 2^k cells (main effects, interactions, Shapley shares of the gap)
+
+Effects are on the mean per-image PSNR of each run's test images (in a matrix whose preset sets
+data.eval_split, the same images for every variant); jitter-train on the PSNR under coordinate jitter,
+which is what it claims to improve. Differences that change only what is scored are evaluation-side:
+they are computed from the stored per-image values (``evaluation_side``), not judged on training.
 """
 
 from __future__ import annotations
@@ -15,95 +21,57 @@ import math
 
 import pandas as pd
 
-from ..differences import NOT_IN_SEED, REGISTRY
-from .results import Results, done_values, summarise
+from ..differences import EVALUATION_SIDE, NOT_IN_SEED, REGISTRY
+from . import stats
+from .results import Results, done_lists, done_values
 
-# Verdict thresholds (dB). An effect is measurable when |mean| > max(NOISE_STD_MULTIPLE * std,
-# NOISE_FLOOR_DB); with one seed std is unknown, so only the floor applies.
-NOISE_FLOOR_DB = 0.1
-NOISE_STD_MULTIPLE = 2.0
-LARGE_DB = 1.0
-MODERATE_DB = 0.3
-# Stored PSNRs are floats: a difference of "exactly" 0.1 dB may come out as 0.1000000000001.
-TOLERANCE_DB = 1e-9
-
-# The seed audit's words, mapped to the level of effect they promise.
-CLAIM_LEVEL = {"MASSIVE": "large", "CRITICAL": "large", "SEVERE": "large", "MODERATE": "moderate", "MINOR": "small"}
-LEVEL_RANK = {"small": 0, "moderate": 1, "large": 2}
-
-NOT_MEASURABLE = "not measurable at this budget"
-CONFIRMED = "confirmed"
-OVERSTATED = "overstated"
-UNDERSTATED = "understated"
-CONTRADICTED = "contradicted"
-MISSED = "missed by the seed audit"
-
-# Components whose differences change the number reported, not the model: compared on the headline.
-HEADLINE_COMPONENTS = ("evaluation",)
 PSNR_COLUMN = "test.psnr"
-HEADLINE_COLUMN = "test.psnr_headline"
+CLAIM_LEVEL = {"MASSIVE": "large", "CRITICAL": "large", "SEVERE": "large", "MODERATE": "moderate", "MINOR": "small"}
 
-EFFECT_COLUMNS = ["matrix", "kind", "step", "difference", "title", "component", "claimed", "metric", "variant",
-                  "reference", "note", "mean", "std", "min", "max", "n", "values", "seeds_missing", "verdict",
-                  "level", "threshold", "basis"]
-
-SIGN = {"one-at-a-time": 1, "leave-one-out": -1, "cumulative": 1, "improvements": 1}
+SIGN = {"one-at-a-time": 1, "leave-one-out": -1, "cumulative": 1, "improvements": 1, "factorial": 1}
 MEANING = {
-    "one-at-a-time": "PSNR(notebook + d) - PSNR(notebook): positive when adopting the original's value helps",
+    "factorial": "every combination of the groups of differences at the original's values, the rest at the "
+                 "notebook's: main effects, interactions, and the Shapley attribution of the gap",
     "leave-one-out": "PSNR(original) - PSNR(original with d reverted): positive when d contributes to the "
                      "original's advantage",
-    "cumulative": "PSNR(step k) - PSNR(step k-1): the gain of adding d on top of every earlier step",
+    "cumulative": "PSNR(step k) - PSNR(step k-1): the gain of adding d on top of every earlier step; it depends "
+                  "on the order of the steps (the factorial's attribution does not)",
+    "one-at-a-time": "PSNR(notebook + d) - PSNR(notebook): positive when adopting the original's value helps",
     "improvements": "PSNR(original + fix) - PSNR(original): positive when the fix helps",
 }
+# Why a toggle can leave every run bit-identical in a CPU protocol (said next to "no effect").
+NO_EFFECT_REASONS = {
+    "drop-last": "every batch is full: the training subset divides by the batch size",
+    "fix-batch0-coords": "training uses the full grid, the same for every sample",
+    "fix-lp-extraction": "equidistant LP tokens are read back from where they were inserted",
+    "data-split": "the first-N training images are the same in both splits and every variant is scored on the "
+                  "same images",
+    "psnr-aggregation": "it changes the number reported, not the model (see the evaluation-side effects)",
+    "modulation-entry": "the LAINR decoder always adds the modulation",
+}
+EVALUATION_ARTEFACT = "changes which test images are scored: not an effect of the model (not judged)"
+
+EFFECT_COLUMNS = ["matrix", "kind", "step", "difference", "title", "component", "claimed", "metric", "variant",
+                  "reference", "note", "skipped", "mean", "low", "high", "p_holm", "confidence", "df", "n", "values",
+                  "seeds_missing", "verdict", "level", "family"]
 
 
-# ------------------------------------------------------------------------------------------ verdicts
+def claimed_level(claim: str | None) -> str | None:
+    return CLAIM_LEVEL.get(claim) if claim not in (None, NOT_IN_SEED) else None
 
 
-def metric_for(diff_id: str) -> str:
+def metric_for(diff_id: str, runs: pd.DataFrame | None = None) -> str:
+    """The column an effect is judged on: jitter-train on PSNR at its own training jitter (when the runs
+    measured it), everything else on the mean per-image PSNR."""
     entry = REGISTRY.get(diff_id)
-    return HEADLINE_COLUMN if entry is not None and entry.component in HEADLINE_COMPONENTS else PSNR_COLUMN
+    if diff_id == "jitter-train" and entry is not None:
+        column = f"jitter.same.{float(entry.sets['train.jitter_std'])}"
+        if runs is None or column in runs:
+            return column
+    return PSNR_COLUMN
 
 
-def measured_level(size_db: float) -> str:
-    if size_db >= LARGE_DB - TOLERANCE_DB:
-        return "large"
-    return "moderate" if size_db >= MODERATE_DB - TOLERANCE_DB else "small"
-
-
-def threshold(std: float, n: int) -> tuple[float, str]:
-    """The noise threshold in dB and how it was chosen."""
-    if n == 1:
-        return NOISE_FLOOR_DB, f"one seed: {NOISE_FLOOR_DB:g} dB floor only"
-    spread = NOISE_STD_MULTIPLE * std
-    if spread > NOISE_FLOOR_DB:
-        return spread, f"{NOISE_STD_MULTIPLE:g} × std"
-    return NOISE_FLOOR_DB, f"{NOISE_FLOOR_DB:g} dB floor"
-
-
-def judge(mean: float, std: float, n: int, claim: str | None) -> dict:
-    """verdict, level (measured), threshold and its basis for one effect summary."""
-    if n == 0:
-        return {"verdict": "not measured", "level": None, "threshold": math.nan, "basis": ""}
-    limit, basis = threshold(std, n)
-    out = {"level": None, "threshold": limit, "basis": basis}
-    if abs(mean) <= limit + TOLERANCE_DB:
-        return {**out, "verdict": NOT_MEASURABLE}
-    level = measured_level(abs(mean))
-    out["level"] = level
-    if claim == NOT_IN_SEED:
-        return {**out, "verdict": MISSED}
-    if claim not in CLAIM_LEVEL:
-        return {**out, "verdict": f"measured {level}; no claim to compare"}
-    if mean < 0:
-        return {**out, "verdict": CONTRADICTED}  # the seed calls it a fix, yet the original's value hurts
-    claimed = LEVEL_RANK[CLAIM_LEVEL[claim]]
-    if claimed == LEVEL_RANK[level]:
-        return {**out, "verdict": CONFIRMED}
-    return {**out, "verdict": OVERSTATED if claimed > LEVEL_RANK[level] else UNDERSTATED}
-
-
-# ------------------------------------------------------------------------------------------ one effect
+# ------------------------------------------------------------------------------------------ raw effects
 
 
 def paired(variant: dict[int, float], reference: dict[int, float], sign: int) -> dict[int, float]:
@@ -114,7 +82,7 @@ def paired(variant: dict[int, float], reference: dict[int, float], sign: int) ->
 def effect_row(runs: pd.DataFrame, seeds: list[int], diff_id: str, variant: dict, reference: dict | None,
                sign: int, note: str = "") -> dict:
     entry = REGISTRY.get(diff_id)
-    metric = metric_for(diff_id)
+    metric = metric_for(diff_id, runs)
     row = {"difference": diff_id, "title": entry.title if entry else "(not in the registry)",
            "component": entry.component if entry else None, "claimed": entry.seed if entry else None,
            "metric": metric, "variant": variant["id"], "reference": reference["id"] if reference else None,
@@ -122,23 +90,9 @@ def effect_row(runs: pd.DataFrame, seeds: list[int], diff_id: str, variant: dict
     values = {}
     if reference is not None and not variant.get("skipped"):
         values = paired(done_values(runs, variant["id"], metric), done_values(runs, reference["id"], metric), sign)
-    stats = summarise(values)
-    row.update(stats, values=values, seeds_missing=[s for s in seeds if s not in values])
-    row.update(judge(stats["mean"], stats["std"], stats["n"], row["claimed"]))
-    if stats["n"] == 0:
-        row["verdict"] = _why_unmeasured(variant, reference)
+    row.update(values=values, n=len(values), seeds_missing=[s for s in seeds if s not in values],
+               skipped=variant.get("skipped"))
     return row
-
-
-def _why_unmeasured(variant: dict, reference: dict | None) -> str:
-    if variant.get("skipped"):
-        return f"not run (skipped: {variant['skipped']})"
-    if reference is None:
-        return "not measured (no reference variant in the matrix)"
-    return f"not measured (no seed finished in both {variant['id']} and {reference['id']})"
-
-
-# ------------------------------------------------------------------------------------------ per kind
 
 
 def reference_for(variants: list[dict], base: str) -> dict | None:
@@ -156,6 +110,8 @@ def single_toggle_effects(variants: list[dict], runs: pd.DataFrame, seeds: list[
             continue  # a baseline
         others = toggles[:-1]
         note = f"together with {', '.join(others)}" if others else ""
+        if variant.get("fixed"):
+            note = "; ".join(filter(None, [note, "batch-0 defect fixed in this mix"]))
         rows.append(effect_row(runs, seeds, toggles[-1], variant, reference_for(variants, variant.get("base")),
                                sign, note))
     return rows
@@ -188,14 +144,56 @@ def cumulative_effects(variants: list[dict], runs: pd.DataFrame, seeds: list[int
     return rows
 
 
+# ------------------------------------------------------------------------------------------ judging
+
+
+def judge_rows(rows: list[dict], kind: str) -> list[dict]:
+    """Intervals and verdicts for the effects of one matrix. Bit-identical effects are 'no effect in this
+    protocol'; evaluation-side differences whose runs differ only changed the scored images (not judged);
+    the rest form Holm families, one per metric, with the seed variance pooled within each."""
+    families: dict[str, list[dict]] = {}
+    for row in rows:
+        values = list(row["values"].values())
+        row.update(mean=(math.fsum(values) / len(values)) if values else math.nan, low=math.nan, high=math.nan,
+                   p_holm=math.nan, confidence=math.nan, df=math.nan, level=None, family=None)
+        if not values:
+            row["verdict"] = _why_unmeasured(row)
+        elif all(v == 0.0 for v in values):
+            reason = NO_EFFECT_REASONS.get(row["difference"], "bit-identical runs")
+            row["verdict"] = stats.verdict(None, None, bit_identical=True, reason=reason)["verdict"]
+        elif row["difference"] in EVALUATION_SIDE:
+            row["verdict"] = EVALUATION_ARTEFACT
+        else:
+            families.setdefault(row["metric"], []).append(row)
+    for metric, members in families.items():
+        intervals = stats.adjusted_intervals([r["values"] for r in members], pool=True,
+                                             shared_reference=kind != "cumulative")
+        for row, interval in zip(members, intervals):
+            judged = stats.verdict(interval, claimed_level(row["claimed"]))
+            row.update(low=interval.low, high=interval.high, p_holm=interval.p, confidence=interval.level,
+                       df=interval.df, verdict=judged["verdict"], level=judged["level"],
+                       family=f"{metric}: {len(members)} effects")
+    return rows
+
+
+def _why_unmeasured(row: dict) -> str:
+    if row.get("skipped"):
+        return f"not run (skipped: {row['skipped']})"
+    if row.get("reference") is None:
+        return "not tested (no reference variant in the matrix)"
+    return f"{stats.NO_RUNS}: no seed finished in both {row['variant']} and {row['reference']}"
+
+
 def matrix_effects(kind: str, variants: list[dict], runs: pd.DataFrame, seeds: list[int]) -> list[dict]:
+    if kind == "factorial":
+        return []  # contrasts of cells, not single toggles: see factorial()
     if kind == "cumulative":
-        return cumulative_effects(variants, runs, seeds)
-    return single_toggle_effects(variants, runs, seeds, SIGN[kind])
+        return judge_rows(cumulative_effects(variants, runs, seeds), kind)
+    return judge_rows(single_toggle_effects(variants, runs, seeds, SIGN[kind]), kind)
 
 
 def compute_effects(results: Results) -> pd.DataFrame:
-    """Every effect of every matrix in ``results``: one row per (matrix, difference)."""
+    """Every single-toggle effect of every matrix in ``results``: one row per (matrix, difference)."""
     rows = []
     for matrix in results.matrices.itertuples():
         runs = results.runs[results.runs["matrix"] == matrix.matrix]
@@ -204,20 +202,49 @@ def compute_effects(results: Results) -> pd.DataFrame:
     return pd.DataFrame(rows).reindex(columns=EFFECT_COLUMNS)
 
 
-def thresholds_text() -> str:
-    """The verdict rules in words, with the constants' values (printed in the report)."""
-    return (f"An effect is measurable when |mean| > max({NOISE_STD_MULTIPLE:g} × std, {NOISE_FLOOR_DB:g} dB) "
-            f"(with one seed std is unknown and only the {NOISE_FLOOR_DB:g} dB floor applies); otherwise it is "
-            f"'{NOT_MEASURABLE}'. Measured level: large ≥ {LARGE_DB:g} dB, moderate ≥ {MODERATE_DB:g} dB, "
-            "else small. The seed audit's levels promise: MASSIVE, CRITICAL, SEVERE → large; MODERATE → "
-            f"moderate; MINOR → small. '{CONFIRMED}': same level; '{OVERSTATED}': the seed claimed more; "
-            f"'{UNDERSTATED}': the seed claimed less; '{CONTRADICTED}': the original's value measurably hurts "
-            f"although the seed calls it a fix; '{MISSED}': not in the seed audit, yet measurable. Differences "
-            "of the 'evaluation' component change the number reported, not the model, and are compared on the "
-            "reported (headline) PSNR; all others on the mean per-image PSNR.")
+# ------------------------------------------------------------------------------------------ factorial
 
 
-__all__ = ["CLAIM_LEVEL", "CONFIRMED", "CONTRADICTED", "HEADLINE_COLUMN", "LARGE_DB", "MEANING", "MISSED",
-           "MODERATE_DB", "NOISE_FLOOR_DB", "NOISE_STD_MULTIPLE", "NOT_MEASURABLE", "OVERSTATED", "PSNR_COLUMN",
-           "UNDERSTATED", "compute_effects", "cumulative_chain", "judge", "matrix_effects", "measured_level",
-           "metric_for", "paired", "reference_for", "thresholds_text", "threshold"]
+def factorial(matrix, runs: pd.DataFrame) -> tuple[stats.FactorialAnalysis | None, str]:
+    """The factorial analysis of one factorial matrix, or None and why not (cells unfinished, one seed)."""
+    groups = tuple(matrix.groups or ())
+    cells = {}
+    for variant in matrix.variants:
+        if variant.get("groups") is None:
+            continue
+        cells[frozenset(variant["groups"])] = done_values(runs, variant["id"], PSNR_COLUMN)
+    if len(cells) != 2 ** len(groups) or not groups:
+        return None, f"{len(cells)} of {2 ** len(groups)} cells in the matrix"
+    common = set.intersection(*(set(v) for v in cells.values()))
+    if not common:
+        done = sum(1 for v in cells.values() if v)
+        return None, f"no seed has finished every cell yet ({done} of {len(cells)} cells have a finished seed)"
+    if len(common) < 2:
+        return None, "one seed has finished every cell: intervals need two"
+    return stats.factorial_analysis({c: {s: v[s] for s in common} for c, v in cells.items()}, groups), ""
+
+
+# ------------------------------------------------------------------------------------------ evaluation side
+
+
+def batch_mse_psnr(mse: list[float], batch_size: int) -> float:
+    """The notebook's reported form from per-image MSEs: -10 log10 of each batch's MSE (images of one
+    size, so the batch MSE is the mean of its images' MSEs), averaged over batches in loader order."""
+    out = []
+    for start in range(0, len(mse), batch_size):
+        chunk = mse[start:start + batch_size]
+        out.append(-10.0 * math.log10(math.fsum(chunk) / len(chunk)))
+    return math.fsum(out) / len(out) if out else math.nan
+
+
+def aggregation_effect(runs: pd.DataFrame, variant: str, batch_size: int) -> dict[int, float]:
+    """psnr-aggregation on one variant's runs: PSNR in the original's form (mean per-image PSNR) minus the
+    notebook's (batch-MSE PSNR at the notebook's evaluation batch size), per seed, from the stored values."""
+    per_image = done_values(runs, variant, PSNR_COLUMN)
+    mse = done_lists(runs, variant, "test.per_image.mse")
+    return {s: per_image[s] - batch_mse_psnr(mse[s], batch_size) for s in per_image if s in mse}
+
+
+__all__ = ["CLAIM_LEVEL", "EFFECT_COLUMNS", "MEANING", "NO_EFFECT_REASONS", "PSNR_COLUMN", "SIGN",
+           "aggregation_effect", "batch_mse_psnr", "claimed_level", "compute_effects", "cumulative_chain",
+           "factorial", "judge_rows", "matrix_effects", "metric_for", "paired", "reference_for"]

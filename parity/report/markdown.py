@@ -1,6 +1,8 @@
-"""The markdown report of a RUNS_DIR: setting, per-matrix results and effects with verdicts on the seed
-audit, the differences it missed, improvements, defects, what did not run, plots, and what the budget
-cannot show. Every table names the run folders its numbers come from (relative links)."""
+"""The markdown report of a RUNS_DIR, answer first: the gap between the baselines, the regime they are in
+against trivial predictors, the attribution of the gap to groups of differences; then the evaluation-side
+differences, each matrix's effects with family-wise intervals and verdicts on the seed audit, the setting,
+improvements, defects, what did not run, plots, and what the budget cannot show. Every table names the run
+folders its numbers come from (relative links). Beside it, <report>.json holds the same numbers for tools."""
 
 from __future__ import annotations
 
@@ -14,12 +16,12 @@ from urllib.parse import quote
 import pandas as pd
 
 from ..config import notebook_baseline, original_baseline
-from ..differences import DEFECTS, IMPROVEMENTS, NOT_IN_SEED
+from ..differences import DEFECTS, GROUPS, IMPROVEMENTS
 from ..store import atomic_write_bytes, atomic_write_text
-from .effects import (MEANING, MISSED, NOISE_FLOOR_DB, NOISE_STD_MULTIPLE, NOT_MEASURABLE, compute_effects,
-                      thresholds_text)
-from .plots import plot_matrix
-from .results import Results, load_results, variant_summary
+from . import stats
+from .effects import MEANING, PSNR_COLUMN, aggregation_effect, compute_effects, factorial, paired
+from .plots import attribution_waterfall, plot_matrix
+from .results import Results, done_values, load_results, variant_summary
 
 # The sources' data sizes: torchvision's official CIFAR-10 split (notebook) and the original's
 # numbered-JPEG index ranges (train 1-49999, test 55000-59999).
@@ -32,17 +34,27 @@ MISSING = "—"
 
 
 def write_report(runs_dir, out=None) -> Path:
-    """Write the report of ``runs_dir`` to ``out`` (default reports/<runs folder name>.md under the
-    current directory), plots and sample images to the sibling folder <out stem>_files/."""
+    """Write the report of ``runs_dir`` to ``out`` (default <runs_dir>/report.md, beside the runs), plots and
+    sample images to the sibling folder <out stem>_files/, and the machine-readable summary to <out>.json."""
     runs_dir = Path(runs_dir)
     results = load_results(runs_dir)
     default_out = out is None
-    out = (Path("reports") / f"{runs_dir.resolve().name}.md" if default_out else Path(out)).resolve()
+    out = (runs_dir / "report.md" if default_out else Path(out)).resolve()
     files = out.parent / f"{out.stem}_files"
     effects = compute_effects(results)
     doc = Document(results, effects, out, files, regenerate=_regenerate(results, runs_dir, out, default_out))
-    atomic_write_text(out, doc.render())
+    text = doc.render()
+    atomic_write_text(out.with_suffix(".json"), json.dumps(doc.summary(), indent=1, default=_json_default) + "\n")
+    atomic_write_text(out, text)
     return out
+
+
+def _json_default(value):
+    if isinstance(value, Path):
+        return value.as_posix()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)
 
 
 class Document:
@@ -52,10 +64,14 @@ class Document:
         self.results, self.effects, self.out, self.files = results, effects, out, files
         self.regenerate = regenerate
         self.slugs = _slugs(list(results.matrices["matrix"]))
+        self.baselines = find_baselines(results)
+        self.references = _first(m.references for m in results.matrices.itertuples() if m.references)
+        self.factorials = {m.matrix: factorial(m, results.runs[results.runs["matrix"] == m.matrix])
+                           for m in results.matrices.itertuples() if m.kind == "factorial"}
 
     def render(self) -> str:
-        sections = [self.header(), self.setting(), self.reading(), *self.matrix_sections(), self.missed(),
-                    self.improvements(), self.defects(), self.not_run(), self.plots(), self.budget()]
+        sections = [self.header(), self.answer(), self.evaluation_side(), *self.matrix_sections(), self.setting(),
+                    self.reading(), self.improvements(), self.defects(), self.not_run(), self.plots(), self.budget()]
         return "\n\n".join(s.strip("\n") for s in sections if s) + "\n"
 
     # ---------------------------------------------------------------------------------- links
@@ -85,28 +101,113 @@ class Document:
                 "measured, against the seed audit's claims (`SEED-notebook-vs-original.md`).\n\n"
                 f"Regenerate (runs resume; finished runs are kept):\n\n```bash\n{commands}\n```")
 
-    def setting(self) -> str:
-        columns = {}
-        for matrix in self.results.matrices.itertuples():
-            columns[matrix.matrix] = _setting_column(matrix, self.link(self.shown(matrix.dir), matrix.dir))
-        frame = pd.DataFrame(columns)
-        frame.index.name = "field"
-        frame = frame.fillna(MISSING).reset_index()
-        return "## Setting\n\n" + _table(frame) + self.presets()
+    def answer(self) -> str:
+        """The first screen: the gap, the regime against trivial predictors, the attribution."""
+        parts = ["## The answer at this budget"]
+        gap = self.gap()
+        if gap is None:
+            parts.append("No seed has finished both baselines yet: there is no gap to report.")
+        else:
+            nb, og = self.baselines["notebook"], self.baselines["original"]
+            parts.append(
+                f"**Gap: {gap.mean:+.2f} dB** (original minus notebook, mean per-image PSNR on the same test images, "
+                f"paired over {gap.n} seed{'s' if gap.n != 1 else ''}; 95% interval {_ci(gap)}). "
+                f"Original {_mean_ci(og['psnr'])} dB, notebook {_mean_ci(nb['psnr'])} dB per image; as each source "
+                f"reports it (its own aggregation): original {_mean_of(og['headline'])} dB, notebook "
+                f"{_mean_of(nb['headline'])} dB. Baseline runs: {self.folder_link(nb['variant'], nb['dir'])} "
+                f"(notebook), {self.folder_link(og['variant'], og['dir'])} (original).")
+        parts.append(self.regime())
+        parts.append(self.attribution())
+        return "\n\n".join(p for p in parts if p)
 
-    def presets(self) -> str:
-        """Why each preset's budget is what it is: its description from the registry of presets."""
-        from ..matrix import PRESETS
+    def gap(self) -> stats.Interval | None:
+        nb, og = self.baselines.get("notebook"), self.baselines.get("original")
+        if not nb or not og:
+            return None
+        values = paired(og["psnr"], nb["psnr"], 1)
+        return stats.t_interval(values) if values else None
 
-        names = [p for p in dict.fromkeys(self.results.matrices["preset"]) if p in PRESETS]
-        return "".join(f"\n\n**Preset `{p}`** (`parity/matrix.py`): {PRESETS[p].description}." for p in names)
+    def regime(self) -> str:
+        refs = self.references
+        if not refs:
+            return "Reference levels: not recorded for these matrices (made before `parity ablate` stored them)."
+        rows = [{"predictor": "one constant colour (the training set's mean)", "PSNR (dB, per image)":
+                 f"{refs['constant_colour_db']:.2f}"},
+                {"predictor": "each image's own mean colour", "PSNR (dB, per image)":
+                 f"{refs['per_image_mean_colour_db']:.2f}"}]
+        if refs.get("bicubic_x2_db") is not None:
+            rows.append({"predictor": "bicubic upsampling of a 2x area-downsampled image (super-resolution "
+                                      "reference)", "PSNR (dB, per image)": f"{refs['bicubic_x2_db']:.2f}"})
+        statement = " ".join(regime_sentence(side, self.baselines[side]["psnr"], refs)
+                             for side in ("notebook", "original") if self.baselines.get(side))
+        return (f"**Regime.** {statement}\n\nTrivial predictors on the same {refs.get('images', '?')} test "
+                f"images:\n\n{_table(pd.DataFrame(rows))}")
 
-    def reading(self) -> str:
-        meanings = "\n".join(f"- **{kind}**: {text}." for kind, text in MEANING.items()
-                             if kind in set(self.results.matrices["kind"]))
-        return ("## How to read the effects\n\n"
-                f"Effects are paired by seed, then summarised over seeds (mean ± sample std [min, max]).\n\n"
-                f"{meanings}\n\n{thresholds_text()}")
+    def attribution(self) -> str:
+        done = {k: v for k, v in self.factorials.items() if v[0] is not None}
+        if not self.factorials:
+            return ("**Attribution.** No factorial matrix here: `parity ablate --matrix factorial` attributes the "
+                    "gap to groups of differences (shares that add up to it).")
+        if not done:
+            why = "; ".join(f"`{k}`: {v[1]}" for k, v in self.factorials.items())
+            return f"**Attribution.** Not yet computable ({why})."
+        parts = []
+        for name, (analysis, _) in done.items():
+            matrix = self._matrix(name)
+            rows = []
+            for group in analysis.groups:
+                share = analysis.shapley[group]
+                rows.append({"group": f"`{group}`", "differences": ", ".join(GROUPS[group]),
+                             "share of the gap (dB)": f"{share.mean:+.2f}", "95% interval": _ci(share),
+                             "per seed": ", ".join(f"{v:+.2f}" for v in analysis.shapley_per_seed[group].values()),
+                             "main effect (dB)": f"{analysis.main_effects[group].mean:+.2f} "
+                                                 f"{_ci(analysis.main_effects[group])}"})
+            gap = analysis.gap
+            rows.append({"group": "**sum = gap**", "differences": "", "share of the gap (dB)": f"**{gap.mean:+.2f}**",
+                         "95% interval": _ci(gap),
+                         "per seed": ", ".join(f"{v:+.2f}" for v in analysis.gap_per_seed.values()),
+                         "main effect (dB)": ""})
+            chart = attribution_waterfall(
+                [(g, analysis.shapley[g].mean, analysis.shapley[g].low - analysis.shapley[g].mean,
+                  analysis.shapley[g].high - analysis.shapley[g].mean, analysis.shapley_per_seed[g])
+                 for g in analysis.groups], analysis.cell_means[frozenset()],
+                self.files / f"attribution-{self.slugs[name]}.png",
+                f"Attribution of the gap ({name}, {len(analysis.seeds)} seeds)")
+            picture = f"\n\n![attribution waterfall]({self._file_link(chart)})" if chart else ""
+            parts.append(
+                f"**Attribution of the gap** (`{name}`, {len(analysis.seeds)} seeds, {2 ** len(analysis.groups)} cells; "
+                f"run folders under {self.folder_link(self.shown(matrix.dir), matrix.dir)}). Each group's Shapley share "
+                "averages its gain over every order of adding the groups to the notebook, so the shares add up "
+                "exactly to the gap between the factorial's corners; intervals are t intervals from the "
+                f"cells x seeds residual (df {analysis.residual_df}), not adjusted across groups.\n\n"
+                f"{_table(pd.DataFrame(rows))}{picture}")
+        return "\n\n".join(parts)
+
+    def evaluation_side(self) -> str:
+        """Differences that change what is scored, computed from the stored per-image values."""
+        rows = []
+        for side in ("original", "notebook"):
+            base = self.baselines.get(side)
+            if not base:
+                continue
+            batch = base["notebook_eval_batch"]
+            values = aggregation_effect(base["runs"], base["variant"], batch)
+            if values:
+                interval = stats.t_interval(values)
+                rows.append({"difference": "`psnr-aggregation`", "on": f"{side} baseline",
+                             "effect (dB)": f"{interval.mean:+.2f}", "95% interval": _ci(interval),
+                             "what": f"mean per-image PSNR minus batch-MSE PSNR (batches of {batch}): the same "
+                                     "model, reported two ways"})
+        split = ("`data-split`: in matrices whose preset sets `data.eval_split`, every variant is scored on the same "
+                 "test images, and the first-N training images are the same in both splits, so the split changes "
+                 "nothing measured here; on the sources' full test sets it changes which 10,000 or 5,000 images are "
+                 "scored, a change of images, not of the model.")
+        table = _table(pd.DataFrame(rows)) if rows else "No baseline run has per-image values stored yet."
+        return ("## Evaluation-side differences\n\nThese change the number reported, not the model: computed "
+                f"from each baseline run's stored per-image values, not from training.\n\n{table}\n\n{split}")
+
+    def _matrix(self, name: str):
+        return next(m for m in self.results.matrices.itertuples() if m.matrix == name)
 
     # ---------------------------------------------------------------------------------- per matrix
 
@@ -120,9 +221,33 @@ class Document:
         seeds = ", ".join(str(s) for s in matrix.seeds)
         source = (f"Run folders: `{self.shown(matrix.dir)}/<variant>/seed-<k>/` (seeds {seeds}); "
                   "results from `metrics.json`, effects paired by seed.")
-        return (f"## {matrix.kind}: `{matrix.matrix}`\n\n{source}\n\n"
-                f"### Results\n\n{self.results_table(summary)}\n\n"
-                f"### Effects\n\n{MEANING[matrix.kind]}.\n\n{self.effects_table(effects, matrix)}")
+        if matrix.kind == "factorial":
+            body = self.factorial_tables(matrix)
+        else:
+            body = f"{MEANING[matrix.kind]}.\n\n{self.effects_table(effects, matrix)}"
+            if matrix.kind == "cumulative":
+                body = ("The gains below depend on the order in which the differences are added (here: most severe "
+                        "seed claim first); the factorial's Shapley attribution is the order-free answer.\n\n" + body)
+        return (f"## {matrix.kind}: `{matrix.matrix}`\n\n{source}\n\n### Effects\n\n{body}\n\n"
+                f"### Results per variant\n\n{self.results_table(summary)}")
+
+    def factorial_tables(self, matrix) -> str:
+        analysis, why = self.factorials.get(matrix.matrix, (None, "not analysed"))
+        if analysis is None:
+            return f"{MEANING['factorial']}. Not analysed: {why}."
+        mains = [{"group": f"`{g}`", "main effect (dB)": f"{iv.mean:+.2f}", "95% interval": _ci(iv),
+                  "p": _p(iv.p)} for g, iv in analysis.main_effects.items()]
+        pairs = [{"groups": f"`{a}` x `{b}`", "interaction (dB)": f"{iv.mean:+.2f}", "95% interval": _ci(iv),
+                  "p": _p(iv.p)} for (a, b), iv in analysis.interactions.items()]
+        cells = [{"cell (groups at the original's values)": " + ".join(sorted(c, key=analysis.groups.index))
+                  or "none (the notebook)", "PSNR per image (dB)": f"{m:.2f}"}
+                 for c, m in sorted(analysis.cell_means.items(), key=lambda kv: (len(kv[0]), kv[1]))]
+        return (f"{MEANING['factorial']}. A main effect is the gain of a group averaged over the other groups' "
+                "settings; an interaction is how much one group's gain changes when the other is switched on. "
+                f"Residual variance from the additive cells x seeds model: {analysis.residual_var:.4f} dB^2, "
+                f"df {analysis.residual_df}; intervals are not adjusted across the "
+                f"{len(mains) + len(pairs)} contrasts.\n\n{_table(pd.DataFrame(mains))}\n\n"
+                f"{_table(pd.DataFrame(pairs))}\n\n{_table(pd.DataFrame(cells))}")
 
     def results_table(self, summary: pd.DataFrame) -> str:
         rows = []
@@ -144,10 +269,14 @@ class Document:
         rows = []
         for row in effects.itertuples():
             item = {"step": _number(row.step, 0)} if matrix.kind == "cumulative" else {}
-            item.update({"difference": f"`{row.difference}`", "title": row.title, "claimed": row.claimed or MISSING,
-                         "effect (dB) mean ± std [min, max]": _effect(row), "n": _n(row),
-                         "verdict": row.verdict, "threshold": _threshold(row),
-                         "compared": self._compared(row, folders)})
+            verdict = row.verdict
+            if row.level and verdict == stats.MEASURED_UNCLAIMED:
+                verdict += f", {row.level}"
+            if row.metric != PSNR_COLUMN:
+                verdict += f" (on `{row.metric}`)"
+            item.update({"difference": f"`{row.difference}`", "claimed": row.claimed or MISSING,
+                         "effect (dB)": _number(row.mean, 2, signed=True), "adjusted interval": _interval(row),
+                         "seeds": _seeds(row), "verdict": verdict, "compared": self._compared(row, folders)})
             if effects["note"].astype(bool).any():  # only matrices whose variants carry notes get the column
                 item["note"] = row.note or ""
             rows.append(item)
@@ -161,17 +290,35 @@ class Document:
 
     # ---------------------------------------------------------------------------------- across matrices
 
-    def missed(self) -> str:
-        missed = self.effects[self.effects["verdict"] == MISSED]
-        tried = self.effects[(self.effects["claimed"] == NOT_IN_SEED) & (self.effects["n"] > 0)]
-        head = ("## Differences the seed audit missed\n\n"
-                "Entries the seed audit does not mention, with a measurable effect (the sign says which side "
-                "helps).")
-        if missed.empty:
-            return f"{head}\n\nNone at this budget ({len(tried)} such effects were measured, none above the noise)."
-        rows = [{"matrix": f"`{r.matrix}`", "kind": r.kind, "difference": f"`{r.difference}`", "title": r.title,
-                 "effect (dB) mean ± std [min, max]": _effect(r), "n": _n(r)} for r in missed.itertuples()]
-        return f"{head}\n\n{_table(pd.DataFrame(rows))}"
+    def setting(self) -> str:
+        """What differs between the matrices (one row each), then each preset once: its description and the
+        fields its baselines change from the sources'."""
+        rows = []
+        for m in self.results.matrices.itertuples():
+            env = m.environment or {}
+            rows.append({"matrix": self.folder_link(f"{m.matrix}", m.dir), "kind": m.kind, "preset": f"`{m.preset}`",
+                         "seeds": len(m.seeds), "groups": ", ".join(m.groups or []) or MISSING,
+                         "overrides": ", ".join(f"`{o}`" for o in m.overrides) or MISSING,
+                         "machine": f"{env.get('machine', '?')}, {env.get('threads', '?')} thread(s), torch "
+                                    f"{env.get('torch', '?')}", "created": m.created})
+        parts = ["## Setting", _table(pd.DataFrame(rows))]
+        seen = set()
+        for m in self.results.matrices.itertuples():
+            key = json.dumps([m.preset, m.overrides], default=str)
+            if key in seen or not m.baselines:
+                continue
+            seen.add(key)
+            parts.append(f"**Preset `{m.preset}`**{' with ' + ', '.join(m.overrides) if m.overrides else ''}: "
+                         f"{m.preset_description or ''}.\n\n{_table(preset_changes(m.baselines))}")
+        return "\n\n".join(parts)
+
+    def reading(self) -> str:
+        meanings = "\n".join(f"- **{kind}**: {text}." for kind, text in MEANING.items()
+                             if kind in set(self.results.matrices["kind"]))
+        return (f"## How to read the effects\n\n{meanings}\n\n{stats.rule_text()} Power of this rule, by "
+                "simulation (`tests/parity/report/test_stats.py`): with 24 differences, 3 seeds and 0.3 dB of seed "
+                "spread per run, a 1 dB effect is called measured about 78% of the time, and a matrix of null "
+                "effects yields any false 'measured' in under 5% of matrices.")
 
     def improvements(self) -> str:
         rows = []
@@ -182,7 +329,8 @@ class Document:
                          "sets": ", ".join(f"`{k}={v}`" for k, v in imp.sets.items()),
                          "requires": ", ".join(f"`{k}={v}`" for k, v in imp.requires.items()) or MISSING,
                          "addresses": imp.fixes, "seed claim": imp.seed,
-                         "measured (dB)": "; ".join(f"{_effect(r)} → {r.verdict} (`{r.matrix}`)"
+                         "measured (dB)": "; ".join(f"{_number(r.mean, 2, signed=True)} {_interval(r)} → "
+                                                    f"{r.verdict} (`{r.matrix}`)"
                                                     for r in mine.itertuples()) or "not run"})
         return ("## Improvements\n\nFixes for the original's defects and the seed audit's jitter recommendation, "
                 "outside the parity set: each is applied on top of the original.\n\n" + _table(pd.DataFrame(rows)))
@@ -254,18 +402,61 @@ class Document:
     def budget(self) -> str:
         groups: dict[str, list] = {}
         for matrix in self.results.matrices.itertuples():
-            key = json.dumps([matrix.setting, len(matrix.seeds)], sort_keys=True, default=str)
-            groups.setdefault(key, []).append(matrix)
+            setting = budget_setting(matrix.baselines)
+            key = json.dumps([setting, len(matrix.seeds)], sort_keys=True, default=str)
+            groups.setdefault(key, []).append((matrix, setting))
         paragraphs = []
         for matrices in groups.values():
-            text = " ".join(budget_limits(matrices[0].setting, len(matrices[0].seeds)))
-            prefix = f"**{', '.join(f'`{m.matrix}`' for m in matrices)}**: " if len(groups) > 1 else ""
+            matrix, setting = matrices[0]
+            text = " ".join(budget_limits(setting, len(matrix.seeds)))
+            prefix = f"**{', '.join(f'`{m.matrix}`' for m, _ in matrices)}**: " if len(groups) > 1 else ""
             paragraphs.append(prefix + text)
         if "paper" not in set(self.results.matrices["preset"]):
             paragraphs.append("No run of the `paper` preset (the sources' full protocols on all of CIFAR-10, a GPU "
                               "job) is in this report, so no GPU run backs any number here.")
         return "## What this budget cannot show\n\n" + "\n\n".join(paragraphs)
 
+    # ---------------------------------------------------------------------------------- JSON
+
+    def summary(self) -> dict:
+        """The report's numbers for tools (a stable contract: see the README)."""
+        gap = self.gap()
+        matrices = list(self.results.matrices.itertuples())
+        seeds = max((len(m.seeds) for m in matrices), default=0)
+        out = {"report": self.out.name, "preset": sorted({str(m.preset) for m in matrices}),
+               "seeds": gap.n if gap is not None else seeds,
+               "gap_db": gap.mean if gap is not None else None,
+               "gap_ci_db": [gap.low, gap.high] if gap is not None else None,
+               "baselines": {}, "references": self.references or {},
+               "regime": {side: regime_sentence(side, b["psnr"], self.references) for side, b in
+                          self.baselines.items()} if self.references else {},
+               "matrices": [{"matrix": m.matrix, "kind": m.kind, "folder": self.shown(m.dir),
+                             "seeds": list(m.seeds), "groups": m.groups, "command": m.command} for m in matrices]}
+        for side, base in self.baselines.items():
+            out["baselines"][side] = {
+                "psnr_per_image_db": _mean(base["psnr"]), "psnr_headline_db": _mean(base["headline"]),
+                "psnr_form": base["form"], "per_seed_db": base["psnr"], "variant": base["variant"],
+                "run_folder": self.shown(base["dir"])}
+        for name, (analysis, why) in self.factorials.items():
+            if analysis is None:
+                out.setdefault("attribution_missing", {})[name] = why
+                continue
+            out["attribution"] = [{"group": g, "differences": list(GROUPS[g]), "share_db": iv.mean,
+                                   "ci_low_db": iv.low, "ci_high_db": iv.high,
+                                   "per_seed_db": analysis.shapley_per_seed[g]} for g, iv in analysis.shapley.items()]
+            out["attribution_gap_db"] = analysis.gap.mean
+            out["attribution_matrix"] = name
+            out["main_effects"] = [{"group": g, "effect_db": iv.mean, "ci_low_db": iv.low, "ci_high_db": iv.high}
+                                   for g, iv in analysis.main_effects.items()]
+            out["interactions"] = [{"groups": [a, b], "effect_db": iv.mean, "ci_low_db": iv.low,
+                                    "ci_high_db": iv.high} for (a, b), iv in analysis.interactions.items()]
+        out["effects"] = [
+            {"matrix": r.matrix, "kind": r.kind, "difference": r.difference, "claimed": r.claimed,
+             "metric": r.metric, "effect_db": _float(r.mean), "ci_low_db": _float(r.low), "ci_high_db": _float(r.high),
+             "p_holm": _float(r.p_holm), "n": int(r.n), "per_seed_db": r.values, "verdict": r.verdict,
+             "level": r.level, "variant": r.variant, "reference": r.reference}
+            for r in self.effects.itertuples()]
+        return out
 
 # ------------------------------------------------------------------------------------------ the budget
 
@@ -284,11 +475,11 @@ def budget_limits(setting: dict, seeds: int) -> list[str]:
     out = _data_limits(setting)
     out += _schedule_limits(setting, (nb.train.epochs, og.train.epochs))
     if seeds == 1:
-        out.append(f"With one seed the spread between seeds is unknown: only effects above {NOISE_FLOOR_DB:g} dB "
-                   "count, and a single run's luck is not separated from a difference's effect.")
+        out.append("With one seed the spread between seeds is unknown: no effect is tested, and a single run's luck "
+                   "is not separated from a difference's effect.")
     else:
-        out.append(f"With {seeds} seeds, effects within max({NOISE_STD_MULTIPLE:g} × std, {NOISE_FLOOR_DB:g} dB) are "
-                   f"reported as '{NOT_MEASURABLE}'; smaller effects than that may exist.")
+        out.append(f"With {seeds} seeds, effects whose family-wise interval includes 0 are 'not measured'; smaller "
+                   "effects than the intervals resolve may exist.")
     out.append("The seed audit's expectation after the fixes (28-32 dB on CIFAR-10) refers to the full protocol; "
                "only a run of the paper preset can test it.")
     return out
@@ -305,7 +496,10 @@ def _data_limits(setting: dict) -> list[str]:
                    "folder holds CIFAR-10.")
     size = setting.get("image_size")
     if size not in (None, 32):
-        out.append(f"Images are {size}×{size} px, not CIFAR-10's 32×32: patch and LP counts scale differently.")
+        proxy = (f" (a proxy: the stored {setting['source_size']}×{setting['source_size']} images area-downsampled)"
+                 if setting.get("source_size") not in (None, size) else "")
+        out.append(f"Images are {size}×{size} px{proxy}, not CIFAR-10's 32×32: patch and LP counts scale "
+                   "differently, and absolute PSNRs are not comparable with 32×32 ones.")
     if setting.get("train_subset"):
         out.append(f"Training uses {int(setting['train_subset']):,} images instead of the sources' "
                    f"{SOURCE_TRAIN_IMAGES['official']:,} (notebook) and {SOURCE_TRAIN_IMAGES['numbered']:,} "
@@ -337,6 +531,88 @@ def _schedule_limits(setting: dict, source_epochs: tuple[int, int]) -> list[str]
     return out
 
 
+# ------------------------------------------------------------------------------------------ baselines
+
+
+BASELINE_IDS = {"notebook": ("with-none", "notebook", "step-00-notebook"), "original": ("original",)}
+
+
+def find_baselines(results: Results) -> dict[str, dict]:
+    """Each side's baseline runs: {side: {psnr, headline: {seed: dB}, form, variant, dir, runs,
+    notebook_eval_batch}}. The factorial's corners come first (its full cell is the original but for the
+    evaluation-side differences, which do not change what is trained or which images are scored), then
+    the baselines of the other matrices."""
+    out = {}
+    for m in sorted(results.matrices.itertuples(), key=lambda m: m.kind != "factorial"):
+        runs = results.runs[results.runs["matrix"] == m.matrix]
+        candidates = {side: [v for v in m.variants if v["id"] in ids] for side, ids in BASELINE_IDS.items()}
+        if m.kind == "factorial" and m.groups:
+            candidates["original"] = [v for v in m.variants if len(v.get("groups") or []) == len(m.groups)]
+        batch = ((m.baselines or {}).get("notebook") or {}).get("eval", {}).get("batch_size", 32)
+        for side, found in candidates.items():
+            if side in out or not found:
+                continue
+            values = done_values(runs, found[0]["id"], PSNR_COLUMN)
+            if not values:
+                continue
+            forms = runs[(runs["variant"] == found[0]["id"]) & (runs["state"] == "done")]
+            out[side] = {"psnr": values, "headline": done_values(runs, found[0]["id"], "test.psnr_headline"),
+                         "form": _first(forms["test.psnr_form"].dropna()) if "test.psnr_form" in forms else None,
+                         "variant": found[0]["id"], "dir": Path(m.dir) / found[0]["id"], "runs": runs,
+                         "notebook_eval_batch": int(batch)}
+    return out
+
+
+def regime_sentence(side: str, values: dict, refs: dict | None) -> str:
+    """Where a baseline stands against the trivial predictors, in one sentence."""
+    mean = _mean(values)
+    if mean is None or not refs:
+        return ""
+    constant, own = refs["constant_colour_db"], refs["per_image_mean_colour_db"]
+    above = mean - own
+    if mean < constant + 0.5:
+        where = (f"is on the constant-colour plateau ({mean:.2f} dB vs {constant:.2f}): it has learned one colour, "
+                 "not images")
+    elif above < -0.5:
+        where = (f"is between one constant colour and each image's own mean colour ({mean:.2f} dB; {constant:.2f} "
+                 f"and {own:.2f}): it has learned colour, not images")
+    elif above < 0.5:
+        where = (f"is at the per-image-mean-colour level ({mean:.2f} dB vs {own:.2f}): it has learned each image's "
+                 "colour, not its structure")
+    elif above < 3.0:
+        where = f"is {above:.2f} dB above each image's mean colour ({own:.2f}): coarse structure, barely"
+    else:
+        where = f"is {above:.2f} dB above each image's mean colour ({own:.2f}): it reconstructs image structure"
+    return f"The {side} baseline {where}."
+
+
+def budget_setting(baselines: dict) -> dict:
+    """The few fields ``budget_limits`` reads, from a matrix's recorded baselines."""
+    nb, og = (baselines or {}).get("notebook") or {}, (baselines or {}).get("original") or {}
+    data, train = nb.get("data") or {}, nb.get("train") or {}
+    return {"dataset": data.get("dataset"), "image_size": data.get("image_size"),
+            "source_size": data.get("source_size"), "train_subset": data.get("train_subset"),
+            "test_subset": data.get("test_subset"), "max_steps": train.get("max_steps"),
+            "epochs (notebook, original)": [train.get("epochs"), (og.get("train") or {}).get("epochs")]}
+
+
+def preset_changes(baselines: dict) -> pd.DataFrame:
+    """The fields where a preset's baselines differ from the sources' (the preset's scaling), side by side."""
+    from ..config import field_paths
+
+    sources = {"notebook": notebook_baseline().to_dict(), "original": original_baseline().to_dict()}
+    rows = []
+    for path in field_paths():
+        section, key = path.split(".")
+        values = {side: ((baselines.get(side) or {}).get(section) or {}).get(key) for side in sources}
+        source = {side: sources[side][section][key] for side in sources}
+        if values != source and any(v is not None for v in values.values()):
+            rows.append({"field": f"`{path}`", "notebook (preset)": _value(values["notebook"]),
+                         "original (preset)": _value(values["original"]),
+                         "sources (notebook, original)": f"{_value(source['notebook'])}, {_value(source['original'])}"})
+    return pd.DataFrame(rows)
+
+
 # ------------------------------------------------------------------------------------------ helpers
 
 
@@ -355,18 +631,6 @@ def _shell_path(path: Path) -> str:
         return path.relative_to(Path.cwd()).as_posix() or "."
     except ValueError:
         return path.as_posix()
-
-
-def _setting_column(matrix, folder_link: str) -> dict:
-    env = matrix.environment or {}
-    column = {"kind": matrix.kind, "preset": matrix.preset, "seeds": ", ".join(str(s) for s in matrix.seeds)}
-    column.update({f"setting: {k}": _value(v) for k, v in (matrix.setting or {}).items()})
-    column.update({"hardware": f"{env.get('machine', '?')}, {env.get('threads', '?')} threads of "
-                               f"{env.get('cpu_count', '?')} CPUs",
-                   "versions": f"torch {env.get('torch', '?')}, python {env.get('python', '?')}, "
-                               f"parity {env.get('parity', '?')}",
-                   "created": matrix.created, "run folder": folder_link})
-    return {k: _cell(v) for k, v in column.items()}
 
 
 def _slugs(names: list[str]) -> dict[str, str]:
@@ -424,30 +688,61 @@ def _share(fraction: float) -> str:
     return f"{fraction:.1%}" if fraction >= 0.01 else f"{100 * fraction:.2g}%"
 
 
-def _number(x, digits: int) -> str:
-    return MISSING if _missing(x) else f"{x:.{digits}f}"
+def _number(x, digits: int, signed: bool = False) -> str:
+    return MISSING if _missing(x) else (f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}")
+
+
+def _float(x):
+    return None if _missing(x) else float(x)
+
+
+def _mean(values: dict) -> float | None:
+    values = [v for v in values.values() if not _missing(v)]
+    return math.fsum(values) / len(values) if values else None
+
+
+def _first(items):
+    return next(iter(items), None)
+
+
+def _ci(interval) -> str:
+    if interval is None or _missing(interval.low):
+        return "n/a (one seed)" if interval is not None and interval.n == 1 else MISSING
+    return f"[{interval.low:+.2f}, {interval.high:+.2f}]"
+
+
+def _mean_ci(values: dict) -> str:
+    interval = stats.t_interval(values)
+    if interval.n == 0:
+        return MISSING
+    return f"{interval.mean:.2f}" + ("" if _missing(interval.low) else f" [{interval.low:.2f}, {interval.high:.2f}]")
+
+
+def _mean_of(values: dict) -> str:
+    mean = _mean(values)
+    return MISSING if mean is None else f"{mean:.2f}"
+
+
+def _p(p) -> str:
+    return MISSING if _missing(p) else (f"{p:.2g}" if p >= 1e-4 else "<1e-4")
+
+
+def _interval(row) -> str:
+    if _missing(row.low):
+        return MISSING
+    return f"[{row.low:+.2f}, {row.high:+.2f}] ({row.confidence:.3g})"
+
+
+def _seeds(row) -> str:
+    if not row.n:
+        return "0"
+    shown = ", ".join(f"{v:+.2f}" for v in row.values.values())
+    missing = f"; seed {', '.join(map(str, row.seeds_missing))} unpaired" if row.seeds_missing else ""
+    return f"{int(row.n)}: {shown}{missing}"
 
 
 def _count(x) -> str:
     return MISSING if _missing(x) else f"{int(round(x)):,}"
-
-
-def _effect(row) -> str:
-    if not row.n:
-        return MISSING
-    return f"{row.mean:+.2f} ± {row.std:.2f} [{row.min:+.2f}, {row.max:+.2f}]"
-
-
-def _n(row) -> str:
-    total = int(row.n) + len(row.seeds_missing)
-    if not row.seeds_missing or not row.n:
-        return f"{int(row.n)}"
-    seeds = ", ".join(str(s) for s in row.seeds_missing)
-    return f"{int(row.n)} of {total} (seed {seeds} unpaired)"
-
-
-def _threshold(row) -> str:
-    return MISSING if _missing(row.threshold) else f"{row.threshold:.2f} dB ({row.basis})"
 
 
 def _reason(row) -> str:
@@ -462,4 +757,5 @@ def _reason(row) -> str:
     return reason
 
 
-__all__ = ["budget_limits", "source_steps", "write_report"]
+__all__ = ["budget_limits", "budget_setting", "find_baselines", "preset_changes", "regime_sentence", "source_steps",
+           "write_report"]

@@ -28,7 +28,8 @@ UNKNOWN_COLOUR = "#4d4d4d"
 X_LABEL = {"one-at-a-time": "effect (dB): + means adopting the original's value helps",
            "leave-one-out": "effect (dB): + means the difference contributes to the original's advantage",
            "cumulative": "step gain (dB) over the previous step",
-           "improvements": "effect (dB): + means the fix helps"}
+           "improvements": "effect (dB): + means the fix helps",
+           "factorial": "effect (dB)"}
 
 
 def _figure(height: float = HEIGHT_IN):
@@ -45,17 +46,21 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def effects_chart(effects: pd.DataFrame, kind: str, path: Path, title: str) -> Path | None:
-    """Horizontal bars of mean effect with std error bars, coloured by the seed audit's claim."""
+    """Each seed's paired effect as a dot, the mean as a bar coloured by the seed audit's claim, and the
+    family-wise interval as a line where there is one (none at one seed)."""
     rows = effects[effects["n"] > 0]
     if rows.empty:
         return None
     height = min(max(HEIGHT_IN, 0.3 * len(rows) + 1.5), MAX_HEIGHT_IN)
     fig, ax = _figure(height)
     colours = [SEVERITY_COLOURS.get(c, UNKNOWN_COLOUR) for c in rows["claimed"]]
-    positions = range(len(rows))
-    ax.barh(positions, rows["mean"], xerr=rows["std"], color=colours, edgecolor="#333333", linewidth=0.5,
-            capsize=3)
-    ax.set_yticks(list(positions), list(rows["difference"]), fontsize=8)
+    positions = list(range(len(rows)))
+    ax.barh(positions, rows["mean"], color=colours, edgecolor="#333333", linewidth=0.5, alpha=0.7)
+    for y, row in zip(positions, rows.itertuples()):
+        ax.scatter(list(row.values.values()), [y] * len(row.values), s=12, color="black", zorder=3)
+        if pd.notna(row.low) and pd.notna(row.high):
+            ax.plot([row.low, row.high], [y, y], color="black", linewidth=1.2, zorder=2)
+    ax.set_yticks(positions, list(rows["difference"]), fontsize=8)
     ax.invert_yaxis()  # first difference on top, as in the table
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel(X_LABEL.get(kind, "effect (dB)"))
@@ -63,6 +68,31 @@ def effects_chart(effects: pd.DataFrame, kind: str, path: Path, title: str) -> P
     present = [s for s in SEVERITY_ORDER if s in set(rows["claimed"])]
     ax.legend(handles=[Patch(color=SEVERITY_COLOURS[s], label=f"seed: {s}") for s in present], fontsize=7,
               loc="best", title="claimed severity", title_fontsize=7)
+    return _save(fig, path)
+
+
+def attribution_waterfall(shares: list[tuple[str, float, float, float, dict]], start: float, path: Path,
+                          title: str) -> Path | None:
+    """From the notebook's PSNR to the original's, one step per group's Shapley share (bar), its 95%
+    interval (line) and each seed's share (dots); the last bar is the original."""
+    if not shares:
+        return None
+    fig, ax = _figure()
+    level = start
+    ax.bar(0, start, color="#9e9e9e", label="notebook")
+    for i, (name, share, low, high, per_seed) in enumerate(shares, start=1):
+        colour = "#1b7837" if share >= 0 else "#b2182b"
+        ax.bar(i, share, bottom=level, color=colour, alpha=0.8)
+        centre = level + share
+        ax.plot([i, i], [level + low, level + high], color="black", linewidth=1.2)
+        ax.scatter([i] * len(per_seed), [level + v for v in per_seed.values()], s=10, color="black", zorder=3)
+        ax.text(i, max(centre, level) + 0.1, f"{share:+.2f}", ha="center", fontsize=8)
+        level = centre
+    ax.bar(len(shares) + 1, level, color="#2166ac", label="original")
+    ax.set_xticks(range(len(shares) + 2), ["notebook", *[s[0] for s in shares], "original"], fontsize=8)
+    ax.set_ylim(min(start, level) - 1.5, max(start, level) + 1.5)
+    ax.set_ylabel("test PSNR (dB, per image)")
+    ax.set_title(title, fontsize=10)
     return _save(fig, path)
 
 
@@ -199,7 +229,8 @@ def plot_matrix(matrix, runs: pd.DataFrame, histories: pd.DataFrame, effects: pd
     """Every chart one matrix supports, as (png path, caption)."""
     name, kind, variants = matrix.matrix, matrix.kind, matrix.variants
     charts = [
-        (effects_chart, (effects, kind), "effects", f"Effect per difference, {kind} (error bars: std over seeds)"),
+        (effects_chart, (effects, kind), "effects",
+         f"Effect per difference, {kind} (dots: seeds; line: family-wise 95% interval)"),
         (training_curves, (histories, variants), "training",
          f"Test PSNR during training, {kind} (mean over finished seeds)"),
         (jitter_curves, (runs, variants), "jitter", "PSNR against coordinate jitter (dashed: decoupled)"),
@@ -215,5 +246,5 @@ def plot_matrix(matrix, runs: pd.DataFrame, histories: pd.DataFrame, effects: pd
     return out
 
 
-__all__ = ["SEVERITY_COLOURS", "effects_chart", "jitter_curves", "plot_matrix", "staircase", "super_resolution_bars",
+__all__ = ["SEVERITY_COLOURS", "attribution_waterfall", "effects_chart", "jitter_curves", "plot_matrix", "staircase", "super_resolution_bars",
            "training_curves"]

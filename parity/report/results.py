@@ -19,7 +19,7 @@ from ..errors import ParityError
 from ..store import read_json
 
 MATRIX_FILE = "matrix.json"
-KINDS = ("one-at-a-time", "leave-one-out", "cumulative", "improvements")
+KINDS = ("leave-one-out", "factorial", "cumulative", "one-at-a-time", "improvements")  # the report's order
 # Metric subtrees about the machine, not the model: matrix.json records the environment already.
 NOT_FLATTENED = ("environment",)
 
@@ -97,7 +97,9 @@ def _matrix_row(name: str, folder: Path, spec: dict) -> dict:
     return {"matrix": name, "dir": folder, "kind": spec["kind"], "preset": spec.get("preset"),
             "seeds": list(spec.get("seeds") or [0]), "command": spec.get("command"), "created": spec.get("created"),
             "environment": spec.get("environment") or {}, "setting": spec.get("setting") or {},
-            "variants": spec["variants"]}
+            "variants": spec["variants"], "groups": spec.get("groups"), "references": spec.get("references"),
+            "baselines": spec.get("baselines") or {}, "preset_description": spec.get("preset_description"),
+            "overrides": spec.get("overrides") or []}
 
 
 def _run_row(folder: Path, variant: dict, seed: int) -> dict:
@@ -209,6 +211,14 @@ def done_values(runs: pd.DataFrame, variant: str, column: str) -> dict[int, floa
     return {int(s): float(v) for s, v in zip(rows["seed"], rows[column]) if v is not None and pd.notna(v)}
 
 
+def done_lists(runs: pd.DataFrame, variant: str, column: str) -> dict[int, list[float]]:
+    """{seed: list} over the finished runs of one variant, for per-image columns (test.per_image.psnr)."""
+    if column not in runs:
+        return {}
+    rows = runs[(runs["variant"] == variant) & (runs["state"] == "done")]
+    return {int(s): [float(x) for x in v] for s, v in zip(rows["seed"], rows[column]) if isinstance(v, list)}
+
+
 def variant_summary(runs: pd.DataFrame, variants: list[dict]) -> pd.DataFrame:
     """Per variant of one matrix (in the matrix's order): seeds done and mean/std of the headline metrics."""
     rows = []
@@ -229,5 +239,5 @@ def variant_summary(runs: pd.DataFrame, variants: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ = ["KINDS", "MATRIX_FILE", "Results", "done_values", "find_matrices", "flatten", "load_matrix",
+__all__ = ["KINDS", "MATRIX_FILE", "Results", "done_lists", "done_values", "find_matrices", "flatten", "load_matrix",
            "load_results", "matrix_name", "read_history", "summarise", "variant_summary"]
