@@ -51,11 +51,12 @@ class Preset:
 PRESETS = {
     "smoke": Preset(
         "smoke", "scaled-down models on 16x16 procedural images, both learning rates x10 (ratio kept) so a few "
-        "dozen steps move the weights; checks the plumbing in minutes on 2 CPU cores, measures nothing",
+        "dozen steps move the weights, evaluated every 4 steps; checks the plumbing in minutes on 2 CPU cores, "
+        "measures nothing",
         common={"data.dataset": "procedural", "data.image_size": 16, "data.train_subset": 256,
                 "data.test_subset": 32, "model.dim": 48, "model.feature_dim": 16, "model.num_freqs_modulation": 16,
-                "model.num_freqs_hyponet": 8, "train.num_samples": 64, "eval.sr_sizes": [32, 64],
-                "eval.sr_images": 8},
+                "model.num_freqs_hyponet": 8, "train.num_samples": 64, "train.eval_every": 4,
+                "eval.sr_sizes": [32, 64], "eval.sr_images": 8},
         notebook={"model.patch_size": 4, "model.depth": 1, "model.num_lp": 4, "model.decoder_width": 24,
                   "train.lr": 1e-3, "train.epochs": 2, "train.t_max": 5, "train.batch_size": 16, "eval.batch_size": 16},
         original={"model.patch_size": 2, "model.depth": 2, "model.num_lp": 16, "model.decoder_width": 48,

@@ -175,13 +175,32 @@ class Document:
                 f"Attribution of the gap ({name}, {len(analysis.seeds)} seeds)")
             picture = f"\n\n![attribution waterfall]({self._file_link(chart)})" if chart else ""
             parts.append(
-                f"**Attribution of the gap** (`{name}`, {len(analysis.seeds)} seeds, {2 ** len(analysis.groups)} cells; "
+                f"**Attribution of the gap{' at a second budget' if parts else ''}** (`{name}`, {len(analysis.seeds)} seeds, {2 ** len(analysis.groups)} cells; "
                 f"run folders under {self.folder_link(self.shown(matrix.dir), matrix.dir)}). Each group's Shapley share "
                 "averages its gain over every order of adding the groups to the notebook, so the shares add up "
                 "exactly to the gap between the factorial's corners; intervals are t intervals from the "
                 f"cells x seeds residual (df {analysis.residual_df}), not adjusted across groups.\n\n"
                 f"{_table(pd.DataFrame(rows))}{picture}")
+        if len(done) > 1:
+            parts.append(self.stability(done))
         return "\n\n".join(parts)
+
+    def stability(self, done: dict) -> str:
+        """The shares of every factorial side by side: whether the attribution holds across budgets."""
+        names = list(done)
+        groups = list(dict.fromkeys(g for analysis, _ in done.values() for g in analysis.groups))
+        rows = []
+        for group in groups:
+            row = {"group": f"`{group}`"}
+            for name in names:
+                analysis = done[name][0]
+                share = analysis.shapley.get(group)
+                row[f"`{name}` share (dB)"] = MISSING if share is None else f"{share.mean:+.2f} {_ci(share)}"
+                row[f"`{name}` % of gap"] = MISSING if share is None or not analysis.gap.mean else \
+                    f"{100 * share.mean / analysis.gap.mean:.0f}%"
+            rows.append(row)
+        return ("**Are the shares stable across budgets?** The same factorial at each budget (shares as a "
+                f"percentage of that budget's gap):\n\n{_table(pd.DataFrame(rows))}")
 
     def evaluation_side(self) -> str:
         """Differences that change what is scored, computed from the stored per-image values."""
@@ -441,15 +460,20 @@ class Document:
             if analysis is None:
                 out.setdefault("attribution_missing", {})[name] = why
                 continue
-            out["attribution"] = [{"group": g, "differences": list(GROUPS[g]), "share_db": iv.mean,
-                                   "ci_low_db": iv.low, "ci_high_db": iv.high,
-                                   "per_seed_db": analysis.shapley_per_seed[g]} for g, iv in analysis.shapley.items()]
-            out["attribution_gap_db"] = analysis.gap.mean
-            out["attribution_matrix"] = name
-            out["main_effects"] = [{"group": g, "effect_db": iv.mean, "ci_low_db": iv.low, "ci_high_db": iv.high}
-                                   for g, iv in analysis.main_effects.items()]
-            out["interactions"] = [{"groups": [a, b], "effect_db": iv.mean, "ci_low_db": iv.low,
-                                    "ci_high_db": iv.high} for (a, b), iv in analysis.interactions.items()]
+            entry = {
+                "matrix": name, "gap_db": analysis.gap.mean, "seeds": len(analysis.seeds),
+                "attribution": [{"group": g, "differences": list(GROUPS[g]), "share_db": iv.mean,
+                                 "ci_low_db": iv.low, "ci_high_db": iv.high,
+                                 "per_seed_db": analysis.shapley_per_seed[g]} for g, iv in analysis.shapley.items()],
+                "main_effects": [{"group": g, "effect_db": iv.mean, "ci_low_db": iv.low, "ci_high_db": iv.high}
+                                 for g, iv in analysis.main_effects.items()],
+                "interactions": [{"groups": [a, b], "effect_db": iv.mean, "ci_low_db": iv.low,
+                                  "ci_high_db": iv.high} for (a, b), iv in analysis.interactions.items()]}
+            out.setdefault("factorials", []).append(entry)
+            if "attribution" not in out:  # the first factorial is the one the gap comes from
+                out.update(attribution=entry["attribution"], attribution_matrix=name,
+                           attribution_gap_db=entry["gap_db"], main_effects=entry["main_effects"],
+                           interactions=entry["interactions"])
         out["effects"] = [
             {"matrix": r.matrix, "kind": r.kind, "difference": r.difference, "claimed": r.claimed,
              "metric": r.metric, "effect_db": _float(r.mean), "ci_low_db": _float(r.low), "ci_high_db": _float(r.high),
