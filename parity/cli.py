@@ -143,8 +143,10 @@ def cmd_train(args) -> int:
             raise ParityError(f"{run_dir} has no config.yaml next to the checkpoint: resume from a run folder")
         cfg = load_yaml(run_dir / "config.yaml")
     else:
+        from .store import safe_folder_name
+
         cfg = _experiment_config(args)
-        run_dir = Path(args.out) / cfg.name / f"seed-{cfg.train.seed}"
+        run_dir = Path(args.out) / safe_folder_name(cfg.name) / f"seed-{cfg.train.seed}"
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from . import distributed
@@ -203,7 +205,29 @@ def cmd_ablate(args) -> int:
 
         for folder in folders:
             console.print(f"report: {write_report(folder)}")
-    return 0
+    return _failed_runs_table(folders, console)
+
+
+def _failed_runs_table(folders, console) -> int:
+    """After a matrix: a table of the runs that failed (finished runs stay finished) and exit status 1,
+    or 0 when every run finished."""
+    from rich.table import Table
+
+    from .report.results import load_results
+
+    failed = []
+    for folder in folders:
+        runs = load_results(folder).runs
+        failed += [r for r in runs.itertuples() if r.state == "failed"]
+    if not failed:
+        return 0
+    table = Table(title=f"{len(failed)} run(s) failed; rerun the same command to retry them")
+    for column in ("matrix", "variant", "seed", "reason"):
+        table.add_column(column)
+    for r in failed:
+        table.add_row(str(r.matrix), str(r.variant), str(r.seed), str(r.error or "").splitlines()[0][:160])
+    console.print(table)
+    return 1
 
 
 def cmd_report(args) -> int:
@@ -267,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-final-eval", action="store_true", help="skip SR, jitter and probe evaluations")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("ablate", help="run an ablation matrix (resumable)")
+    p = sub.add_parser("ablate", help="run an ablation matrix (resumable); exit status 1 when runs failed "
+                       "(listed in a table), 2 on a usage error")
     p.add_argument("--matrix", default="one-at-a-time",
                    choices=["factorial", "one-at-a-time", "leave-one-out", "cumulative", "improvements", "all"],
                    help="factorial: 2^k cells over groups of differences (attribution of the gap); leave-one-out: "

@@ -15,11 +15,20 @@ import yaml
 from .errors import ParityError
 
 
+def _file_mode() -> int:
+    """What open() would give a new file under the current umask (mkstemp always makes 0600, which would
+    hide results from the rest of a group on a shared file system)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -72,3 +81,14 @@ def _jsonable(x):
     if isinstance(x, Path):
         return str(x)
     raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
+
+
+def safe_folder_name(text: str) -> str:
+    """A run folder name from a configuration name: letters, digits and ``._+-`` only, no path separators
+    and no leading dots, so a folder built from it always stays inside the folder it is joined to (a
+    configuration named after a YAML path, absolute or with ``..``, included)."""
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "-", str(text)).strip(".-")
+    return name or "run"
+

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .config import ExperimentConfig, original_baseline, validate
 from .errors import ParityError
 
@@ -34,7 +36,7 @@ def from_transinr_config(data: dict, source: str = "trans-inr config") -> Experi
 
 def _from_transinr_config(data: dict, source: str) -> ExperimentConfig:
     cfg = original_baseline()
-    cfg.name = source
+    cfg.name = Path(source).stem  # the run folder is named after it: the file's stem, never its path
     model = _args(data["model"], "mamba_lainr_inr", f"model in {source}")
     tok = _args(model.get("tokenizer"), "mamba_patch_tokenizer", f"model.args.tokenizer in {source}")
     hyp = _args(model.get("hyponet"), "lainr_mlp_bias", f"model.args.hyponet in {source}")
@@ -67,5 +69,6 @@ def _from_transinr_config(data: dict, source: str) -> ExperimentConfig:
     if imageset.get("name") == "cifar_10":
         d.dataset = "numbered-jpeg"
         d.root = imageset.get("args", {}).get("root_path")
+        d.jpeg_quality = None  # the files are the JPEG copies themselves: no emulated round trip
     d.image_size = int(train_ds.get("args", {}).get("resize", d.image_size))
     return validate(cfg)
