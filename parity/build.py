@@ -64,3 +64,36 @@ def build_model(cfg: ExperimentConfig, seed: int | None = None) -> torch.nn.Modu
     import notebook_port
 
     return notebook_port.MambaGINR_CIFAR(**notebook_kwargs(cfg.model, cfg.data.image_size))
+
+
+def estimated_training_bytes(cfg: ExperimentConfig) -> float:
+    """A rough estimate (within a few times) of one training step's memory (weights, gradients and AdamW's
+    two moments, plus the activations kept for backward), from the configuration alone: checked before a
+    model is built, so an impossible size is refused with a message instead of being killed by the kernel."""
+    m, t = cfg.model, cfg.train
+    dim, ff = m.dim, m.ff_dim or 4 * m.dim
+    per_block = 2 * (6 * dim * dim + 40 * dim) + 2 * dim * ff  # two Mamba mixers (d_inner = 2 dim) and the MLP
+    width = m.decoder_width
+    params = m.depth * per_block + 8 * width * width + 4 * dim * width + m.num_lp * dim
+    tokens = (cfg.data.image_size // m.patch_size) ** 2 + m.num_lp
+    queries = cfg.data.image_size ** 2 if t.pixels == "all" else t.num_samples
+    activations = t.batch_size * (m.depth * tokens * (20 * dim + 2 * ff) + queries * (16 * width + 2 * m.num_lp))
+    return 4.0 * (4 * params + activations)
+
+
+def check_fits_in_memory(cfg: ExperimentConfig) -> None:
+    """ParityError when the estimate exceeds this machine's physical memory."""
+    import os
+
+    from .errors import ParityError
+
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: nothing to compare with
+        return
+    need = estimated_training_bytes(cfg)
+    if need > total:
+        raise ParityError(f"this configuration needs an estimated {need / 2 ** 30:,.0f} GiB to train, more than this "
+                          f"machine's {total / 2 ** 30:,.0f} GiB: lower model.dim, model.depth, model.num_lp or "
+                          "train.batch_size")
+

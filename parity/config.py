@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -270,8 +271,40 @@ NON_NEGATIVE = ("model.lp_init_std", "train.jitter_std", "train.weight_decay", "
                 "model.bias_alpha", "model.fourier_scale")
 
 
+# Optional sizes: None means "derived" (ff_dim: 4 * dim; dim_head: dim), a number must be a real size.
+OPTIONAL_AT_LEAST_ONE = ("model.ff_dim", "model.dim_head", "data.source_size", "train.max_steps", "train.eval_every",
+                         "data.train_subset", "data.test_subset")
+NON_EMPTY_LISTS = ("model.sigma_ls", "eval.sr_sizes")
+POSITIVE = ("model.sigma_q", "model.sigma_ls", "eval.sr_sizes")  # log-spaced bands and output sizes
+# Above this, one value alone would need more memory than any machine the toolkit runs on.
+HUGE = 10 ** 7
+
+
+def _check_every_field(cfg: ExperimentConfig) -> None:
+    """One rule over the typed configuration, whatever the field: numbers are finite, sizes are at least 1 and
+    not absurdly large, lists that something is read from are not empty and hold finite numbers."""
+    for path in field_paths(cfg):
+        value = get_field(cfg, path)
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ParityError(f"{path}={item} is not a finite number: give a real value (--set {path}=X)")
+            if isinstance(item, (int, float)) and not isinstance(item, bool) and abs(item) > HUGE and \
+                    path not in ("train.seed",):
+                raise ParityError(f"{path}={item} is implausibly large (over {HUGE:.0e}): give a realistic value")
+        if path in NON_EMPTY_LISTS and not value:
+            raise ParityError(f"{path} is empty: give at least one value, e.g. --set {path}=[...]")
+        if path in OPTIONAL_AT_LEAST_ONE and value is not None and value < 1:
+            meaning = "derived" if path.startswith("model.") else "no limit"
+            raise ParityError(f"{path} must be at least 1 or null ({meaning}), got {value}: --set {path}=null or a "
+                              "positive value")
+        if path in POSITIVE and any(v <= 0 for v in values):
+            raise ParityError(f"{path} must be positive, got {value}: --set {path}=X with X > 0")
+
+
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Check values and combinations; raise a one-line ParityError naming the problem and the fix."""
+    _check_every_field(cfg)
     for path, options in CHOICES.items():
         value = get_field(cfg, path)
         if value not in options:
@@ -296,11 +329,6 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     if d.source_size is not None and d.source_size < d.image_size:
         raise ParityError(f"data.source_size={d.source_size} is below data.image_size={d.image_size}: the proxy only "
                           "downsamples; set data.source_size to the size of the stored images, or null")
-    for path in ("train.max_steps", "train.eval_every", "data.train_subset", "data.test_subset"):
-        value = get_field(cfg, path)
-        if value is not None and value < 1:
-            raise ParityError(f"{path} must be at least 1 or null, got {value}: set it to 1 or more, or null "
-                              "for no limit")
     if d.image_size % m.patch_size:
         raise ParityError(f"model.patch_size={m.patch_size} does not divide data.image_size={d.image_size}: "
                           "choose a patch size that divides the image size")

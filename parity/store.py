@@ -60,9 +60,11 @@ def read_json(path, default=None):
     if not path.exists():
         return default
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise ParityError(f"{path} is not valid JSON: delete it to recompute that result") from None
+    except OSError as e:
+        raise ParityError(f"cannot read {path} ({e.strerror or type(e).__name__}): check the file") from None
 
 
 def write_yaml(path, obj) -> None:

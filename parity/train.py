@@ -139,7 +139,7 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
     validate(cfg)
     run_dir = Path(run_dir)
     _check_same_config(cfg, run_dir)  # else another configuration's results would be returned or resumed
-    done = read_json(run_dir / "metrics.json")
+    done = finished_metrics(run_dir / "metrics.json")
     if done is not None:
         return done
     t = cfg.train
@@ -151,6 +151,9 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
     main = ddp is None or ddp.is_main  # only rank 0 writes files and evaluates
     if ddp is not None:
         ddp.check_batch(t.batch_size)
+    from .build import check_fits_in_memory
+
+    check_fits_in_memory(cfg)  # before anything is built or written
     if datasets is None:  # before any file is written: a data error leaves no half-made run folder
         from .data import make_datasets
 
@@ -260,6 +263,37 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
     return metrics
 
 
+def metrics_problem(metrics) -> str | None:
+    """Why a metrics.json does not hold a finished run's results (truncated, empty, NaN, another format);
+    None when it does."""
+    if not isinstance(metrics, dict):
+        return f"holds {type(metrics).__name__}, not the results object"
+    test = metrics.get("test")
+    psnr = test.get("psnr") if isinstance(test, dict) else None
+    if isinstance(psnr, bool) or not isinstance(psnr, (int, float)):
+        return "has no test PSNR (an old or foreign format)"
+    if not math.isfinite(psnr):
+        return f"has a test PSNR of {psnr}"
+    if not isinstance(metrics.get("steps"), int):
+        return "has no step count (an old or foreign format)"
+    return None
+
+
+def finished_metrics(path: Path) -> dict | None:
+    """A run's metrics.json when it holds finished results; a corrupt one is set aside as metrics.json.corrupt
+    (kept for inspection) so the run finishes again from its checkpoint, never counted as done."""
+    try:
+        metrics = read_json(path)
+    except ParityError:
+        metrics = "unreadable"
+    if metrics is None:
+        return None
+    if metrics_problem(metrics) is None:
+        return metrics
+    os.replace(path, path.with_name(path.name + ".corrupt"))
+    return None
+
+
 CHECKPOINT_KEYS = ("model", "optimizer", "step", "history", "train_time", "train_images")
 
 
@@ -290,6 +324,9 @@ def _check_same_config(cfg: ExperimentConfig, run_dir: Path) -> None:
 
     path = run_dir / "config.yaml"
     if not path.is_file():
+        if (run_dir / "checkpoint.pt").exists():  # resuming would mix two configurations in one run
+            raise ParityError(f"{run_dir} holds a checkpoint but no config.yaml, so its configuration is unknown: "
+                              "delete that folder to start the run over")
         return
     before = load_yaml(path)
     diff = {k: v for k, v in config_diff(before, cfg).items() if k != "data.download"}

@@ -128,7 +128,19 @@ def _run_state(run_dir: Path, skipped: str | None) -> dict:
         status = read_json(run_dir / "status.json", {}) or {}
     except ParityError as e:
         return {**out, "state": "failed", "error": str(e)}
+    if not isinstance(status, dict):
+        return {**out, "state": "failed", "error": f"{run_dir / 'status.json'} is not a status object: delete it"}
     has_metrics = (run_dir / "metrics.json").is_file()
+    if has_metrics:
+        from ..train import metrics_problem
+
+        try:
+            problem = metrics_problem(read_json(run_dir / "metrics.json"))
+        except ParityError:
+            problem = "is not valid JSON"
+        if problem:
+            return {**out, "state": "failed", "step": status.get("step"), "total_steps": status.get("total_steps"),
+                    "error": f"metrics.json {problem}: rerun `parity ablate` to evaluate the run again"}
     state = status.get("state") or ("done" if has_metrics else "unknown")
     error = status.get("error")
     if has_metrics and state != "done":  # metrics.json is the commit point: killed before status.json caught up
@@ -155,13 +167,15 @@ def read_history(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line being written by a live run; the rest is still good
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 

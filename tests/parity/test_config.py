@@ -90,3 +90,38 @@ def test_any_override_either_applies_or_fails_cleanly(path, value):
     assert validate(cfg)
     got = get_field(cfg, path)
     assert got is None or isinstance(got, (int, float, str, bool, list))
+
+
+# ---------------------------------------------------------------- fuzz: every field, hostile values
+
+FUZZ_VALUES = ("nan", "inf", "-inf", "-1", "0", "1e12", "[]")
+
+
+@pytest.mark.parametrize("value", FUZZ_VALUES)
+def test_every_field_takes_a_hostile_value_or_refuses_it_in_one_line(value):
+    """Over every configuration field: a value is either refused with a one-line ParityError or gives a
+    configuration whose model builds, whose numbers are finite, and that fits the memory check."""
+    import math
+
+    from parity.build import build_model, check_fits_in_memory
+    from parity.config import field_paths, set_field, validate
+    from parity.matrix import preset
+
+    accepted = []
+    for base, path in [(b, p) for b in preset("smoke").baselines() for p in field_paths(b)]:
+        cfg = base.copy()
+        try:
+            set_field(cfg, path, value)
+            validate(cfg)
+            check_fits_in_memory(cfg)
+        except ParityError as e:
+            assert "\n" not in str(e) and path.split(".")[1] in str(e), (path, str(e))
+            continue
+        for p in field_paths(cfg):
+            v = get_field(cfg, p)
+            for item in v if isinstance(v, list) else [v]:
+                assert not (isinstance(item, float) and not math.isfinite(item)), (path, p, item)
+        accepted.append(path)
+        if path.startswith(("model.", "data.image_size")):
+            build_model(cfg)  # no traceback from a constructor
+    assert accepted or value in ("nan", "inf", "-inf", "1e12")

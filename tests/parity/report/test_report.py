@@ -344,3 +344,29 @@ def test_report_default_out_is_beside_the_runs(runs_dir, tmp_path, monkeypatch):
     assert out == (runs_dir / "smoke-leave-one-out" / "report.md").resolve()
     assert out.exists() and out.with_suffix(".json").exists()
     assert not (tmp_path / "reports").exists()  # never into a tracked folder unless asked
+
+
+@pytest.mark.parametrize("content", ["", '{"test": {"psnr": 2', '{"test": {"psnr": NaN}, "steps": 3}',
+                                     '{"psnr": 21.0}', "[1, 2]", b"\xff\xfe{}"])
+def test_corrupt_metrics_are_failed_runs_with_a_reason(tmp_path, content):
+    folder = make_matrix(tmp_path, "leave-one-out", [variant("original", base="original", role="baseline")],
+                         {"original": [25.0, 25.4]}, {})
+    path = folder / "original" / "seed-1" / "metrics.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    runs = load_results(folder).runs
+    bad = runs[runs["seed"] == 1].iloc[0]
+    assert bad["state"] == "failed" and "metrics.json" in bad["error"] and "rerun" in bad["error"]
+    assert runs[runs["seed"] == 0].iloc[0]["state"] == "done"
+    failed = write_report(folder, tmp_path / "r.md").read_text().split("## Failed and skipped runs")[1]
+    assert "metrics.json" in failed.split("##")[0]  # named in the report, not counted as done
+
+
+def test_a_corrupt_metrics_file_is_set_aside_not_counted(tmp_path):
+    from parity.train import finished_metrics
+
+    path = tmp_path / "metrics.json"
+    path.write_text('{"test": {"psnr": 2')
+    assert finished_metrics(path) is None
+    assert not path.exists() and (tmp_path / "metrics.json.corrupt").exists()
+    path.write_text(json.dumps({"test": {"psnr": 20.0}, "steps": 5}))
+    assert finished_metrics(path)["steps"] == 5
