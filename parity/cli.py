@@ -257,8 +257,12 @@ def cmd_diff_models(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .matrix import PRESETS
+
     parser = argparse.ArgumentParser(prog="parity", description="MAMBA-GINR parity toolkit: faithful ports "
                                      "of the original and the notebook, and the differences between them.")
+    parser.add_argument("--version", action="version", version=f"parity {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("summary", help="both ports side by side at their CIFAR-10 settings")
@@ -276,18 +280,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("train", help="train one configuration")
-    p.add_argument("--baseline", default="notebook", choices=["notebook", "original"])
+    p.add_argument("--baseline", default="notebook", choices=["notebook", "original"],
+                   help="the configuration to start from, as its source ran it (default notebook)")
     p.add_argument("--config", help="our YAML (base + sections) or an original trans-inr YAML")
     p.add_argument("--toggle", action="append", default=[], metavar="ID",
                    help="apply a difference (towards the other baseline) or an improvement; repeatable")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. train.lr=5e-4")
-    p.add_argument("--dataset", choices=["cifar10", "imagefolder", "numbered-jpeg", "procedural"])
-    p.add_argument("--data-root")
+    p.add_argument("--dataset", choices=["cifar10", "imagefolder", "numbered-jpeg", "procedural"],
+                   help="cifar10: torchvision's arrays; imagefolder: ROOT/{train,test}/<class>/*.jpg; numbered-jpeg: "
+                   "the original's ROOT/cifar-10/000001.jpg layout; procedural: generated offline")
+    p.add_argument("--data-root", help="the dataset's folder (data.root)")
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--max-steps", type=int)
+    p.add_argument("--seed", type=int, help="train.seed: initial weights, data order, pixel draws (default 0)")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (train.max_steps)")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue the run whose checkpoint.pt this is")
-    p.add_argument("--out", default="runs/train")
+    p.add_argument("--out", default="runs/train",
+                   help="results folder; the run goes to OUT/<configuration name>/seed-<k>/ (default runs/train)")
     p.add_argument("--no-final-eval", action="store_true", help="skip SR, jitter and probe evaluations")
     p.set_defaults(func=cmd_train)
 
@@ -304,9 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the batch-0 coordinate defect where the LAINR decoder meets sampled pixels (by "
                    "default those variants decode each sample at its own coordinates, as the original never "
                    "trains on sampled pixels)")
-    p.add_argument("--preset", default="smoke")
-    p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--out", default="runs")
+    p.add_argument("--preset", default="smoke", metavar="{" + ",".join(PRESETS) + "}",
+                   help="the budget: " + "; ".join(f"{name}: {p.short}" for name, p in PRESETS.items()))
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of every variant, paired across variants")
+    p.add_argument("--out", default="runs", help="results folder: OUT/<preset>-<matrix>/<variant>/seed-<k>/")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field in every run")
     p.add_argument("--report", action="store_true", help="write the markdown report when done")
     p.add_argument("--only", action="append", default=[], metavar="VARIANT",
@@ -385,6 +394,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # output piped into head & co.
         return 0
+    except OSError as e:  # a read-only folder, a full disk, a file where a folder should be: one line, not a traceback
+        where = f" {e.filename}" if e.filename else ""
+        print(f"parity: error: cannot write or read{where} ({e.strerror or type(e).__name__}): check that the "
+              "path is a writable folder with free space (--out), finished runs are kept", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

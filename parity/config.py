@@ -95,9 +95,11 @@ class TrainConfig:
 class EvalConfig:
     psnr: str = "batch-mse"  # batch-mse: -10 log10(batch MSE) averaged over batches | per-image
     batch_size: int = 32
-    jitter_stds: list[float] = field(default_factory=lambda: [0.0, 0.005, 0.01, 0.02])
+    jitter_stds: list[float] = field(default_factory=lambda: [0.0, 0.005, 0.01, 0.02, 0.05])  # the notebook's levels
     sr_sizes: list[int] = field(default_factory=lambda: [64, 128, 256])
-    sr_images: int = 32  # images scored in the super-resolution protocols
+    # images scored in the jitter and super-resolution protocols: the notebook's num_samples=100 loop checks its
+    # count before each batch of 32, so it scores 128
+    sr_images: int = 128
     probe: bool = True  # linear probe of labels on pooled LP tokens, where labels exist
 
 

@@ -38,6 +38,11 @@ class Preset:
     notebook: dict = field(default_factory=dict)
     original: dict = field(default_factory=dict)
 
+    @property
+    def short(self) -> str:
+        """The description's first clause, for --help."""
+        return self.description.split(";")[0].split(" (")[0].split(", ")[0]
+
     def baselines(self) -> tuple[ExperimentConfig, ExperimentConfig]:
         pair = []
         for side, extra in (("notebook", self.notebook), ("original", self.original)):

@@ -158,16 +158,16 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
         from .data import make_datasets
 
         datasets = make_datasets(cfg.data)
+    train_set, test_set = datasets
+    steps_per_epoch = len(train_set) // t.batch_size if cfg.data.drop_last else math.ceil(len(train_set) / t.batch_size)
+    if steps_per_epoch == 0:  # before any file is written, so the fix it suggests is not blocked by a half-made run
+        raise ParityError(f"{len(train_set)} training images make no full batch of {t.batch_size}: "
+                          "lower train.batch_size or set data.drop_last=false")
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         for stale in run_dir.glob(".*.tmp"):  # a write cut short by a kill (store.py's temporary names): never read
             stale.unlink(missing_ok=True)
         atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
-    train_set, test_set = datasets
-    steps_per_epoch = len(train_set) // t.batch_size if cfg.data.drop_last else math.ceil(len(train_set) / t.batch_size)
-    if steps_per_epoch == 0:
-        raise ParityError(f"{len(train_set)} training images make no full batch of {t.batch_size}: "
-                          "lower train.batch_size or set data.drop_last=false")
     total_steps = t.epochs * steps_per_epoch if t.max_steps is None else min(t.max_steps, t.epochs * steps_per_epoch)
     eval_every = t.eval_every or steps_per_epoch
 

@@ -32,9 +32,12 @@ def parity(*args, cwd=None, timeout=600):
     (["train", "--dataset", "imagefolder", "--data-root", "missing-folder/"], "does not exist"),
     (["ablate", "--preset", "no-such-preset"], "unknown preset 'no-such-preset'"),
     (["report", "missing-folder/"], "missing-folder"),
+    (["train", "--dataset", "procedural", "--out", "a-file", *FAST], "a-file"),
+    (["ablate", "--matrix", "factorial", "--groups", "decoder"], "at least two"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     os.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("an --out that is a file, not a folder")
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("parity: error:") and message in err and "\n" not in err
