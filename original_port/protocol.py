@@ -1,5 +1,6 @@
 """The original training protocol. Mirrors ``trans-inr-master/trainers/imgrec_trainer_lainr.py``
-and the optimiser helper of ``utils/common.py``."""
+(and the schedule of its ``imgrec_trainer_lainr_constant.py`` variant) and the optimiser helper of
+``utils/common.py``."""
 
 from __future__ import annotations
 
@@ -20,6 +21,26 @@ def lr_at_epoch(epoch: int, base_lr: float, max_epoch: int, warmup_epochs: int =
         return base_lr * (epoch + 1) / warmup_epochs
     t = (epoch - warmup_epochs) / (max_epoch - warmup_epochs)
     return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * t))
+
+
+HOLD_FRACTION = 0.95  # imgrec_trainer_lainr_constant keeps base_lr while epoch < 0.95 * max_epoch
+
+
+def lr_at_epoch_constant(epoch: int, base_lr: float, max_epoch: int, warmup_epochs: int = 5,
+                         min_lr: float = MIN_LR, hold: float = HOLD_FRACTION) -> float:
+    """The learning rate ``imgrec_trainer_lainr_constant`` sets at the start of ``epoch`` (counted from 1):
+    the same linear warm-up while epoch < warmup, then ``base_lr`` unchanged while epoch < hold * max_epoch
+    (a float: 190.0 of 200 epochs), then a half cosine that starts at ``base_lr`` at that epoch and
+    reaches ``min_lr`` (1e-8) at the last epoch. 200 epochs, warm-up 10: epoch 1 at base_lr / 5, epochs
+    9..190 at base_lr (the warm-up reaches it at epoch 9; 190 is the cosine's start), 195 at about
+    base_lr / 2, 200 at 1e-8."""
+    if epoch < warmup_epochs:
+        return base_lr * (epoch + 1) / warmup_epochs
+    decay_from = max_epoch * hold
+    if epoch < decay_from:
+        return base_lr
+    progress = (epoch - decay_from) / (max_epoch - decay_from)
+    return min_lr + (base_lr - min_lr) * (1 + math.cos(math.pi * progress)) / 2
 
 
 def make_optimizer(params, spec: dict) -> torch.optim.Optimizer:

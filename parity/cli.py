@@ -238,6 +238,14 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_run
+
+    out = export_run(args.run_dir, args.format, args.out)
+    _console().print(f"wrote {out} ({args.format})")
+    return 0
+
+
 def cmd_diff_models(args) -> int:
     from pathlib import Path
 
@@ -326,6 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="with --executor ray: an existing cluster (auto, HOST:PORT, ray://HOST:10001); "
                    "default: a local cluster on this machine's CPUs")
     p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser("export", help="a run's weights in the format its source loads (trans-inr checkpoint or "
+                       "the notebook's state dict)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (…/<variant>/seed-<k>) with checkpoint.pt")
+    p.add_argument("--format", required=True, choices=["transinr", "notebook"],
+                   help="transinr: {'model': {'name', 'args', 'sd'}, ...} for an original-decoder run; notebook: "
+                   "the bare state dict of MambaGINR_CIFAR for a notebook run")
+    p.add_argument("--out", required=True, metavar="FILE", help="the file to write (.pth)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("report", help="markdown report with plots from a runs folder")
     p.add_argument("runs_dir")

@@ -76,8 +76,9 @@ def _split_sets(cfg: DataConfig, split: str) -> tuple[Dataset, Dataset]:
 
         if cfg.root is None:
             raise ParityError("data.dataset=numbered-jpeg needs a folder: set data.root (--data-root)")
-        train = NumberedJPEG(cfg.root, "train", size, cfg.resize_crop)
-        test = NumberedJPEG(cfg.root, "test", size, cfg.resize_crop)
+        # Only the files the first-N subsets take need to exist.
+        train = NumberedJPEG(cfg.root, "train", size, cfg.resize_crop, limit=cfg.train_subset)
+        test = NumberedJPEG(cfg.root, "test", size, cfg.resize_crop, limit=cfg.test_subset)
     else:
         train, test = _sources(cfg, split)
         if split == "numbered":

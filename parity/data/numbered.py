@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from ..errors import ParityError
-from .imagefolder import ImageLoader, check_sizes, image_transform
+from .imagefolder import ImageLoader, check_sizes, image_transform, require_regular_file
 
 # Inclusive 1-based file numbers per split. Read at call time, so tests may patch in tiny ranges.
 NUMBERED_RANGES = {"train": (1, 49999), "val": (50000, 54999), "test": (55000, 59999)}
@@ -32,22 +32,29 @@ def _range(split: str, ranges: dict | None) -> tuple[int, int]:
 
 
 class NumberedJPEG(Dataset):
-    """``ROOT/cifar-10/NNNNNN.jpg`` for the numbers of ``split`` -> (float32 (3, S, S) in [0, 1], -1)."""
+    """``ROOT/cifar-10/NNNNNN.jpg`` for the numbers of ``split`` -> (float32 (3, S, S) in [0, 1], -1).
+    With ``limit`` (``data.train_subset``/``test_subset``) only the first ``limit`` numbers of the
+    range are used, so only those files need to exist."""
 
     labelled = False
 
     def __init__(self, root, split: str = "train", image_size: int = 32, resize_crop: bool = False,
-                 ranges: dict | None = None):
+                 ranges: dict | None = None, limit: int | None = None):
         first, last = _range(split, ranges)
+        end = last if limit is None else min(last, first + limit - 1)
         folder = Path(root) / FOLDER
         if not folder.is_dir():
             raise ParityError(f"no {FOLDER}/ folder under {root}: the numbered layout is "
                               f"{folder}/000001.jpg ... 060000.jpg; check data.root (--data-root)")
-        self.paths = [folder / f"{i:06d}.jpg" for i in range(first, last + 1)]
+        self.paths = [folder / f"{i:06d}.jpg" for i in range(first, end + 1)]
         missing = next((p for p in self.paths if not p.is_file()), None)
         if missing is not None:
-            raise ParityError(f"numbered image {missing} is missing ({split} needs {first:06d}.jpg ... {last:06d}.jpg): "
-                              "restore the file, or use data.dataset=imagefolder for a class-folder layout")
+            if missing.exists():  # a folder, FIFO, device...: named as such, never opened
+                require_regular_file(missing)
+            subset = "" if end == last else f", the first {end - first + 1} of {first:06d}..{last:06d}"
+            raise ParityError(f"numbered image {missing} is missing ({split} needs {first:06d}.jpg ... {end:06d}.jpg"
+                              f"{subset}): restore the file, or use data.dataset=imagefolder for a class-folder "
+                              "layout")
         check_sizes(self.paths, image_size, resize_crop, str(folder))
         self.load = ImageLoader(image_size, resize_crop)
         self.transform = image_transform(image_size, resize_crop)
