@@ -102,7 +102,8 @@ def cmd_audit(args) -> int:
 
 def _experiment_config(args):
     """--config FILE or --baseline, then --toggle, --set and the data flags, validated."""
-    from .config import apply_overrides, baseline, load_yaml, set_field, validate
+    from .config import apply_overrides, baseline, set_field, validate
+    from .configfile import load_yaml
     from .differences import apply_toggles
 
     cfg = load_yaml(args.config) if args.config else baseline(args.baseline)
@@ -126,7 +127,7 @@ def _experiment_config(args):
 def cmd_train(args) -> int:
     from pathlib import Path
 
-    from .config import load_yaml
+    from .configfile import load_yaml
     from .train import DivergedError, train_run
 
     console = _console()

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import math
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from .errors import ParityError
+from .errors import ParityError, did_you_mean
 
 
 @dataclass
@@ -82,7 +80,10 @@ class TrainConfig:
     weight_decay: float = 1e-5
     clip_norm: float | None = 1.0
     warmup_epochs: int = 0  # the original's linear warm-up: lr * (epoch + 1) / warmup while epoch < warmup
-    lr_horizon: str = "tmax"  # tmax: cosine with period t_max (notebook) | end: cosine to min_lr at the last epoch
+    # tmax: cosine with period t_max (notebook) | end: cosine to min_lr at the last epoch (imgrec_trainer_lainr) |
+    # constant: lr held from the warm-up until 95% of the epochs, then cosine to min_lr at the last epoch
+    # (imgrec_trainer_lainr_constant)
+    lr_horizon: str = "tmax"
     t_max: int = 50
     min_lr: float = 0.0
     # Budget (not part of either protocol): stop early, evaluate often.
@@ -149,7 +150,7 @@ BASELINES = {"notebook": notebook_baseline, "original": original_baseline}
 
 def baseline(name: str) -> ExperimentConfig:
     if name not in BASELINES:
-        raise ParityError(f"unknown baseline {name!r}{_did_you_mean(name, BASELINES)}: choose one of "
+        raise ParityError(f"unknown baseline {name!r}{did_you_mean(name, BASELINES)}: choose one of "
                           f"{', '.join(BASELINES)}")
     return BASELINES[name]()
 
@@ -183,21 +184,9 @@ def _split(path: str) -> tuple[str, str]:
     parts = path.split(".")
     valid = field_paths()
     if len(parts) != 2 or parts[0] not in SECTIONS or path not in valid:
-        raise ParityError(f"unknown configuration key {path!r}{_did_you_mean(path, valid)}: "
+        raise ParityError(f"unknown configuration key {path!r}{did_you_mean(path, valid)}: "
                           "`parity differences --fields` lists them")
     return parts[0], parts[1]
-
-
-def _did_you_mean(name: str, choices, closest: bool = False) -> str:
-    """' (did you mean ...?)' for near misses; with ``closest``, a name far from every choice still gets
-    the three nearest (long lists such as the registry are hard to scan for the right id)."""
-    close = difflib.get_close_matches(str(name), list(choices), n=3, cutoff=0.5)
-    if close:
-        return f" (did you mean {' or '.join(repr(c) for c in close)}?)"
-    if closest:
-        nearest = difflib.get_close_matches(str(name), list(choices), n=3, cutoff=0.0)
-        return f" (closest names: {', '.join(repr(c) for c in nearest)})" if nearest else ""
-    return ""
 
 
 def _coerce(path: str, value: Any, hint) -> Any:
@@ -262,7 +251,7 @@ CHOICES = {
     "model.output_activation": ("sigmoid", "none"),
     "train.coords": ("endpoints", "centres"),
     "train.pixels": ("sampled", "all"),
-    "train.lr_horizon": ("tmax", "end"),
+    "train.lr_horizon": ("tmax", "end", "constant"),
     "eval.psnr": ("batch-mse", "per-image"),
 }
 AT_LEAST_ONE = ("data.image_size", "model.patch_size", "model.dim", "model.depth", "model.num_lp", "model.n_group",
@@ -311,7 +300,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         value = get_field(cfg, path)
         if value not in options:
             names = [str(o).lower() if o is None else str(o) for o in options]  # None reads as YAML's null
-            raise ParityError(f"{path}={value!r} is not one of {', '.join(names)}{_did_you_mean(value, names)}")
+            raise ParityError(f"{path}={value!r} is not one of {', '.join(names)}{did_you_mean(value, names)}")
     for path in AT_LEAST_ONE:
         if get_field(cfg, path) < 1:
             raise ParityError(f"{path} must be at least 1, got {get_field(cfg, path)}: set it to 1 or more "
@@ -363,31 +352,13 @@ def from_dict(data: dict, base: ExperimentConfig | None = None, source: str = "c
         cfg.name = str(data.pop("name"))
     for section, values in data.items():
         if section not in SECTIONS:
-            raise ParityError(f"unknown section {section!r} in {source}{_did_you_mean(section, SECTIONS)}: "
+            raise ParityError(f"unknown section {section!r} in {source}{did_you_mean(section, SECTIONS)}: "
                               f"sections are {', '.join(SECTIONS)}")
         if not isinstance(values, dict):
             raise ParityError(f"section {section!r} in {source} must be a mapping of key: value")
         for key, value in values.items():
             set_field(cfg, f"{section}.{key}", value)
     return validate(cfg)
-
-
-def load_yaml(path) -> ExperimentConfig:
-    """Our configuration YAML, or an original trans-inr YAML (recognised by its 'model' spec)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ParityError(f"configuration file {str(path)!r} does not exist: check the path")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ParityError(f"{path} is not valid YAML{where}: fix the syntax") from None
-    if isinstance(data, dict) and isinstance(data.get("model"), dict) and "name" in data["model"]:
-        from .transinr import from_transinr_config
-
-        return from_transinr_config(data, source=str(path))
-    return from_dict(data, source=str(path))
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:

@@ -320,7 +320,7 @@ def load_checkpoint_model(path) -> LoadedModel:
 def _parity_run(path: str, state: dict) -> LoadedModel:
     from .build import build_model
     from .checkpoints import load_state_dict_strict
-    from .config import load_yaml
+    from .configfile import load_yaml
 
     config_path = Path(path).parent / "config.yaml"
     if not config_path.is_file():

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import (ExperimentConfig, _did_you_mean, config_diff, get_field, notebook_baseline,
+from .config import (ExperimentConfig, config_diff, get_field, notebook_baseline,
                      original_baseline, set_field, validate)
-from .errors import ParityError
+from .errors import ParityError, did_you_mean
 
 NOT_IN_SEED = "not in the seed audit"
 # The seed audit's impact levels, most severe first (the cumulative matrix's order).
@@ -188,7 +188,7 @@ def parse_groups(text: str | None) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     for name in names:
         if name not in GROUPS:
-            raise ParityError(f"unknown group {name!r}{_did_you_mean(name, GROUPS)}: --groups takes a comma list of "
+            raise ParityError(f"unknown group {name!r}{did_you_mean(name, GROUPS)}: --groups takes a comma list of "
                               f"{', '.join(GROUPS)}")
     if len(set(names)) != len(names) or len(names) < 2:
         raise ParityError(f"--groups {text!r} needs at least two different groups (of {', '.join(GROUPS)})")
@@ -200,7 +200,7 @@ REGISTRY: dict[str, Difference | Improvement] = {d.id: d for d in (*DIFFERENCES,
 
 def get(diff_id: str) -> Difference | Improvement:
     if diff_id not in REGISTRY:
-        raise ParityError(f"unknown difference {diff_id!r}{_did_you_mean(diff_id, REGISTRY, closest=True)}: "
+        raise ParityError(f"unknown difference {diff_id!r}{did_you_mean(diff_id, REGISTRY, closest=True)}: "
                           "`parity differences` lists them")
     return REGISTRY[diff_id]
 
@@ -280,7 +280,7 @@ def _parse_name(name: str) -> tuple[str, list[tuple[str, str]]]:
         if not ends:
             word = rest.split("+")[0]
             raise ParityError(f"unknown difference {word!r} in configuration name {name!r}"
-                              f"{_did_you_mean(word, REGISTRY)}: `parity differences` lists them")
+                              f"{did_you_mean(word, REGISTRY)}: `parity differences` lists them")
         step = max(ends, key=len)
         steps.append((sign, step))
         rest = rest[len(step):]

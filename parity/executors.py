@@ -54,9 +54,9 @@ def train_job(job: Job, datasets=None, progress=None) -> None:
 
 
 def _pending(job: Job, started: float) -> bool:
-    from .matrix import _failed_since
+    from .runlock import failed_since
 
-    return not (job.run_dir / "metrics.json").exists() and not _failed_since(job.run_dir, started)
+    return not (job.run_dir / "metrics.json").exists() and not failed_since(job.run_dir, started)
 
 
 def _progress_columns():
@@ -81,7 +81,7 @@ class LocalExecutor(Executor):
     def run(self, jobs: list[Job], title: str, started: float, console=None) -> None:
         from rich.progress import Progress
 
-        from .matrix import _claim, _holder, _release
+        from .runlock import claim, holder, release
 
         datasets_cache: dict = {}
         with Progress(*_progress_columns(), console=console, transient=False) as bar:
@@ -111,24 +111,24 @@ class LocalExecutor(Executor):
             elsewhere = []
             for job in jobs:
                 if _pending(job, started):
-                    handle = _claim(job.run_dir)
+                    handle = claim(job.run_dir)
                     if handle is None:
-                        bar.update(overall, info=f"{job.label}: taken by {_holder(job.run_dir)}")
+                        bar.update(overall, info=f"{job.label}: taken by {holder(job.run_dir)}")
                         elsewhere.append(job)
                         continue
                     try:  # train_run returns at once if another process finished the run since the check
                         train_one(job)
                     finally:
-                        _release(job.run_dir, handle)
+                        release(job.run_dir, handle)
                 bar.advance(overall)
             for job in elsewhere:
-                bar.update(overall, info=f"waiting for {job.label} ({_holder(job.run_dir)})")
-                handle = _claim(job.run_dir, wait=True)
+                bar.update(overall, info=f"waiting for {job.label} ({holder(job.run_dir)})")
+                handle = claim(job.run_dir, wait=True)
                 try:
                     if _pending(job, started):
                         train_one(job)
                 finally:
-                    _release(job.run_dir, handle)
+                    release(job.run_dir, handle)
                 bar.advance(overall)
             bar.update(overall, info="")
             bar.update(current, visible=False)
@@ -142,9 +142,9 @@ def _ray_train(job: Job, started: float) -> tuple[str, str]:
     """The body of one Ray task: claim the run folder (the same flock as local runs, so a local command
     and a Ray matrix on one folder never train a run twice), train, release. Returns (state, message);
     a ParityError comes back as ('error', message) so the driver can stop with one line."""
-    from .matrix import _claim, _release
+    from .runlock import claim, release
 
-    handle = _claim(job.run_dir, wait=True)
+    handle = claim(job.run_dir, wait=True)
     try:
         if not _pending(job, started):
             return "skipped", ""
@@ -164,7 +164,7 @@ def _ray_train(job: Job, started: float) -> tuple[str, str]:
         state = (read_json(status) or {}).get("state", "done") if status.exists() else "done"
         return state, ""
     finally:
-        _release(job.run_dir, handle)
+        release(job.run_dir, handle)
 
 
 def default_resources() -> tuple[float, float]:

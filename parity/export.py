@@ -52,7 +52,7 @@ def harness_only_notebook(kwargs: dict) -> list[str]:
 def export_run(run_dir, fmt: str, out) -> Path:
     """Write ``run_dir``'s latest weights (its checkpoint.pt) as ``fmt`` to ``out``; returns ``out``."""
     from .checkpoints import load_state_dict_strict, read_checkpoint
-    from .config import load_yaml
+    from .configfile import load_yaml
     from .store import atomic_torch_save
 
     run_dir, out = Path(run_dir), Path(out)

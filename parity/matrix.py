@@ -7,7 +7,6 @@ Layout: RUNS_DIR/<preset>-<kind>/matrix.json and RUNS_DIR/<preset>-<kind>/<varia
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import shlex
 import sys
 import time
@@ -17,12 +16,8 @@ from pathlib import Path
 from .config import ExperimentConfig, baseline, set_field, validate
 from .differences import DIFFERENCES, GROUPS, IMPROVEMENTS, REGISTRY, by_severity
 from .errors import ParityError
+from .errors import did_you_mean
 from .store import read_json, write_json
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
 
 KINDS = ("factorial", "leave-one-out", "cumulative", "one-at-a-time", "improvements")
 
@@ -114,9 +109,7 @@ PRESETS = {
 
 def preset(name: str) -> Preset:
     if name not in PRESETS:
-        from .config import _did_you_mean
-
-        raise ParityError(f"unknown preset {name!r}{_did_you_mean(name, PRESETS)}: choose one of {', '.join(PRESETS)}")
+        raise ParityError(f"unknown preset {name!r}{did_you_mean(name, PRESETS)}: choose one of {', '.join(PRESETS)}")
     return PRESETS[name]
 
 
@@ -175,9 +168,7 @@ def matrix_variants(kind: str, pair: tuple[ExperimentConfig, ExperimentConfig], 
     factorial's factors (default every group); ``faithful_defects``: keep the batch-0 defect where the
     LAINR decoder meets sampled pixels (default: fixed there, and recorded)."""
     if kind not in KINDS:
-        from .config import _did_you_mean
-
-        raise ParityError(f"unknown matrix {kind!r}{_did_you_mean(kind, KINDS)}: choose one of {', '.join(KINDS)}")
+        raise ParityError(f"unknown matrix {kind!r}{did_you_mean(kind, KINDS)}: choose one of {', '.join(KINDS)}")
     nb, orig = pair
     out: list[Variant] = []
     if kind == "factorial":
@@ -224,77 +215,6 @@ def matrix_variants(kind: str, pair: tuple[ExperimentConfig, ExperimentConfig], 
     return out
 
 
-def _claim(run_dir: Path, wait: bool = False):
-    """Claim a run for this process: a handle for ``_release``, or None when another live process holds
-    it (``wait``: block until it lets go). An flock on RUN/.lock: the kernel drops it when its process
-    dies, however it dies, so there are no stale locks, no pid reuse, and no window in which a killed
-    process leaves a half-written lock. The file is never deleted: unlinking a locked path would let a
-    third process lock a new file while a second still waits on the old one."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = run_dir / ".lock"
-    if fcntl is None:
-        return _claim_by_pid_file(lock, wait)
-    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())  # for people (and the waiting message): who holds it
-    return fd
-
-
-def _release(run_dir: Path, handle) -> None:
-    if fcntl is None:
-        (run_dir / ".lock").unlink(missing_ok=True)
-    else:
-        os.close(handle)  # closing the descriptor drops the flock
-
-
-def _holder(run_dir: Path) -> str:
-    try:
-        pid = (run_dir / ".lock").read_text().strip()
-    except OSError:
-        pid = ""
-    return f"process {pid}" if pid else "another process"
-
-
-def _claim_by_pid_file(lock: Path, wait: bool):
-    """Without fcntl (Windows): a lock file created exclusively, holding the owner's pid; locks of dead
-    processes are taken over."""
-    while True:
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
-            return True
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text() or 0)
-                os.kill(pid, 0)
-                if pid == os.getpid():
-                    return True
-            except (ValueError, ProcessLookupError, FileNotFoundError):
-                lock.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            except (PermissionError, OSError):
-                pass
-        if not wait:
-            return None
-        time.sleep(0.5)
-
-
-def _failed_since(run_dir: Path, started: float) -> bool:
-    """Failed during this command (by this or a concurrent process): not retried before it ends.
-    Failures from earlier commands are retried, as a rerun always has."""
-    status = run_dir / "status.json"
-    try:
-        return status.stat().st_mtime >= started and (read_json(status) or {}).get("state") == "failed"
-    except (OSError, ParityError):
-        return False
-
-
 def run_matrix(kind: str, preset_name: str, seeds: int, out: Path, overrides: list[str] | None = None,
                console=None, only: list[str] | None = None, executor=None, groups: tuple[str, ...] | None = None,
                faithful_defects: bool = False) -> Path:
@@ -315,10 +235,8 @@ def run_matrix(kind: str, preset_name: str, seeds: int, out: Path, overrides: li
         every = {v.id for k in KINDS for v in matrix_variants(k, (nb, orig), groups)}
         unknown = [o for o in only if o not in every]
         if unknown:
-            from .config import _did_you_mean
-
             raise ParityError(f"--only {unknown[0]!r} is not a variant of any matrix"
-                              f"{_did_you_mean(unknown[0], sorted(every), closest=True)}: variant ids are "
+                              f"{did_you_mean(unknown[0], sorted(every), closest=True)}: variant ids are "
                               "notebook+ID (one-at-a-time), original-ID (leave-one-out), step-NN-ID (cumulative), "
                               "original+ID (improvements), with-GROUP+GROUP (factorial)")
         variants = [v for v in variants if v.id in only or v.role == "baseline"]
@@ -326,13 +244,13 @@ def run_matrix(kind: str, preset_name: str, seeds: int, out: Path, overrides: li
     folder.mkdir(parents=True, exist_ok=True)
     seed_list = list(range(seeds))
     manifest = read_json(folder / "matrix.json") or {}
-    from .train import _environment
+    from .train import environment
 
     manifest.update({"kind": kind, "preset": preset_name, "preset_description": p.description, "seeds": seed_list,
                      "command": "parity ablate " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["ablate"]
                      else f"parity ablate --matrix {kind} --preset {preset_name} --seeds {seeds} --out {out}",
                      "created": manifest.get("created") or _dt.datetime.now().isoformat(timespec="seconds"),
-                     "environment": _environment(), "overrides": overrides or [],
+                     "environment": environment(), "overrides": overrides or [],
                      "baselines": {"notebook": nb.to_dict(), "original": orig.to_dict()},
                      "faithful_defects": faithful_defects,
                      "variants": [v.record() for v in variants]})

@@ -37,12 +37,17 @@ class DivergedError(RuntimeError):
 
 def lr_for_epoch(t: TrainConfig, epoch: int) -> float:
     """The learning rate of ``epoch`` (counted from 1). 'end' is the original's schedule (warm-up,
-    then cosine to min_lr at the last epoch); 'tmax' is CosineAnnealingLR(T_max) stepped per epoch
-    (the notebook), after the same warm-up when warmup_epochs > 0."""
+    then cosine to min_lr at the last epoch); 'constant' is its ``imgrec_trainer_lainr_constant``
+    variant (warm-up, lr held until 95% of the epochs, then cosine to min_lr at the last epoch);
+    'tmax' is CosineAnnealingLR(T_max) stepped per epoch (the notebook), after the same warm-up when
+    warmup_epochs > 0."""
     from original_port import lr_at_epoch
+    from original_port.protocol import lr_at_epoch_constant
 
     if t.lr_horizon == "end":
         return lr_at_epoch(epoch, t.lr, t.epochs, t.warmup_epochs, min_lr=t.min_lr)
+    if t.lr_horizon == "constant":
+        return lr_at_epoch_constant(epoch, t.lr, t.epochs, t.warmup_epochs, min_lr=t.min_lr)
     if epoch < t.warmup_epochs:
         return t.lr * (epoch + 1) / t.warmup_epochs
     index = epoch - max(t.warmup_epochs, 1)
@@ -120,7 +125,8 @@ def quick_test_psnr(model, loader, cfg: ExperimentConfig, max_images: int | None
     return evaluate_reconstruction(model, loader, cfg.train.coords, max_images=max_images)
 
 
-def _environment() -> dict:
+def environment() -> dict:
+    """The software and machine a run trained on (recorded with its results)."""
     return {"parity": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
 
@@ -244,7 +250,7 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
                "peak_rss_mb": memory.peak_mb, "device": str(device),
                "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None,
                "final_lr": history[-1]["lr"] if history else None,
-               "seed": t.seed, "environment": _environment()}
+               "seed": t.seed, "environment": environment()}
     if not main:  # rank 0 evaluates and writes the run's files
         return metrics
     if final_eval:
@@ -320,7 +326,8 @@ def _resume(ckpt_path: Path, model, optimizer) -> tuple[int, list, float, int, l
 def _check_same_config(cfg: ExperimentConfig, run_dir: Path) -> None:
     """A run folder belongs to one configuration: refuse to resume, or return the results of, a run
     whose config.yaml differs (data.download changes no result and is not compared)."""
-    from .config import config_diff, load_yaml
+    from .config import config_diff
+    from .configfile import load_yaml
 
     path = run_dir / "config.yaml"
     if not path.is_file():

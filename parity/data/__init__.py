@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import ParityError
+from .labels import has_labels
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -90,22 +91,6 @@ def _split_sets(cfg: DataConfig, split: str) -> tuple[Dataset, Dataset]:
     if cfg.test_subset is not None:
         test = Subset(test, range(min(cfg.test_subset, len(test))))
     return train, test
-
-
-def has_labels(dataset) -> bool:
-    """Whether items carry real labels (not -1), looking through Subset and ConcatDataset."""
-    inner = getattr(dataset, "datasets", None)
-    if inner is not None:  # ConcatDataset: labelled only if every part is
-        return len(inner) > 0 and all(has_labels(d) for d in inner)
-    if hasattr(dataset, "dataset") and hasattr(dataset, "indices"):  # Subset
-        return has_labels(dataset.dataset)
-    if hasattr(dataset, "labelled"):
-        return bool(dataset.labelled)
-    if hasattr(dataset, "targets"):
-        return True
-    if len(dataset) == 0:
-        return False
-    return int(dataset[0][1]) != -1  # an unknown dataset: look at one item
 
 
 __all__ = ["DATASETS", "make_datasets", "has_labels"]

@@ -72,8 +72,6 @@ def _not_regular_error(path, kind: str) -> ParityError:
 def _stat_error(path, e: OSError) -> ParityError:
     if isinstance(e, FileNotFoundError) and os.path.islink(path):
         return _not_regular_error(path, f"a broken symbolic link (to {os.readlink(path)})")
-    if isinstance(e, PermissionError):
-        return ParityError(f"cannot read image {path} (permission denied): make it readable (chmod a+r) or delete it")
     return _corrupt_error(path, e)
 
 
@@ -96,6 +94,8 @@ def _size_error(path, size: tuple[int, int], image_size: int) -> ParityError:
 
 
 def _corrupt_error(path, e: Exception) -> ParityError:
+    if isinstance(e, PermissionError):
+        return ParityError(f"cannot read image {path} (permission denied): make it readable (chmod a+r) or delete it")
     reason = str(e).splitlines()[0] if str(e) else type(e).__name__
     return ParityError(f"cannot read image {path} ({reason}): replace or delete the corrupt file")
 
@@ -183,20 +183,26 @@ def _is_within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def scan_class_folder(class_dir: str, label: int, seen: dict[tuple[int, int], str]) -> list[tuple[str, int]]:
+def scan_class_folder(class_dir: str, label: int, seen: dict) -> list[tuple[str, int]]:
     """(path, label) for every image file under ``class_dir``, links followed, in torchvision's order.
-    ``seen`` maps (device, inode) to the path each file was first found at, across the whole split."""
+    ``seen`` maps each file's (device, inode) and each folder's real path to the path it was first
+    found at, across the whole split: a second path to either is refused, so a loop, a link into
+    another class and a diamond of links are all stopped at once."""
     found: list[tuple[str, int]] = []
 
     def visit(directory: str, chain: tuple[str, ...], what: str) -> None:
+        first = seen.setdefault(chain[-1], directory)
+        if first != directory:
+            raise ParityError(f"{directory} and {first} are the same folder (through a symbolic link): each image "
+                              "may appear once, under one class; remove the link")
         for entry in _list(directory, what):
             if _is_dir(entry):
                 if entry.is_symlink():
                     target = os.path.realpath(entry.path)
                     inside = next((c for c in chain if _is_within(c, target)), None)
                     if inside is not None:  # the link leads back to a folder it is inside: a loop
-                        raise ParityError(f"symbolic link loop: {entry.path} points to {target}, which contains "
-                                          f"{inside}, so it would be read again and again: remove the link")
+                        raise ParityError(f"symbolic link loop: {entry.path} points to {target}, which is or "
+                                          f"contains {inside}, so it would be read again and again: remove the link")
                 else:
                     target = os.path.join(chain[-1], entry.name)
                 visit(entry.path, (*chain, target), "folder")
@@ -249,7 +255,7 @@ class LabelledImageFolder(datasets.ImageFolder):
     @staticmethod
     def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False
                      ) -> list[tuple[str, int]]:
-        seen: dict[tuple[int, int], str] = {}
+        seen: dict = {}  # files' (device, inode) and folders' real paths -> where first found
         samples = []
         for name in sorted(class_to_idx):
             class_dir = os.path.join(directory, name)

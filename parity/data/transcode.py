@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .labels import has_labels
+
 
 def jpeg_round_trip(image: torch.Tensor, quality: int) -> torch.Tensor:
     """(3, H, W) float in [0, 1] -> the same image after 8-bit quantisation and a JPEG encode/decode at
@@ -46,8 +48,6 @@ class Transcoded(Dataset):
 
     @property
     def labelled(self) -> bool:
-        from . import has_labels
-
         return has_labels(self.dataset)
 
     def __len__(self) -> int:

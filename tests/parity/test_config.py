@@ -5,8 +5,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parity.config import (apply_overrides, baseline, config_diff, field_paths, from_dict, get_field, load_yaml,
+from parity.config import (apply_overrides, baseline, config_diff, field_paths, from_dict, get_field,
                            notebook_baseline, original_baseline, to_yaml, validate)
+from parity.configfile import load_yaml
 from parity.errors import ParityError
 
 

@@ -29,7 +29,8 @@ from PIL import Image
 
 import original_port
 from parity.cli import main
-from parity.config import config_diff, load_yaml
+from parity.config import config_diff
+from parity.configfile import load_yaml
 from parity.matrix import preset, run_matrix
 from parity.store import atomic_write_text
 from parity.train import DivergedError, train_run
@@ -149,7 +150,7 @@ def _render(ev: dict) -> str:
 
     d = ev["diverged"]
     out += ["", "## A diverging run", "",
-            f"`run_matrix` with `{d['variant']}` trained at lr 1e30 without clipping or output activation (a "
+            f"`run_matrix` with `{d['variant']}` trained at lr 1e6 without clipping or output activation (a "
             "real divergence of the real trainer):", "",
             f"- recorded: status `{d['state']}` at step {d['step']}, last losses {d['losses']}",
             f"- the matrix went on: the next run, `{d['next']}`, finished ({d['next_state']})",
@@ -470,8 +471,8 @@ def test_killed_matrix_resumes_to_identical_results(tmp_path, reference):
 WRITERS = {"write_text", "write_bytes", "savefig"}
 ALLOWED_WRITES = {
     "parity/store.py": "the atomic writes themselves",
-    "parity/matrix.py:_claim": "the run's lock file (an flock; its content is informational)",
-    "parity/matrix.py:_claim_by_pid_file": "the lock file of the no-fcntl fallback (created exclusively)",
+    "parity/runlock.py:claim": "the run's lock file (an flock; its content is informational)",
+    "parity/runlock.py:_claim_by_pid_file": "the lock file of the no-fcntl fallback (created exclusively)",
 }
 
 
@@ -521,9 +522,9 @@ def test_a_diverging_variant_is_recorded_and_the_matrix_goes_on(tmp_path, monkey
     victim = "notebook+depth"
 
     def diverge_one(cfg, run_dir, *args, **kwargs):
-        if Path(run_dir).parent.name == victim:  # only this variant: lr 1e30, nothing to tame it
+        if Path(run_dir).parent.name == victim:  # only this variant: lr 1e6, nothing to tame it
             cfg = cfg.copy()
-            cfg.train.lr, cfg.train.clip_norm, cfg.model.output_activation = 1e30, None, "none"
+            cfg.train.lr, cfg.train.clip_norm, cfg.model.output_activation = 1e6, None, "none"
         return real(cfg, run_dir, *args, **kwargs)
 
     monkeypatch.setattr(parity.train, "train_run", diverge_one)
@@ -558,7 +559,7 @@ def test_a_diverging_variant_is_recorded_and_the_matrix_goes_on(tmp_path, monkey
 def test_divergence_raises_with_step_and_losses(tmp_path):
     nb, _ = preset("smoke").baselines()
     nb.data.train_subset, nb.data.test_subset, nb.train.max_steps = 16, 8, 4
-    nb.train.lr, nb.train.clip_norm, nb.model.output_activation = 1e30, None, "none"
+    nb.train.lr, nb.train.clip_norm, nb.model.output_activation = 1e6, None, "none"
     with pytest.raises(DivergedError) as info:
         train_run(nb, tmp_path / "d", final_eval=False)
     assert info.value.step >= 1 and len(info.value.recent) == info.value.step - 1

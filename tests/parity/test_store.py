@@ -32,7 +32,7 @@ def test_transinr_configs_are_named_after_the_file_stem(tmp_path):
     import yaml
 
     from original_port.configs import CIFAR10_CONFIG
-    from parity.config import load_yaml
+    from parity.configfile import load_yaml
 
     path = tmp_path / "sub dir" / "imgrec_cifar10.yaml"
     path.parent.mkdir()

@@ -13,7 +13,7 @@ import torch
 
 import original_port
 from parity.build import build_model, transinr_spec
-from parity.config import load_yaml
+from parity.configfile import load_yaml
 from parity.coords import make_grid
 from parity.testing import (assert_config_matches, assert_models_match, assert_state_dicts_compatible,
                             golden_path)

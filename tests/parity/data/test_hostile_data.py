@@ -92,8 +92,22 @@ def test_symlink_loop_through_two_links_is_refused(tmp_path):
 def test_symlink_into_another_class_is_refused(tmp_path):
     _folder(tmp_path)
     os.symlink("../dog", tmp_path / "train" / "cat" / "more")  # no loop, but dogs would be labelled cat too
-    _one_line_error(lambda: LabelledImageFolder(tmp_path, "train", 8), "same file", "dog", "cat/more",
-                    "remove one of them")
+    _one_line_error(lambda: LabelledImageFolder(tmp_path, "train", 8), "same folder", "train/dog", "train/cat/more",
+                    "remove the link")
+
+
+@needs_symlinks
+def test_two_links_to_one_image_or_folder_are_refused(tmp_path):
+    _folder(tmp_path)
+    os.symlink("0.png", tmp_path / "train" / "cat" / "copy.png")
+    _one_line_error(lambda: LabelledImageFolder(tmp_path, "train", 8), "same file", "cat/copy.png", "cat/0.png")
+    os.unlink(tmp_path / "train" / "cat" / "copy.png")
+    # A diamond of folder links (a chain of them would be walked 2^depth times), even without images in it.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    for name in ("left", "right"):
+        os.symlink(shared, tmp_path / "train" / "dog" / name)
+    _one_line_error(lambda: LabelledImageFolder(tmp_path, "train", 8), "same folder", "dog/left", "dog/right")
 
 
 @needs_symlinks
@@ -265,3 +279,19 @@ def test_numbered_limit_beyond_the_range(tmp_path, monkeypatch):
     _numbered(tmp_path, range(1, 12))
     assert len(NumberedJPEG(tmp_path, "test", 8, limit=100)) == 3
     assert [p.name for p in NumberedJPEG(tmp_path, "test", 8, limit=2).paths] == ["000009.jpg", "000010.jpg"]
+
+
+def test_unreadable_image_is_not_called_corrupt(tmp_path, monkeypatch):
+    import PIL.Image
+
+    _save(tmp_path / "a.png")
+    real_open = PIL.Image.open
+
+    def deny(fp, *args, **kwargs):
+        if os.fspath(fp) == str(tmp_path / "a.png"):
+            raise PermissionError(13, "Permission denied", os.fspath(fp))
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(PIL.Image, "open", deny)
+    message = _one_line_error(lambda: ImageLoader(8, False)(tmp_path / "a.png"), "a.png", "permission denied", "chmod")
+    assert "corrupt" not in message

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from parity.differences import NOT_IN_SEED
 from parity.errors import ParityError
 from parity.report import write_report
 from parity.report import stats
