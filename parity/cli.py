@@ -234,8 +234,11 @@ def _failed_runs_table(folders, console) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    path = write_report(args.runs_dir, args.out)
-    _console().print(f"wrote {path}")
+    from .differences import parse_groups
+
+    groups = parse_groups(args.groups) if args.groups else None
+    path = write_report(args.runs_dir, args.out, groups)
+    _console().print(f"wrote {path} and {path.with_suffix('.json').name}")
     return 0
 
 
@@ -346,8 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("report", help="markdown report with plots from a runs folder")
-    p.add_argument("runs_dir")
-    p.add_argument("--out", help="report file (default reports/<runs folder name>.md)")
+    p.add_argument("runs_dir", help="a matrix folder, or a folder holding several (what `parity ablate --out` wrote)")
+    p.add_argument("--out", help="report file (default RUNS_DIR/report.md, beside the runs); its numbers go to the "
+                   "same name with .json")
+    p.add_argument("--groups", help="attribute over these groups of the factorial only (comma list; the others stay "
+                   "at the notebook's values)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("diff-models", help="where two models' outputs first differ, module by module")

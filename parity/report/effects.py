@@ -205,12 +205,15 @@ def compute_effects(results: Results) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------ factorial
 
 
-def factorial(matrix, runs: pd.DataFrame) -> tuple[stats.FactorialAnalysis | None, str]:
-    """The factorial analysis of one factorial matrix, or None and why not (cells unfinished, one seed)."""
-    groups = tuple(matrix.groups or ())
+def factorial(matrix, runs: pd.DataFrame, groups: tuple[str, ...] | None = None
+              ) -> tuple[stats.FactorialAnalysis | None, str]:
+    """The factorial analysis of one factorial matrix, or None and why not (cells unfinished, one seed).
+    ``groups``: analyse the sub-design over these groups only (the others held at the notebook's values)."""
+    everything = tuple(matrix.groups or ())
+    groups = tuple(g for g in everything if g in groups) if groups else everything
     cells = {}
     for variant in matrix.variants:
-        if variant.get("groups") is None:
+        if variant.get("groups") is None or not set(variant["groups"]) <= set(groups):
             continue
         cells[frozenset(variant["groups"])] = done_values(runs, variant["id"], PSNR_COLUMN)
     if len(cells) != 2 ** len(groups) or not groups:

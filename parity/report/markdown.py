@@ -33,16 +33,18 @@ MISSING = "—"
 # ------------------------------------------------------------------------------------------ entry point
 
 
-def write_report(runs_dir, out=None) -> Path:
+def write_report(runs_dir, out=None, groups: tuple[str, ...] | None = None) -> Path:
     """Write the report of ``runs_dir`` to ``out`` (default <runs_dir>/report.md, beside the runs), plots and
-    sample images to the sibling folder <out stem>_files/, and the machine-readable summary to <out>.json."""
+    sample images to the sibling folder <out stem>_files/, and the machine-readable summary to <out>.json.
+    ``groups``: attribute over these groups of a factorial only (a sub-design, the rest at the notebook's values)."""
     runs_dir = Path(runs_dir)
     results = load_results(runs_dir)
     default_out = out is None
     out = (runs_dir / "report.md" if default_out else Path(out)).resolve()
     files = out.parent / f"{out.stem}_files"
     effects = compute_effects(results)
-    doc = Document(results, effects, out, files, regenerate=_regenerate(results, runs_dir, out, default_out))
+    doc = Document(results, effects, out, files, regenerate=_regenerate(results, runs_dir, out, default_out, groups),
+                   groups=groups)
     text = doc.render()
     atomic_write_text(out.with_suffix(".json"), json.dumps(doc.summary(), indent=1, default=_json_default) + "\n")
     atomic_write_text(out, text)
@@ -60,13 +62,14 @@ def _json_default(value):
 class Document:
     """Builds the report's sections; holds what they share (results, effects, where files go)."""
 
-    def __init__(self, results: Results, effects: pd.DataFrame, out: Path, files: Path, regenerate: list[str]):
+    def __init__(self, results: Results, effects: pd.DataFrame, out: Path, files: Path, regenerate: list[str],
+                 groups: tuple[str, ...] | None = None):
         self.results, self.effects, self.out, self.files = results, effects, out, files
         self.regenerate = regenerate
         self.slugs = _slugs(list(results.matrices["matrix"]))
         self.baselines = find_baselines(results)
         self.references = _first(m.references for m in results.matrices.itertuples() if m.references)
-        self.factorials = {m.matrix: factorial(m, results.runs[results.runs["matrix"] == m.matrix])
+        self.factorials = {m.matrix: factorial(m, results.runs[results.runs["matrix"] == m.matrix], groups)
                            for m in results.matrices.itertuples() if m.kind == "factorial"}
 
     def render(self) -> str:
@@ -174,12 +177,15 @@ class Document:
                 self.files / f"attribution-{self.slugs[name]}.png",
                 f"Attribution of the gap ({name}, {len(analysis.seeds)} seeds)")
             picture = f"\n\n![attribution waterfall]({self._file_link(chart)})" if chart else ""
+            held = [g for g in (matrix.groups or []) if g not in analysis.groups]
+            sub = (f" A sub-design: {', '.join(held)} held at the notebook's values, so the gap here is from the "
+                   f"notebook to notebook + {' + '.join(analysis.groups)}, not to the original." if held else "")
             parts.append(
                 f"**Attribution of the gap{' at a second budget' if parts else ''}** (`{name}`, {len(analysis.seeds)} seeds, {2 ** len(analysis.groups)} cells; "
                 f"run folders under {self.folder_link(self.shown(matrix.dir), matrix.dir)}). Each group's Shapley share "
                 "averages its gain over every order of adding the groups to the notebook, so the shares add up "
                 "exactly to the gap between the factorial's corners; intervals are t intervals from the "
-                f"cells x seeds residual (df {analysis.residual_df}), not adjusted across groups.\n\n"
+                f"cells x seeds residual (df {analysis.residual_df}), not adjusted across groups.{sub}\n\n"
                 f"{_table(pd.DataFrame(rows))}{picture}")
         if len(done) > 1:
             parts.append(self.stability(done))
@@ -640,11 +646,13 @@ def preset_changes(baselines: dict) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _regenerate(results: Results, runs_dir: Path, out: Path, default_out: bool) -> list[str]:
+def _regenerate(results: Results, runs_dir: Path, out: Path, default_out: bool, groups=None) -> list[str]:
     commands = [c for c in dict.fromkeys(results.matrices["command"]) if isinstance(c, str) and c]
     report = f"parity report {_shell_path(runs_dir)}"
     if not default_out:
         report += f" --out {_shell_path(out)}"
+    if groups:
+        report += f" --groups {','.join(groups)}"
     return [*commands, report]
 
 
