@@ -187,14 +187,15 @@ def cmd_ablate(args) -> int:
     from pathlib import Path
 
     from .executors import make_executor
-    from .matrix import KINDS, run_matrix
+    from .kinds import RUN_ORDER
+    from .matrix import run_matrix
 
     console = _console()
     executor = make_executor(args.executor, args.address)  # before any run: a missing ray is one line
     from .differences import parse_groups
 
     groups = parse_groups(args.groups)
-    kinds = list(KINDS) if args.matrix == "all" else [args.matrix]
+    kinds = list(RUN_ORDER) if args.matrix == "all" else [args.matrix]
     folders = []
     for kind in kinds:
         folders.append(run_matrix(kind, args.preset, args.seeds, Path(args.out), args.set, console=console,
@@ -270,7 +271,7 @@ def cmd_diff_models(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .matrix import PRESETS
+    from .presets import PRESETS
 
     parser = argparse.ArgumentParser(prog="parity", description="MAMBA-GINR parity toolkit: faithful ports "
                                      "of the original and the notebook, and the differences between them.")

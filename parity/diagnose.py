@@ -288,7 +288,7 @@ def load_model(source: str, seed: int = 0, preset: str | None = None) -> LoadedM
         return load_checkpoint_model(source)
     from .build import build_model
     from .differences import named_config
-    from .matrix import preset as get_preset
+    from .presets import preset as get_preset
 
     cfg = named_config(source, get_preset(preset).baselines() if preset else None)
     return LoadedModel(build_model(cfg, seed=seed), "configuration", source, cfg)

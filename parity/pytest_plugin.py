@@ -98,7 +98,7 @@ def parity_notebook_model(parity_golden_notebook):
 def parity_baseline_config():
     """``make(name, preset=None)``: the configuration a name describes, a fresh copy per call."""
     from parity.differences import named_config
-    from parity.matrix import preset as get_preset
+    from parity.presets import preset as get_preset
 
     def make(name: str = "notebook", preset: str | None = None):
         return named_config(name, get_preset(preset).baselines() if preset else None)

@@ -22,23 +22,13 @@ import math
 import pandas as pd
 
 from ..differences import EVALUATION_SIDE, NOT_IN_SEED, REGISTRY
+from ..kinds import KINDS
 from . import stats
 from .results import Results, done_lists, done_values
 
 PSNR_COLUMN = "test.psnr"
 CLAIM_LEVEL = {"MASSIVE": "large", "CRITICAL": "large", "SEVERE": "large", "MODERATE": "moderate", "MINOR": "small"}
 
-SIGN = {"one-at-a-time": 1, "leave-one-out": -1, "cumulative": 1, "improvements": 1, "factorial": 1}
-MEANING = {
-    "factorial": "every combination of the groups of differences at the original's values, the rest at the "
-                 "notebook's: main effects, interactions, and the Shapley attribution of the gap",
-    "leave-one-out": "PSNR(original) - PSNR(original with d reverted): positive when d contributes to the "
-                     "original's advantage",
-    "cumulative": "PSNR(step k) - PSNR(step k-1): the gain of adding d on top of every earlier step; it depends "
-                  "on the order of the steps (the factorial's attribution does not)",
-    "one-at-a-time": "PSNR(notebook + d) - PSNR(notebook): positive when adopting the original's value helps",
-    "improvements": "PSNR(original + fix) - PSNR(original): positive when the fix helps",
-}
 # Why a toggle can leave every run bit-identical in a CPU protocol (said next to "no effect").
 NO_EFFECT_REASONS = {
     "drop-last": "every batch is full: the training subset divides by the batch size",
@@ -189,7 +179,7 @@ def matrix_effects(kind: str, variants: list[dict], runs: pd.DataFrame, seeds: l
         return []  # contrasts of cells, not single toggles: see factorial()
     if kind == "cumulative":
         return judge_rows(cumulative_effects(variants, runs, seeds), kind)
-    return judge_rows(single_toggle_effects(variants, runs, seeds, SIGN[kind]), kind)
+    return judge_rows(single_toggle_effects(variants, runs, seeds, KINDS[kind].sign), kind)
 
 
 def compute_effects(results: Results) -> pd.DataFrame:
@@ -248,6 +238,6 @@ def aggregation_effect(runs: pd.DataFrame, variant: str, batch_size: int) -> dic
     return {s: per_image[s] - batch_mse_psnr(mse[s], batch_size) for s in per_image if s in mse}
 
 
-__all__ = ["CLAIM_LEVEL", "EFFECT_COLUMNS", "MEANING", "NO_EFFECT_REASONS", "PSNR_COLUMN", "SIGN",
+__all__ = ["CLAIM_LEVEL", "EFFECT_COLUMNS", "NO_EFFECT_REASONS", "PSNR_COLUMN",
            "aggregation_effect", "batch_mse_psnr", "claimed_level", "compute_effects", "cumulative_chain",
            "factorial", "judge_rows", "matrix_effects", "metric_for", "paired", "reference_for"]

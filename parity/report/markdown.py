@@ -19,7 +19,8 @@ from ..config import notebook_baseline, original_baseline
 from ..differences import DEFECTS, GROUPS, IMPROVEMENTS
 from ..store import atomic_write_bytes, atomic_write_text
 from . import stats
-from .effects import MEANING, PSNR_COLUMN, aggregation_effect, compute_effects, factorial, paired
+from ..kinds import KINDS
+from .effects import PSNR_COLUMN, aggregation_effect, compute_effects, factorial, paired
 from .plots import attribution_waterfall, plot_matrix
 from .results import Results, done_values, load_results, variant_summary
 
@@ -249,7 +250,7 @@ class Document:
         if matrix.kind == "factorial":
             body = self.factorial_tables(matrix)
         else:
-            body = f"{MEANING[matrix.kind]}.\n\n{self.effects_table(effects, matrix)}"
+            body = f"{KINDS[matrix.kind].meaning}.\n\n{self.effects_table(effects, matrix)}"
             if matrix.kind == "cumulative":
                 body = ("The gains below depend on the order in which the differences are added (here: most severe "
                         "seed claim first); the factorial's Shapley attribution is the order-free answer.\n\n" + body)
@@ -259,7 +260,7 @@ class Document:
     def factorial_tables(self, matrix) -> str:
         analysis, why = self.factorials.get(matrix.matrix, (None, "not analysed"))
         if analysis is None:
-            return f"{MEANING['factorial']}. Not analysed: {why}."
+            return f"{KINDS['factorial'].meaning}. Not analysed: {why}."
         mains = [{"group": f"`{g}`", "main effect (dB)": f"{iv.mean:+.2f}", "95% interval": _ci(iv),
                   "p": _p(iv.p)} for g, iv in analysis.main_effects.items()]
         pairs = [{"groups": f"`{a}` x `{b}`", "interaction (dB)": f"{iv.mean:+.2f}", "95% interval": _ci(iv),
@@ -267,7 +268,7 @@ class Document:
         cells = [{"cell (groups at the original's values)": " + ".join(sorted(c, key=analysis.groups.index))
                   or "none (the notebook)", "PSNR per image (dB)": f"{m:.2f}"}
                  for c, m in sorted(analysis.cell_means.items(), key=lambda kv: (len(kv[0]), kv[1]))]
-        return (f"{MEANING['factorial']}. A main effect is the gain of a group averaged over the other groups' "
+        return (f"{KINDS['factorial'].meaning}. A main effect is the gain of a group averaged over the other groups' "
                 "settings; an interaction is how much one group's gain changes when the other is switched on. "
                 f"Residual variance from the additive cells x seeds model: {analysis.residual_var:.4f} dB^2, "
                 f"df {analysis.residual_df}; intervals are not adjusted across the "
@@ -338,8 +339,8 @@ class Document:
         return "\n\n".join(parts)
 
     def reading(self) -> str:
-        meanings = "\n".join(f"- **{kind}**: {text}." for kind, text in MEANING.items()
-                             if kind in set(self.results.matrices["kind"]))
+        meanings = "\n".join(f"- **{kind.id}**: {kind.meaning}." for kind in KINDS.values()
+                             if kind.id in set(self.results.matrices["kind"]))
         return (f"## How to read the effects\n\n{meanings}\n\n{stats.rule_text()} Power of this rule, by "
                 "simulation (`tests/parity/report/test_stats.py`): with 24 differences, 3 seeds and 0.3 dB of seed "
                 "spread per run, a 1 dB effect is called measured about 78% of the time, and a matrix of null "

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from ..differences import NOT_IN_SEED, SEVERITY_ORDER
+from ..kinds import KINDS
 from ..store import atomic_save_figure
 from .effects import cumulative_chain
 from .results import done_values, summarise
@@ -25,11 +26,6 @@ MAX_HEIGHT_IN = 11.0  # long effect charts grow, but stay readable on a page
 SEVERITY_COLOURS = {"MASSIVE": "#7f0000", "CRITICAL": "#d7301f", "SEVERE": "#fc8d59", "MODERATE": "#fdd49e",
                     "MINOR": "#91cf60", NOT_IN_SEED: "#9e9e9e"}
 UNKNOWN_COLOUR = "#4d4d4d"
-X_LABEL = {"one-at-a-time": "effect (dB): + means adopting the original's value helps",
-           "leave-one-out": "effect (dB): + means the difference contributes to the original's advantage",
-           "cumulative": "step gain (dB) over the previous step",
-           "improvements": "effect (dB): + means the fix helps",
-           "factorial": "effect (dB)"}
 
 
 def _figure(height: float = HEIGHT_IN):
@@ -63,7 +59,7 @@ def effects_chart(effects: pd.DataFrame, kind: str, path: Path, title: str) -> P
     ax.set_yticks(positions, list(rows["difference"]), fontsize=8)
     ax.invert_yaxis()  # first difference on top, as in the table
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel(X_LABEL.get(kind, "effect (dB)"))
+    ax.set_xlabel(KINDS[kind].axis if kind in KINDS else "effect (dB)")
     ax.set_title(title, fontsize=10)
     present = [s for s in SEVERITY_ORDER if s in set(rows["claimed"])]
     ax.legend(handles=[Patch(color=SEVERITY_COLOURS[s], label=f"seed: {s}") for s in present], fontsize=7,

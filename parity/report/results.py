@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ParityError
+from ..kinds import REPORT_ORDER
 from ..store import read_json
 
 MATRIX_FILE = "matrix.json"
-KINDS = ("leave-one-out", "factorial", "cumulative", "one-at-a-time", "improvements")  # the report's order
 # Metric subtrees about the machine, not the model: matrix.json records the environment already.
 NOT_FLATTENED = ("environment",)
 
@@ -59,9 +59,9 @@ def load_matrix(folder: Path) -> dict:
     spec = _read_or_error(folder / MATRIX_FILE)
     if not isinstance(spec, dict) or not isinstance(spec.get("variants"), list):
         raise ParityError(f"{folder / MATRIX_FILE} has no 'variants' list: rerun `parity ablate` to rewrite it")
-    if spec.get("kind") not in KINDS:
+    if spec.get("kind") not in REPORT_ORDER:
         raise ParityError(f"{folder / MATRIX_FILE}: unknown matrix kind {spec.get('kind')!r}; expected one of "
-                          f"{', '.join(KINDS)}")
+                          f"{', '.join(REPORT_ORDER)}")
     return spec
 
 
@@ -88,8 +88,8 @@ def load_results(path) -> Results:
                 histories += [{"matrix": name, "variant": variant["id"], "role": row["role"], "seed": seed,
                                "state": row["state"], **h}
                               for h in read_history(row["run_dir"] / "history.jsonl")]
-    # matrices in the order of KINDS (one-at-a-time first), then by folder name
-    matrices.sort(key=lambda m: (KINDS.index(m["kind"]), m["matrix"]))
+    # matrices in the report's order of kinds, then by folder name
+    matrices.sort(key=lambda m: (REPORT_ORDER.index(m["kind"]), m["matrix"]))
     return Results(root, pd.DataFrame(matrices), pd.DataFrame(runs), _history_frame(histories))
 
 
@@ -253,5 +253,5 @@ def variant_summary(runs: pd.DataFrame, variants: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ = ["KINDS", "MATRIX_FILE", "Results", "done_lists", "done_values", "find_matrices", "flatten", "load_matrix",
+__all__ = ["MATRIX_FILE", "Results", "done_lists", "done_values", "find_matrices", "flatten", "load_matrix",
            "load_results", "matrix_name", "read_history", "summarise", "variant_summary"]

@@ -3,7 +3,7 @@
 import pytest
 
 from parity.build import build_model
-from parity.matrix import preset
+from parity.presets import preset
 
 
 @pytest.fixture(scope="module")

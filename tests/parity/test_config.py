@@ -106,7 +106,7 @@ def test_every_field_takes_a_hostile_value_or_refuses_it_in_one_line(value):
 
     from parity.build import build_model, check_fits_in_memory
     from parity.config import field_paths, set_field, validate
-    from parity.matrix import preset
+    from parity.presets import preset
 
     accepted = []
     for base, path in [(b, p) for b in preset("smoke").baselines() for p in field_paths(b)]:

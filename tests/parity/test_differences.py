@@ -100,7 +100,7 @@ def _lps(model):
 def test_every_toggle_builds_and_runs_from_either_baseline(entry):
     """Each toggle is meaningful alone from either side: it builds and runs, and a model toggle changes
     the model (its parameters, or its forward for the same weights)."""
-    from parity.matrix import preset
+    from parity.presets import preset
 
     images, coords = torch.rand(2, 3, 16, 16), torch.rand(2, 20, 2)
     pair = preset("smoke").baselines()  # scaled down, every difference kept

@@ -9,7 +9,7 @@ from parity.coords import make_grid
 from parity.differences import named_config
 from parity.errors import ParityError
 from parity.export import export_run
-from parity.matrix import preset
+from parity.presets import preset
 from parity.store import atomic_torch_save, atomic_write_text
 from parity.config import to_yaml
 

@@ -4,7 +4,8 @@ import pytest
 
 from parity.config import config_diff
 from parity.differences import GROUPS
-from parity.matrix import BATCH0_FIX, cell_id, factorial_cells, matrix_variants, preset
+from parity.matrix import BATCH0_FIX, cell_id, factorial_cells, matrix_variants
+from parity.presets import preset
 
 
 def test_factorial_has_every_subset_and_its_corners_are_the_baselines_on_trained_fields():

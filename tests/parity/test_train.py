@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from parity.config import notebook_baseline, original_baseline
-from parity.matrix import preset
+from parity.presets import preset
 from parity.train import DivergedError, lr_for_epoch, train_run, training_batch
 
 

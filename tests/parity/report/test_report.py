@@ -25,7 +25,7 @@ FACTORIAL_GROUPS = ("decoder", "optimisation")
 
 
 def _baselines():
-    from parity.matrix import preset
+    from parity.presets import preset
 
     nb, og = preset("smoke").baselines()
     nb.train.max_steps = og.train.max_steps = 20

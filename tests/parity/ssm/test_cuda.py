@@ -33,7 +33,7 @@ def test_scan_on_gpu_matches_the_cpu_reference(impl):
 
 def test_smoke_run_trains_on_the_gpu_like_on_the_cpu(tmp_path, monkeypatch):
     from parity.config import set_field
-    from parity.matrix import preset
+    from parity.presets import preset
     from parity.train import train_run
 
     cfg = preset("smoke").baselines()[1]
