@@ -115,7 +115,8 @@ class Document:
             nb, og = self.baselines["notebook"], self.baselines["original"]
             parts.append(
                 f"**Gap: {gap.mean:+.2f} dB** (original minus notebook, mean per-image PSNR on the same test images, "
-                f"paired over {gap.n} seed{'s' if gap.n != 1 else ''}; 95% interval {_ci(gap)}). "
+                f"paired over {gap.n} seed{'s' if gap.n != 1 else ''}; 95% interval {_ci(gap)}"
+                f"{f' from the factorial residual, df {gap.df}' if self.gap_source() is not None else ''}). "
                 f"Original {_mean_ci(og['psnr'])} dB, notebook {_mean_ci(nb['psnr'])} dB per image; as each source "
                 f"reports it (its own aggregation): original {_mean_of(og['headline'])} dB, notebook "
                 f"{_mean_of(nb['headline'])} dB. Baseline runs: {self.folder_link(nb['variant'], nb['dir'])} "
@@ -125,11 +126,26 @@ class Document:
         return "\n\n".join(p for p in parts if p)
 
     def gap(self) -> stats.Interval | None:
+        """Original minus notebook, paired by seed; from a factorial whose corners are the baselines, with the
+        interval of its cells x seeds residual (many more degrees of freedom than the seeds alone)."""
         nb, og = self.baselines.get("notebook"), self.baselines.get("original")
         if not nb or not og:
             return None
+        analysis = self.gap_source()
+        if analysis is not None:
+            return analysis.gap
         values = paired(og["psnr"], nb["psnr"], 1)
         return stats.t_interval(values) if values else None
+
+    def gap_source(self) -> stats.FactorialAnalysis | None:
+        """The factorial analysis whose corners are both baselines (None when the gap comes from elsewhere)."""
+        nb, og = self.baselines.get("notebook"), self.baselines.get("original")
+        for name, (analysis, _) in self.factorials.items():
+            matrix = self._matrix(name)
+            if analysis is not None and set(analysis.groups) == set(matrix.groups or ()) and \
+                    Path(nb["dir"]).parent == Path(matrix.dir) == Path(og["dir"]).parent:
+                return analysis
+        return None
 
     def regime(self) -> str:
         refs = self.references
@@ -250,7 +266,7 @@ class Document:
         if matrix.kind == "factorial":
             body = self.factorial_tables(matrix)
         else:
-            body = f"{KINDS[matrix.kind].meaning}.\n\n{self.effects_table(effects, matrix)}"
+            body = f"{_sentence(KINDS[matrix.kind].meaning)}.\n\n{self.effects_table(effects, matrix)}"
             if matrix.kind == "cumulative":
                 body = ("The gains below depend on the order in which the differences are added (here: most severe "
                         "seed claim first); the factorial's Shapley attribution is the order-free answer.\n\n" + body)
@@ -260,7 +276,7 @@ class Document:
     def factorial_tables(self, matrix) -> str:
         analysis, why = self.factorials.get(matrix.matrix, (None, "not analysed"))
         if analysis is None:
-            return f"{KINDS['factorial'].meaning}. Not analysed: {why}."
+            return f"{_sentence(KINDS['factorial'].meaning)}. Not analysed: {why}."
         mains = [{"group": f"`{g}`", "main effect (dB)": f"{iv.mean:+.2f}", "95% interval": _ci(iv),
                   "p": _p(iv.p)} for g, iv in analysis.main_effects.items()]
         pairs = [{"groups": f"`{a}` x `{b}`", "interaction (dB)": f"{iv.mean:+.2f}", "95% interval": _ci(iv),
@@ -268,7 +284,7 @@ class Document:
         cells = [{"cell (groups at the original's values)": " + ".join(sorted(c, key=analysis.groups.index))
                   or "none (the notebook)", "PSNR per image (dB)": f"{m:.2f}"}
                  for c, m in sorted(analysis.cell_means.items(), key=lambda kv: (len(kv[0]), kv[1]))]
-        return (f"{KINDS['factorial'].meaning}. A main effect is the gain of a group averaged over the other groups' "
+        return (f"{_sentence(KINDS['factorial'].meaning)}. A main effect is the gain of a group averaged over the other groups' "
                 "settings; an interaction is how much one group's gain changes when the other is switched on. "
                 f"Residual variance from the additive cells x seeds model: {analysis.residual_var:.4f} dB^2, "
                 f"df {analysis.residual_df}; intervals are not adjusted across the "
@@ -732,6 +748,10 @@ def _float(x):
 def _mean(values: dict) -> float | None:
     values = [v for v in values.values() if not _missing(v)]
     return math.fsum(values) / len(values) if values else None
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _first(items):

@@ -79,10 +79,10 @@ def attribution_waterfall(shares: list[tuple[str, float, float, float, dict]], s
     for i, (name, share, low, high, per_seed) in enumerate(shares, start=1):
         colour = "#1b7837" if share >= 0 else "#b2182b"
         ax.bar(i, share, bottom=level, color=colour, alpha=0.8)
-        centre = level + share
-        ax.plot([i, i], [level + low, level + high], color="black", linewidth=1.2)
+        centre = level + share  # the bar ends at the mean share; low/high are offsets from it
+        ax.plot([i, i], [centre + low, centre + high], color="black", linewidth=1.2)
         ax.scatter([i] * len(per_seed), [level + v for v in per_seed.values()], s=10, color="black", zorder=3)
-        ax.text(i, max(centre, level) + 0.1, f"{share:+.2f}", ha="center", fontsize=8)
+        ax.text(i + 0.42, centre, f"{share:+.2f}", ha="left", va="center", fontsize=8)
         level = centre
     ax.bar(len(shares) + 1, level, color="#2166ac", label="original")
     ax.set_xticks(range(len(shares) + 2), ["notebook", *[s[0] for s in shares], "original"], fontsize=8)
