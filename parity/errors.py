@@ -6,6 +6,11 @@ class ParityError(ValueError):
     """Bad input from a user (file, flag, configuration, checkpoint)."""
 
 
+class RunFileError(ParityError):
+    """One run's own files cannot be used (a checkpoint of another architecture, a corrupt one): that run
+    fails with this message, and a matrix goes on with its other runs."""
+
+
 def did_you_mean(name, choices, closest: bool = False) -> str:
     """' (did you mean ...?)' for near misses; with ``closest``, a name far from every choice still gets
     the three nearest (long lists such as the registry are hard to scan for the right id)."""

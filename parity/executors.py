@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .errors import ParityError
+from .errors import ParityError, RunFileError
 from .store import write_json
 
 RAY_MISSING = ("ray is not installed: pip install -e '.[distributed]' (or pip install 'ray>=2.9'), "
@@ -39,7 +39,8 @@ class Job:
 
 def train_job(job: Job, datasets=None, progress=None) -> None:
     """Train one job, recording a failure in its status.json instead of raising (one broken variant must
-    not sink the matrix). ParityError (a usage error, e.g. a folder of another configuration) is raised."""
+    not sink the matrix): divergence, a run's own unusable files (RunFileError), anything unexpected.
+    Other ParityErrors (a usage error, e.g. a folder of another configuration) are raised."""
     from .train import DivergedError, train_run
 
     try:
@@ -47,6 +48,8 @@ def train_job(job: Job, datasets=None, progress=None) -> None:
     except DivergedError as e:
         write_json(job.run_dir / "status.json", {"state": "failed", "error": str(e), "step": e.step,
                                                  "losses": e.recent})
+    except RunFileError as e:
+        write_json(job.run_dir / "status.json", {"state": "failed", "error": str(e)})
     except ParityError:
         raise
     except Exception as e:

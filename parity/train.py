@@ -25,7 +25,7 @@ from . import __version__
 from .build import build_model
 from .config import ExperimentConfig, TrainConfig, to_yaml, validate
 from .coords import make_grid
-from .errors import ParityError
+from .errors import ParityError, RunFileError, first_line
 from .store import atomic_torch_save, atomic_write_text, read_json, write_json
 
 
@@ -307,18 +307,23 @@ def _resume(ckpt_path: Path, model, optimizer) -> tuple[int, list, float, int, l
     """Load a run's checkpoint into model and optimizer; one-line errors for anything that does not fit."""
     from .checkpoints import load_state_dict_strict, read_checkpoint
 
-    state = read_checkpoint(ckpt_path)
     fix = "delete it to restart the run from scratch"
-    if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
-        have = ", ".join(sorted(map(str, state))) if isinstance(state, dict) else type(state).__name__
-        raise ParityError(f"{ckpt_path} is not a parity run checkpoint (expected {', '.join(CHECKPOINT_KEYS)}; "
-                          f"found {have}): {fix}")
-    load_state_dict_strict(model, state["model"], source=f"checkpoint {ckpt_path}")
+    try:
+        state = read_checkpoint(ckpt_path)
+        if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+            have = ", ".join(sorted(map(str, state))) if isinstance(state, dict) else type(state).__name__
+            raise ParityError(f"{ckpt_path} is not a parity run checkpoint (expected {', '.join(CHECKPOINT_KEYS)}; "
+                              f"found {have}): {fix}")
+        load_state_dict_strict(model, state["model"], source=f"checkpoint {ckpt_path}")
+    except RunFileError:
+        raise
+    except ParityError as e:  # this run's file, not the command: the run fails, a matrix goes on
+        raise RunFileError(str(e)) from None
     try:
         optimizer.load_state_dict(state["optimizer"])
     except (ValueError, KeyError, TypeError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ParityError(f"the optimizer state in {ckpt_path} does not fit the model ({reason}): {fix}") from None
+        raise RunFileError(f"the optimizer state in {ckpt_path} does not fit the model ({first_line(e)}): "
+                           f"{fix}") from None
     # checkpoints written before the loss tail was saved resume with an empty one
     return state["step"], state["history"], state["train_time"], state["train_images"], list(state.get("losses", []))
 

@@ -86,9 +86,10 @@ def require_regular_file(path) -> os.stat_result:
     return st
 
 
-def _size_error(path, size: tuple[int, int], image_size: int) -> ParityError:
+def size_error(path, size: tuple[int, int], image_size: int) -> ParityError:
     w, h = size
-    other = f", or data.image_size={w} if every image is {w}x{h}" if w == h else ""
+    # another image size is a sensible fix only for images large enough to train on (SSIM's window is 7 wide)
+    other = f", or data.image_size={w} if every image is {w}x{h}" if w == h and w >= 8 else ""
     return ParityError(f"image {path} is {w}x{h}, not data.image_size={image_size}: set data.resize_crop=true to "
                        f"resize and centre-crop images to {image_size}x{image_size}{other}")
 
@@ -119,7 +120,7 @@ class ImageLoader:
         try:
             with Image.open(path) as im:
                 if not self.resize_crop and im.size != (self.image_size, self.image_size):
-                    raise _size_error(path, im.size, self.image_size)
+                    raise size_error(path, im.size, self.image_size)
                 if im.mode in SIXTEEN_BIT_MODES:  # convert("RGB") would clip every value above 255 to white
                     grey = torch.from_numpy(np.asarray(im).astype(np.float32) / 65535.0)
                     return grey.expand(3, *grey.shape).contiguous()
@@ -155,7 +156,7 @@ def check_sizes(paths: list, image_size: int, resize_crop: bool, where: str) -> 
                           f"{image_size}x{image_size}")
     ((size, path),) = seen.items()
     if size != (image_size, image_size):
-        raise _size_error(path, size, image_size)
+        raise size_error(path, size, image_size)
 
 
 def _list(directory, what: str) -> list[os.DirEntry]:

@@ -40,3 +40,25 @@ def test_lainr_on_sampled_pixels_decodes_per_sample_unless_faithful(faithful):
     assert "fixed" in mixed.record() or faithful
     # full grid: the original's own protocol keeps the defect (it never shows there)
     assert variants["with-decoder+sampling"].config.model.per_sample_coords is False
+
+
+TINY = ["data.train_subset=16", "data.test_subset=8", "eval.sr_sizes=[32]", "eval.sr_images=4", "train.max_steps=2",
+        "eval.probe=false"]
+
+
+def test_a_checkpoint_of_another_architecture_fails_only_its_run(tmp_path):
+    import json
+    import shutil
+
+    from parity.matrix import run_matrix
+
+    only = ["notebook+depth", "notebook+lr"]
+    folder = run_matrix("one-at-a-time", "smoke", 1, tmp_path, TINY, only=only)
+    victim = folder / "notebook+depth" / "seed-0"
+    shutil.copy(folder / "notebook" / "seed-0" / "checkpoint.pt", victim / "checkpoint.pt")  # another depth
+    (victim / "metrics.json").unlink()
+    (folder / "notebook+lr" / "seed-0" / "metrics.json").unlink()  # must still be finished again afterwards
+    run_matrix("one-at-a-time", "smoke", 1, tmp_path, TINY, only=only)
+    status = json.loads((victim / "status.json").read_text())
+    assert status["state"] == "failed" and "does not fit the model" in status["error"]
+    assert (folder / "notebook+lr" / "seed-0" / "metrics.json").exists()  # the matrix went on

@@ -295,3 +295,10 @@ def test_unreadable_image_is_not_called_corrupt(tmp_path, monkeypatch):
     monkeypatch.setattr(PIL.Image, "open", deny)
     message = _one_line_error(lambda: ImageLoader(8, False)(tmp_path / "a.png"), "a.png", "permission denied", "chmod")
     assert "corrupt" not in message
+
+
+def test_size_hint_never_suggests_a_size_too_small_to_train():
+    from parity.data.imagefolder import size_error
+
+    assert "data.image_size=1 " not in str(size_error("x.png", (1, 1), 32)) + " "
+    assert "data.image_size=64" in str(size_error("x.png", (64, 64), 32))
