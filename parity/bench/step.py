@@ -1,5 +1,7 @@
 """Benchmark one training step (forward + backward + optimiser step) of either port's CIFAR-10
-configuration: images per second and peak memory.
+configuration: images per second, peak memory, and the step's FLOP rate as a fraction of this machine's
+dense fp32 GEMM rate measured in the same process (absolute times drift between days on shared
+machines; the fraction means the same on any of them).
 
 Each case runs in a fresh Python process so that its peak resident memory (``ru_maxrss``) belongs
 to that case alone; the process's baseline (interpreter, torch, the model) is reported too.
@@ -50,7 +52,28 @@ def _build(port: str, batch: int):
     return lambda: notebook_port.train_step(model, opt, images, generator=gen)
 
 
-def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: int | None) -> dict:
+GEMM_SIZE = 2048  # a square fp32 matmul large enough to run at the BLAS peak
+
+
+def dense_gemm_gflops(n: int = GEMM_SIZE, repeats: int = 3) -> float:
+    """This process's dense fp32 matmul rate (GFLOP/s, the best of ``repeats``) at its thread count."""
+    import torch
+
+    a = torch.rand(n, n, generator=torch.Generator().manual_seed(0))
+    b = torch.rand(n, n, generator=torch.Generator().manual_seed(1))
+    a @ b  # warm-up
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: int | None,
+                       gemm_size: int = GEMM_SIZE) -> dict:
     import torch
 
     from parity.ssm import set_default_scan
@@ -67,16 +90,24 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
         step()
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
+    peak = _rss_mb()
+    from parity.evaluate import gflop
+
+    step_gflop = gflop(step)  # matrix products and convolutions of one step, whatever kernels run
+    gemm = dense_gemm_gflops(gemm_size)
     return {"port": port, "batch": batch, "scan": scan, "threads": torch.get_num_threads(),
             "median_s": med, "min_s": min(times), "max_s": max(times), "images_per_s": batch / med,
-            "peak_rss_mb": _rss_mb(), "baseline_rss_mb": baseline}
+            "peak_rss_mb": peak, "baseline_rss_mb": baseline, "gflop_per_step": step_gflop,
+            "gemm_gflops": gemm, "fraction_of_gemm": step_gflop / med / gemm}
 
 
-def measure_step(port: str, batch: int, repeats: int = 3, scan: str = "compiled", threads: int | None = None) -> dict:
+def measure_step(port: str, batch: int, repeats: int = 3, scan: str = "compiled", threads: int | None = None,
+                 gemm_size: int = GEMM_SIZE) -> dict:
     """Run the case in a fresh subprocess and return its measurements."""
     if port not in PORTS:
         raise ValueError(f"unknown port {port!r}: choose one of {', '.join(PORTS)}")
-    return run_fresh("parity.bench.step", [port, "--batch", str(batch), "--repeats", str(repeats), "--scan", scan]
+    return run_fresh("parity.bench.step", [port, "--batch", str(batch), "--repeats", str(repeats), "--scan", scan,
+                                           "--gemm-size", str(gemm_size)]
                      + (["--threads", str(threads)] if threads else []))
 
 
@@ -84,12 +115,13 @@ def step_table(rows: list[dict]):
     from rich.table import Table
 
     table = Table(title="One training step (forward + backward + AdamW), CIFAR-10 32x32, this machine")
-    for col in ("port", "batch", "scan", "threads", "median s", "min s", "max s", "images/s", "peak RSS MB",
-                "baseline RSS MB"):
+    for col in ("port", "batch", "scan", "threads", "median s", "min s", "max s", "images/s", "GFLOP/step",
+                "GEMM GFLOP/s", "of GEMM rate", "peak RSS MB", "baseline RSS MB"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(r["port"], str(r["batch"]), r["scan"], str(r["threads"]), f"{r['median_s']:.2f}",
                       f"{r['min_s']:.2f}", f"{r['max_s']:.2f}", f"{r['images_per_s']:.2f}",
+                      f"{r['gflop_per_step']:.1f}", f"{r['gemm_gflops']:.0f}", f"{r['fraction_of_gemm']:.2f}",
                       f"{r['peak_rss_mb']:.0f}", f"{r['baseline_rss_mb']:.0f}")
     return table
 
@@ -101,5 +133,6 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scan", default="compiled")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--gemm-size", type=int, default=GEMM_SIZE)
     a = parser.parse_args()
-    print(json.dumps(measure_in_process(a.port, a.batch, a.repeats, a.scan, a.threads)))
+    print(json.dumps(measure_in_process(a.port, a.batch, a.repeats, a.scan, a.threads, a.gemm_size)))

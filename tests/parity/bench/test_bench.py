@@ -79,3 +79,11 @@ def test_a_fresh_case_does_not_inherit_the_parents_peak_memory():
     row = measure_decode("notebook", size=8, batch=2, repeats=1)
     assert rss_mb() > 1024 + row["baseline_rss_mb"] * 0.5 and ballast.sum() > 0
     assert row["peak_rss_mb"] < rss_mb() - 512  # the case's own peak, not the parent's
+
+
+def test_step_case_reports_its_fraction_of_the_gemm_rate():
+    from parity.bench.step import measure_step
+
+    row = measure_step("notebook", batch=1, repeats=1, gemm_size=256)
+    assert row["gflop_per_step"] > 0 and row["gemm_gflops"] > 0
+    assert row["fraction_of_gemm"] == pytest.approx(row["gflop_per_step"] / row["median_s"] / row["gemm_gflops"])
