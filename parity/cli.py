@@ -53,6 +53,17 @@ def cmd_bench_suite(args) -> int:
     return 0
 
 
+def cmd_bench_gpu(args) -> int:
+    from .bench.gpu import write_gpu_report
+
+    console = _console()
+    with console.status("GPU check: golden parity on the GPU, then one training step of each port..."):
+        out, results = write_gpu_report(args.out, args.repeats)
+    failed = [r["port"] for r in results["golden"] if not r["passed"]]
+    console.print(f"wrote {out}" + (f"; golden parity FAILED for {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 def cmd_bench_step(args) -> int:
     from .bench.step import measure_step, step_table
 
@@ -381,6 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--matrix-repeats", type=int, default=1, help="runs of the whole smoke matrix (0: skip)")
     p.add_argument("--quick", action="store_true", help="tiny shapes: checks the suite runs, measures nothing")
     p.set_defaults(func=cmd_bench_suite)
+    p = bench.add_parser("gpu", help="on a CUDA machine: golden parity on the GPU and one training step of each "
+                         "port at its source's batch -> reports/gpu.md")
+    p.add_argument("--out", default="reports/gpu.md")
+    p.add_argument("--repeats", type=int, default=5, help="timed training steps per port")
+    p.set_defaults(func=cmd_bench_gpu)
+
     p = bench.add_parser("scan", help="selective scan forward+backward: reference vs fast path")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--length", type=int, default=512)

@@ -60,6 +60,11 @@ def _cuda_scan():
     return selective_scan_fn
 
 
+def cuda_scan_available() -> bool:
+    """Whether mamba_ssm's fused kernel is installed (GPU tensors then run through it)."""
+    return _cuda_scan() is not None
+
+
 def set_default_scan(impl: str) -> None:
     """Choose the scan used by every Mamba mixer that was not given one ('ref', 'chunked', 'compiled',
     'cuda'). 'compiled' falls back to 'chunked' where its kernel cannot be built."""

@@ -87,3 +87,33 @@ def test_step_case_reports_its_fraction_of_the_gemm_rate():
     row = measure_step("notebook", batch=1, repeats=1, gemm_size=256)
     assert row["gflop_per_step"] > 0 and row["gemm_gflops"] > 0
     assert row["fraction_of_gemm"] == pytest.approx(row["gflop_per_step"] / row["median_s"] / row["gemm_gflops"])
+
+
+def test_gpu_check_without_cuda_is_one_line(capsys):
+    from parity.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: `parity bench gpu` would run")
+    assert main(["bench", "gpu", "--out", "unused.md"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs a CUDA GPU" in err and "\n" not in err
+
+
+def test_gpu_golden_check_runs_its_code_on_the_cpu():
+    """The same comparison code as on the GPU, pointed at the CPU: within tolerance, every tensor compared."""
+    from parity.bench.gpu import golden_on_gpu
+
+    rows = golden_on_gpu("cpu")
+    assert [r["port"] for r in rows] == ["original", "notebook"] and all(r["passed"] for r in rows)
+
+
+def test_gpu_report_names_every_number():
+    from parity.bench.gpu import render_gpu_report
+
+    text = render_gpu_report({
+        "device": "NVIDIA H200", "torch": "2.14.1", "cuda": "13.0", "python": "3.11.7", "scan": "chunked",
+        "golden": [{"port": "original", "outputs": (1e-6, "pred"), "gradients": (2e-5, "lps"), "passed": True},
+                   {"port": "notebook", "outputs": (3e-3, "loss"), "gradients": (0.0, ""), "passed": False}],
+        "steps": [{"port": "original", "batch": 16, "median_s": 0.25, "images_per_s": 64.0, "peak_gpu_mb": 3000.0}]})
+    assert "NVIDIA H200" in text and "| original | 16 | 0.2500 | 64.0 | 3000 |" in text
+    assert "| notebook | 3.00e-03 (loss) | 0.00e+00 (-) | **no** |" in text
