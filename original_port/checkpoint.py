@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 
 from parity.checkpoints import load_state_dict_strict, read_checkpoint
-from parity.errors import ParityError
+from parity.errors import ParityError, first_line
 from parity.store import atomic_torch_save
 
 from .registry import make
@@ -32,7 +32,7 @@ def from_spec(spec: dict) -> torch.nn.Module:
     except ParityError:
         raise
     except (ValueError, TypeError) as e:  # unknown name or arguments the class does not take: bad input, one line
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = first_line(e)
         raise ParityError(f"cannot build model {spec['name']!r} from its spec ({reason}): the file must come "
                           "from a mamba_lainr_inr trans-inr run") from None
     if "sd" in spec:

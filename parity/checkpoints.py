@@ -8,7 +8,7 @@ import zipfile
 
 import torch
 
-from .errors import ParityError
+from .errors import ParityError, first_line
 
 
 def read_checkpoint(path) -> object:
@@ -59,5 +59,5 @@ def _refused_global(e: Exception) -> str:
 
 
 def _first_line(e: Exception, limit: int = 120) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = first_line(e)
     return text if len(text) <= limit else text[: limit - 3] + "..."

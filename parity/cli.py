@@ -148,8 +148,10 @@ def cmd_train(args) -> int:
 
         ckpt = Path(args.resume)
         state = read_checkpoint(ckpt)
-        if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
-            raise ParityError(f"{ckpt} is not a parity run checkpoint (model, optimizer, step): pass the "
+        from .train import CHECKPOINT_KEYS
+
+        if not isinstance(state, dict) or not set(CHECKPOINT_KEYS) <= set(state):
+            raise ParityError(f"{ckpt} is not a parity run checkpoint ({', '.join(CHECKPOINT_KEYS)}): pass the "
                               "checkpoint.pt of a `parity train` run folder")
         run_dir = ckpt.parent
         if not (run_dir / "config.yaml").exists():

@@ -35,6 +35,11 @@ class DivergedError(RuntimeError):
         self.step, self.loss, self.recent = step, loss, recent
 
 
+def batches_per_epoch(images: int, batch_size: int, drop_last: bool) -> int:
+    """Optimiser steps in one epoch: full batches only with drop_last, else the last partial one too."""
+    return images // batch_size if drop_last else math.ceil(images / batch_size)
+
+
 def lr_for_epoch(t: TrainConfig, epoch: int) -> float:
     """The learning rate of ``epoch`` (counted from 1). 'end' is the original's schedule (warm-up,
     then cosine to min_lr at the last epoch); 'constant' is its ``imgrec_trainer_lainr_constant``
@@ -165,7 +170,7 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
 
         datasets = make_datasets(cfg.data)
     train_set, test_set = datasets
-    steps_per_epoch = len(train_set) // t.batch_size if cfg.data.drop_last else math.ceil(len(train_set) / t.batch_size)
+    steps_per_epoch = batches_per_epoch(len(train_set), t.batch_size, cfg.data.drop_last)
     if steps_per_epoch == 0:  # before any file is written, so the fix it suggests is not blocked by a half-made run
         raise ParityError(f"{len(train_set)} training images make no full batch of {t.batch_size}: "
                           "lower train.batch_size or set data.drop_last=false")

@@ -55,7 +55,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import ExperimentConfig, original_baseline, validate
-from .errors import ParityError, did_you_mean
+from .errors import ParityError, did_you_mean, first_line
 
 REFERENCE = "trans-inr-master/cfgs/imgrec_cifar10_mamba_lainr_fourier_bias.yaml"
 
@@ -114,7 +114,7 @@ def from_transinr_config(data: dict, source: str = "trans-inr config") -> Experi
         raise ParityError(f"{source} lacks the key {e.args[0]!r} of a trans-inr config: compare it with "
                           f"{REFERENCE}") from None
     except (TypeError, ValueError, AttributeError) as e:  # e.g. a number that is not one, a list for a mapping
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = first_line(e)
         raise ParityError(f"{source} has a malformed entry ({reason}): compare it with {REFERENCE}") from None
 
 

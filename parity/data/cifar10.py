@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torchvision import datasets
 
-from ..errors import ParityError
+from ..errors import ParityError, first_line
 from .imagefolder import image_transform
 
 DEFAULT_ROOT = "./data"
@@ -30,7 +30,7 @@ def cifar10_datasets(root=None, image_size: int = NATIVE_SIZE, resize_crop: bool
         if not download and isinstance(e, RuntimeError):
             raise ParityError(f"CIFAR-10 not found under {root}: pass --download on a machine with internet, or point "
                               "--data-root at an extracted copy and use --dataset imagefolder") from None
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = first_line(e)
         raise ParityError(f"could not {'download' if download else 'load'} CIFAR-10 into {root} ({reason}): check the "
                           "internet connection, or point --data-root at an extracted copy and use --dataset "
                           "imagefolder") from None

@@ -32,7 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision import datasets, transforms
 from torchvision.transforms import functional as TF
 
-from ..errors import ParityError
+from ..errors import ParityError, first_line
 
 SIZE_SAMPLES = 8  # files per set whose headers are read up front
 IMG_EXTENSIONS = datasets.folder.IMG_EXTENSIONS
@@ -97,7 +97,7 @@ def size_error(path, size: tuple[int, int], image_size: int) -> ParityError:
 def _corrupt_error(path, e: Exception) -> ParityError:
     if isinstance(e, PermissionError):
         return ParityError(f"cannot read image {path} (permission denied): make it readable (chmod a+r) or delete it")
-    reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+    reason = first_line(e)
     return ParityError(f"cannot read image {path} ({reason}): replace or delete the corrupt file")
 
 

@@ -512,8 +512,9 @@ def source_steps(side: str) -> int:
     """Optimiser steps of a source's full protocol (epochs x batches per epoch)."""
     cfg = notebook_baseline() if side == "notebook" else original_baseline()
     images = SOURCE_TRAIN_IMAGES[cfg.data.split]
-    per_epoch = images // cfg.train.batch_size if cfg.data.drop_last else math.ceil(images / cfg.train.batch_size)
-    return per_epoch * cfg.train.epochs
+    from ..train import batches_per_epoch
+
+    return batches_per_epoch(images, cfg.train.batch_size, cfg.data.drop_last) * cfg.train.epochs
 
 
 def budget_limits(setting: dict, seeds: int) -> list[str]:
