@@ -116,6 +116,8 @@ def matrix_variants(kind: str, pair: tuple[ExperimentConfig, ExperimentConfig], 
     for v in out:
         if v.config is not None:
             v.config = v.config.copy()
+            if v.config.data.eval_split is None:  # every variant scored on the same images, whatever its split
+                v.config.data.eval_split = nb.data.split
             if not faithful_defects:
                 v.fixed = fix_defects_outside_protocol(v.config)
             v.config.name = v.id

@@ -13,13 +13,15 @@ def test_factorial_has_every_subset_and_its_corners_are_the_baselines_on_trained
     variants = matrix_variants("factorial", (nb, orig))
     assert len(variants) == 2 ** len(GROUPS)
     assert variants[0].id == "with-none" and variants[0].role == "baseline"
-    assert config_diff(variants[0].config, nb).keys() <= {"name"}
+    assert config_diff(variants[0].config, nb).keys() <= {"name", "data.eval_split"}
+    assert {v.config.data.eval_split for v in variants} == {nb.data.split}  # one evaluation set for all
     full = variants[-1]
     assert full.groups == list(GROUPS)
     # the full cell differs from the original only in what is scored (evaluation-side differences), and in
     # the notebook's scaled T_max, which the original's schedule (lr_horizon 'end') never reads
     assert full.config.train.lr_horizon == "end"
-    assert set(config_diff(full.config, orig)) <= {"data.split", "data.resize_crop", "eval.psnr", "train.t_max"}
+    assert set(config_diff(full.config, orig)) <= {"data.split", "data.resize_crop", "eval.psnr", "train.t_max",
+                                                    "data.eval_split"}
 
 
 def test_factorial_groups_choose_the_factors():
