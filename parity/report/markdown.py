@@ -29,6 +29,7 @@ from .results import Results, done_values, load_results, variant_summary
 SOURCE_TRAIN_IMAGES = {"official": 50_000, "numbered": 49_999}
 SOURCE_TEST_IMAGES = {"official": 10_000, "numbered": 5_000}
 MISSING = "—"
+COLLAPSE_DB = 0.5  # a run within this of the constant-colour predictor has collapsed to one colour
 
 
 # ------------------------------------------------------------------------------------------ entry point
@@ -122,6 +123,7 @@ class Document:
                 f"{_mean_of(nb['headline'])} dB. Baseline runs: {self.folder_link(nb['variant'], nb['dir'])} "
                 f"(notebook), {self.folder_link(og['variant'], og['dir'])} (original).")
         parts.append(self.regime())
+        parts.append(self.collapsed_text())
         parts.append(self.attribution())
         return "\n\n".join(p for p in parts if p)
 
@@ -162,6 +164,37 @@ class Document:
                              for side in ("notebook", "original") if self.baselines.get(side))
         return (f"**Regime.** {statement}\n\nTrivial predictors on the same {refs.get('images', '?')} test "
                 f"images:\n\n{_table(pd.DataFrame(rows))}")
+
+    def collapsed(self) -> list[dict]:
+        """Finished runs that ended on the constant-colour plateau (within COLLAPSE_DB of one constant colour):
+        their model outputs about one colour, so a cell holding them measures a training failure."""
+        refs = self.references
+        if not refs:
+            return []
+        runs = self.results.runs
+        done = runs[runs["state"] == "done"]
+        if PSNR_COLUMN not in done:
+            return []
+        limit = refs["constant_colour_db"] + COLLAPSE_DB
+        low = done[done[PSNR_COLUMN] < limit]
+        return [{"matrix": r["matrix"], "variant": r["variant"], "seed": int(r["seed"]), "psnr_db": float(r[PSNR_COLUMN]),
+                 "run_dir": r["run_dir"]} for _, r in low.iterrows()]
+
+    def collapsed_text(self) -> str:
+        rows = self.collapsed()
+        if not rows:
+            return ""
+        by_variant: dict[tuple, list] = {}
+        for r in rows:
+            by_variant.setdefault((r["matrix"], r["variant"]), []).append(r)
+        seeds = {(m.matrix, v["id"]): len(m.seeds) for m in self.results.matrices.itertuples() for v in m.variants}
+        listed = "; ".join(f"`{v}` ({len(rs)} of {seeds.get((m, v), '?')} seeds, {min(r['psnr_db'] for r in rs):.2f} dB)"
+                           for (m, v), rs in by_variant.items())
+        return (f"**Collapsed runs.** {len(rows)} finished run(s) ended within {COLLAPSE_DB:g} dB of one constant "
+                f"colour ({self.references['constant_colour_db']:.2f} dB): {listed}. Their models output about one "
+                "colour: a cell holding them measures a training failure at this budget (for instance a learning "
+                "rate the cell's architecture does not survive), and every effect and share involving it carries "
+                "that failure.")
 
     def attribution(self) -> str:
         done = {k: v for k, v in self.factorials.items() if v[0] is not None}
@@ -497,6 +530,8 @@ class Document:
                 out.update(attribution=entry["attribution"], attribution_matrix=name,
                            attribution_gap_db=entry["gap_db"], main_effects=entry["main_effects"],
                            interactions=entry["interactions"])
+        out["collapsed_runs"] = [{k: (self.shown(v) if k == "run_dir" else v) for k, v in r.items()}
+                                 for r in self.collapsed()]
         out["effects"] = [
             {"matrix": r.matrix, "kind": r.kind, "difference": r.difference, "claimed": r.claimed,
              "metric": r.metric, "effect_db": _float(r.mean), "ci_low_db": _float(r.low), "ci_high_db": _float(r.high),
