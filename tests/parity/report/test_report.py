@@ -369,3 +369,15 @@ def test_a_corrupt_metrics_file_is_set_aside_not_counted(tmp_path):
     assert not path.exists() and (tmp_path / "metrics.json.corrupt").exists()
     path.write_text(json.dumps({"test": {"psnr": 20.0}, "steps": 5}))
     assert finished_metrics(path)["steps"] == 5
+
+
+def test_collapsed_runs_are_named_before_the_attribution(tmp_path):
+    folder = make_matrix(tmp_path, "leave-one-out", [variant("original", base="original", role="baseline"),
+                                                     variant("original-lr", ["lr"], base="original")],
+                         {"original": [25.0, 25.4], "original-lr": [12.2, 24.9]}, {})
+    out = write_report(folder, tmp_path / "r.md")
+    text = out.read_text()
+    answer = text[:text.index("## Evaluation-side")]
+    assert "**Collapsed runs.** 1 finished run(s)" in answer and "`original-lr` (1 of 2 seeds, 12.20 dB)" in answer
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert [(r["variant"], r["seed"]) for r in summary["collapsed_runs"]] == [("original-lr", 0)]
