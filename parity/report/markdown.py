@@ -20,7 +20,7 @@ from ..differences import DEFECTS, GROUPS, IMPROVEMENTS
 from ..store import atomic_write_bytes, atomic_write_text
 from . import stats
 from ..kinds import KINDS
-from .effects import PSNR_COLUMN, aggregation_effect, compute_effects, factorial, paired
+from .effects import PSNR_COLUMN, aggregation_effect, compute_effects, factorial, group_leave_one_out, paired
 from .plots import attribution_waterfall, plot_matrix
 from .results import Results, done_values, load_results, variant_summary
 
@@ -314,6 +314,10 @@ class Document:
                   "p": _p(iv.p)} for g, iv in analysis.main_effects.items()]
         pairs = [{"groups": f"`{a}` x `{b}`", "interaction (dB)": f"{iv.mean:+.2f}", "95% interval": _ci(iv),
                   "p": _p(iv.p)} for (a, b), iv in analysis.interactions.items()]
+        runs = self.results.runs[self.results.runs["matrix"] == matrix.matrix]
+        loo = [{"group left out": f"`{g}`", "PSNR(original) - PSNR(original without it) (dB)": f"{iv.mean:+.2f}",
+                "95% interval": _ci(iv), "per seed": ", ".join(f"{v:+.2f}" for v in self._loo_seeds(matrix, runs, g, analysis.groups))}
+               for g, iv in group_leave_one_out(matrix, runs, analysis).items()]
         cells = [{"cell (groups at the original's values)": " + ".join(sorted(c, key=analysis.groups.index))
                   or "none (the notebook)", "PSNR per image (dB)": f"{m:.2f}"}
                  for c, m in sorted(analysis.cell_means.items(), key=lambda kv: (len(kv[0]), kv[1]))]
@@ -322,7 +326,17 @@ class Document:
                 f"Residual variance from the additive cells x seeds model: {analysis.residual_var:.4f} dB^2, "
                 f"df {analysis.residual_df}; intervals are not adjusted across the "
                 f"{len(mains) + len(pairs)} contrasts.\n\n{_table(pd.DataFrame(mains))}\n\n"
-                f"{_table(pd.DataFrame(pairs))}\n\n{_table(pd.DataFrame(cells))}")
+                f"{_table(pd.DataFrame(pairs))}\n\n**Leave one group out, from the original** (cells of this "
+                "factorial; the interval uses its residual variance):\n\n"
+                f"{_table(pd.DataFrame(loo))}\n\n{_table(pd.DataFrame(cells))}")
+
+    def _loo_seeds(self, matrix, runs, group: str, groups) -> list[float]:
+        ids = {frozenset(v["groups"]): v["id"] for v in matrix.variants if v.get("groups") is not None}
+        full = frozenset(groups)
+        if full not in ids or full - {group} not in ids:
+            return []
+        return list(paired(done_values(runs, ids[full], PSNR_COLUMN),
+                           done_values(runs, ids[full - {group}], PSNR_COLUMN), 1).values())
 
     def results_table(self, summary: pd.DataFrame) -> str:
         rows = []
@@ -525,6 +539,10 @@ class Document:
                                  for g, iv in analysis.main_effects.items()],
                 "interactions": [{"groups": [a, b], "effect_db": iv.mean, "ci_low_db": iv.low,
                                   "ci_high_db": iv.high} for (a, b), iv in analysis.interactions.items()]}
+            runs = self.results.runs[self.results.runs["matrix"] == name]
+            entry["group_leave_one_out"] = [
+                {"group": g, "effect_db": iv.mean, "ci_low_db": iv.low, "ci_high_db": iv.high}
+                for g, iv in group_leave_one_out(self._matrix(name), runs, analysis).items()]
             out.setdefault("factorials", []).append(entry)
             if "attribution" not in out:  # the first factorial is the one the gap comes from
                 out.update(attribution=entry["attribution"], attribution_matrix=name,

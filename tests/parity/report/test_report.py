@@ -311,6 +311,9 @@ def test_attribution_adds_up_in_markdown_and_json(report):
     table = text[text.index("Attribution of the gap"):text.index("## Evaluation-side")]
     shown = [float(x) for x in re.findall(r"\| `(?:decoder|optimisation)` +\| [^|]+\| ([+-][0-9.]+)", table)]
     assert len(shown) == 2 and sum(shown) == pytest.approx(4.15, abs=0.011)
+    loo = {e["group"]: e for e in summary["factorials"][0]["group_leave_one_out"]}
+    assert loo["decoder"]["effect_db"] == pytest.approx(3.1)  # 24.0-21.0, 25.3-22.1
+    assert "Leave one group out, from the original" in text
     effects = {(e["kind"], e["difference"]): e for e in summary["effects"]}
     assert effects[("one-at-a-time", "patch-size")]["effect_db"] == pytest.approx(1.4)
 
