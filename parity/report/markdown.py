@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from ..config import notebook_baseline, original_baseline
-from ..differences import DEFECTS, GROUPS, IMPROVEMENTS
+from ..differences import DEFECTS, DIFFERENCES, GROUPS, IMPROVEMENTS, NOT_IN_SEED
 from ..store import atomic_write_bytes, atomic_write_text
 from . import stats
 from ..kinds import KINDS
@@ -125,6 +125,7 @@ class Document:
         parts.append(self.regime())
         parts.append(self.collapsed_text())
         parts.append(self.attribution())
+        parts.append(self.seed_claims())
         return "\n\n".join(p for p in parts if p)
 
     def gap(self) -> stats.Interval | None:
@@ -257,6 +258,37 @@ class Document:
             rows.append(row)
         return ("**Are the shares stable across budgets?** The same factorial at each budget (shares as a "
                 f"percentage of that budget's gap):\n\n{_table(pd.DataFrame(rows))}")
+
+    def seed_claims(self) -> str:
+        """Each claim of the seed audit against what this report can say: its own effect where a single-toggle
+        matrix measured it, else its group's leave-one-out and share from the factorial."""
+        done = [(name, a) for name, (a, _) in self.factorials.items() if a is not None]
+        if not done:
+            return ""
+        name, analysis = done[0]
+        matrix = self._matrix(name)
+        runs = self.results.runs[self.results.runs["matrix"] == name]
+        loo = group_leave_one_out(matrix, runs, analysis)
+        own = {r.difference: r for r in self.effects.itertuples() if r.kind == "leave-one-out"}
+        rows = []
+        for diff in DIFFERENCES:
+            if diff.seed == NOT_IN_SEED:
+                continue
+            group = next((g for g, ids in GROUPS.items() if diff.id in ids), None)
+            if diff.id in own and not _missing(own[diff.id].mean):
+                r = own[diff.id]
+                said = f"{r.mean:+.2f} {_interval(r)}: {r.verdict} (leave-one-out)"
+            elif group in loo:
+                iv = loo[group]
+                word = "measured" if iv.excludes_zero else "not measured"
+                said = (f"untestable alone at this budget; its group `{group}`: leave-one-out {iv.mean:+.2f} "
+                        f"{_ci(iv)} ({word}), share {analysis.shapley[group].mean:+.2f}")
+            else:
+                said = "untestable at this budget (no matrix varies it)"
+            rows.append({"difference": f"`{diff.id}`", "seed audit": diff.seed, "what this report says": said})
+        return ("**The seed audit's claims at this budget.** A claim about one difference is tested only where a "
+                "single-toggle matrix varied it; otherwise only its group's contribution is measured.\n\n"
+                + _table(pd.DataFrame(rows)))
 
     def evaluation_side(self) -> str:
         """Differences that change what is scored, computed from the stored per-image values."""
