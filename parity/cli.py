@@ -148,15 +148,15 @@ def cmd_train(args) -> int:
 
         ckpt = Path(args.resume)
         state = read_checkpoint(ckpt)
-        from .train import CHECKPOINT_KEYS
+        from .rundir import CHECKPOINT_KEYS, RunDir
 
         if not isinstance(state, dict) or not set(CHECKPOINT_KEYS) <= set(state):
             raise ParityError(f"{ckpt} is not a parity run checkpoint ({', '.join(CHECKPOINT_KEYS)}): pass the "
                               "checkpoint.pt of a `parity train` run folder")
         run_dir = ckpt.parent
-        if not (run_dir / "config.yaml").exists():
+        if not RunDir(run_dir).config.exists():
             raise ParityError(f"{run_dir} has no config.yaml next to the checkpoint: resume from a run folder")
-        cfg = load_yaml(run_dir / "config.yaml")
+        cfg = load_yaml(RunDir(run_dir).config)
     else:
         from .store import safe_folder_name
 

@@ -16,8 +16,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .errors import ParityError, RunFileError
-from .store import write_json
+from .errors import ParityError, RunFileError, first_line
+from .rundir import RunDir
 
 RAY_MISSING = ("ray is not installed: pip install -e '.[distributed]' (or pip install 'ray>=2.9'), "
                "or use --executor local")
@@ -46,20 +46,19 @@ def train_job(job: Job, datasets=None, progress=None) -> None:
     try:
         train_run(job.cfg, job.run_dir, datasets=datasets, progress=progress)
     except DivergedError as e:
-        write_json(job.run_dir / "status.json", {"state": "failed", "error": str(e), "step": e.step,
-                                                 "losses": e.recent})
+        RunDir(job.run_dir).fail(str(e), step=e.step, losses=e.recent)
     except RunFileError as e:
-        write_json(job.run_dir / "status.json", {"state": "failed", "error": str(e)})
+        RunDir(job.run_dir).fail(str(e))
     except ParityError:
         raise
     except Exception as e:
-        write_json(job.run_dir / "status.json", {"state": "failed", "error": f"{type(e).__name__}: {e}"})
+        RunDir(job.run_dir).fail(f"{type(e).__name__}: {e}")
 
 
 def _pending(job: Job, started: float) -> bool:
     from .runlock import failed_since
 
-    return not (job.run_dir / "metrics.json").exists() and not failed_since(job.run_dir, started)
+    return not RunDir(job.run_dir).metrics_file.exists() and not failed_since(job.run_dir, started)
 
 
 def _progress_columns():
@@ -161,10 +160,8 @@ def _ray_train(job: Job, started: float) -> tuple[str, str]:
             train_job(job, _WORKER_DATASETS[key])
         except ParityError as e:
             return "error", str(e)
-        status = job.run_dir / "status.json"
-        from .store import read_json
-
-        state = (read_json(status) or {}).get("state", "done") if status.exists() else "done"
+        run = RunDir(job.run_dir)
+        state = run.status().get("state", "done") if run.status_file.exists() else "done"
         return state, ""
     finally:
         release(job.run_dir, handle)
@@ -239,8 +236,7 @@ class RayExecutor(Executor):
                     try:
                         state, message = ray.get(ready[0])
                     except ray.exceptions.RayError as e:  # the worker died (OOM, node lost): record, go on
-                        write_json(job.run_dir / "status.json",
-                                   {"state": "failed", "error": f"ray: {str(e).splitlines()[0]}"})
+                        RunDir(job.run_dir).fail(f"ray: {first_line(e)}")
                         state, message = "failed", ""
                     if state == "error":
                         for ref in waiting:

@@ -58,7 +58,9 @@ def export_run(run_dir, fmt: str, out) -> Path:
     run_dir, out = Path(run_dir), Path(out)
     if fmt not in FORMATS:
         raise ParityError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    config, ckpt = run_dir / "config.yaml", run_dir / "checkpoint.pt"
+    from .rundir import RunDir
+
+    config, ckpt = RunDir(run_dir).config, RunDir(run_dir).checkpoint
     if not config.is_file() or not ckpt.is_file():
         raise ParityError(f"{run_dir} is not a run folder with config.yaml and checkpoint.pt: pass a folder that "
                           "`parity train` or `parity ablate` wrote (…/<variant>/seed-<k>)")

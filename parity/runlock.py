@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from .errors import ParityError
-from .store import read_json
+from .rundir import RunDir
 
 try:
     import fcntl
@@ -81,9 +81,9 @@ def _claim_by_pid_file(lock: Path, wait: bool):
 def failed_since(run_dir: Path, started: float) -> bool:
     """Failed during this command (by this or a concurrent process): not retried before it ends.
     Failures from earlier commands are retried, as a rerun always has."""
-    status = run_dir / "status.json"
+    run = RunDir(run_dir)
     try:
-        return status.stat().st_mtime >= started and (read_json(status) or {}).get("state") == "failed"
+        return run.status_file.stat().st_mtime >= started and run.status().get("state") == "failed"
     except (OSError, ParityError):
         return False
 

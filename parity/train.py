@@ -14,7 +14,6 @@ import os
 import platform
 import threading
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +22,10 @@ from torch.utils.data import DataLoader
 
 from . import __version__
 from .build import build_model
-from .config import ExperimentConfig, TrainConfig, to_yaml, validate
+from .config import ExperimentConfig, TrainConfig, validate
 from .coords import make_grid
-from .errors import ParityError, RunFileError, first_line
-from .store import atomic_torch_save, atomic_write_text, read_json, write_json
+from .errors import ParityError
+from .rundir import RunDir
 
 
 class DivergedError(RuntimeError):
@@ -148,9 +147,9 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
     """Train (or resume) one run in ``run_dir`` and return its metrics. ``progress``: an optional
     callable(dict) receiving step/loss/psnr updates. Raises DivergedError on a non-finite loss."""
     validate(cfg)
-    run_dir = Path(run_dir)
-    _check_same_config(cfg, run_dir)  # else another configuration's results would be returned or resumed
-    done = finished_metrics(run_dir / "metrics.json")
+    run = RunDir(run_dir)
+    run.check_config(cfg)  # else another configuration's results would be returned or resumed
+    done = run.finished_metrics()
     if done is not None:
         return done
     t = cfg.train
@@ -175,44 +174,37 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
         raise ParityError(f"{len(train_set)} training images make no full batch of {t.batch_size}: "
                           "lower train.batch_size or set data.drop_last=false")
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in run_dir.glob(".*.tmp"):  # a write cut short by a kill (store.py's temporary names): never read
-            stale.unlink(missing_ok=True)
-        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+        run.start(cfg)
     total_steps = t.epochs * steps_per_epoch if t.max_steps is None else min(t.max_steps, t.epochs * steps_per_epoch)
     eval_every = t.eval_every or steps_per_epoch
 
     model = build_model(cfg).to(device)  # built on the CPU: the same initial weights on any device
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    step, history, train_time, train_images, losses = 0, [], 0.0, 0, []
-    ckpt_path = run_dir / "checkpoint.pt"
-    if ckpt_path.exists():
-        step, history, train_time, train_images, losses = _resume(ckpt_path, model, optimizer)
+    state = run.load_state(model, optimizer)
     net = ddp.wrap(model) if ddp is not None else None  # after resuming: DDP broadcasts rank 0's weights
     grids: dict[tuple[int, int], torch.Tensor] = {}
     test_loader = _loader(test_set, cfg, None)
-    status = {"state": "running", "step": step, "total_steps": total_steps}
     if main:
-        write_json(run_dir / "status.json", status)
+        run.write_status("running", step=state.step, total_steps=total_steps)
 
     with PeakMemory() as memory:
-        epoch = step // steps_per_epoch + 1
-        while step < total_steps:
+        epoch = state.step // steps_per_epoch + 1
+        while state.step < total_steps:
             lr = lr_for_epoch(t, epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             model.train()
-            skip = step - (epoch - 1) * steps_per_epoch  # batches of this epoch already done (resume)
+            skip = state.step - (epoch - 1) * steps_per_epoch  # batches of this epoch already done (resume)
             for i, (images, _) in enumerate(_loader(train_set, cfg, epoch)):
                 if i < skip:
                     continue
-                if step >= total_steps:
+                if state.step >= total_steps:
                     break
                 t0 = time.perf_counter()
                 size = tuple(images.shape[-2:])
                 if size not in grids:
                     grids[size] = make_grid(*size, t.coords)
-                coords, gt = training_batch(cfg, images, grids[size], step)  # drawn on the CPU: same on any device
+                coords, gt = training_batch(cfg, images, grids[size], state.step)  # CPU draws: same on any device
                 images, coords, gt = images.to(device), coords.to(device), gt.to(device)
                 if ddp is None:
                     loss = step_loss(cfg, model.decode(model.encode(images), coords), gt)
@@ -222,39 +214,34 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
                 loss.backward()
                 value = loss.item() if ddp is None else ddp.mean(loss.item())  # the global batch's loss
                 if not math.isfinite(value):
-                    raise DivergedError(step + 1, value, losses[-10:])
+                    raise DivergedError(state.step + 1, value, state.losses[-10:])
                 if t.clip_norm is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
                 optimizer.step()
-                train_time += time.perf_counter() - t0
-                train_images += images.shape[0]
-                step += 1
-                losses.append(value)
+                state.train_time += time.perf_counter() - t0
+                state.train_images += images.shape[0]
+                state.step += 1
+                state.losses.append(value)
                 if progress:
-                    progress({"step": step, "total": total_steps, "loss": value, "epoch": epoch, "lr": lr})
-                if main and (step % eval_every == 0 or step == total_steps):
+                    progress({"step": state.step, "total": total_steps, "loss": value, "epoch": epoch, "lr": lr})
+                if main and (state.step % eval_every == 0 or state.step == total_steps):
                     test = quick_test_psnr(model, test_loader, cfg, eval_images)
-                    history.append({"step": step, "epoch": epoch, "lr": lr,
-                                    "train_loss": sum(losses[-eval_every:]) / len(losses[-eval_every:]),
-                                    "test_psnr": test["psnr"], "test_psnr_batch_mse": test["psnr_batch_mse"],
-                                    "train_time_s": train_time})
+                    recent = state.losses[-eval_every:]
+                    state.history.append({"step": state.step, "epoch": epoch, "lr": lr,
+                                          "train_loss": sum(recent) / len(recent), "test_psnr": test["psnr"],
+                                          "test_psnr_batch_mse": test["psnr_batch_mse"],
+                                          "train_time_s": state.train_time})
                     if progress:
-                        progress({"step": step, "total": total_steps, "loss": value, "psnr": test["psnr"]})
-                    atomic_torch_save(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                                  "step": step, "history": history, "train_time": train_time,
-                                                  "train_images": train_images,
-                                                  # the tail a resumed run needs for the same train_loss means
-                                                  "losses": losses[-max(eval_every, 10):]})
-                    atomic_write_text(run_dir / "history.jsonl", "".join(_json_line(h) for h in history))
-                    write_json(run_dir / "status.json", {**status, "step": step})
+                        progress({"step": state.step, "total": total_steps, "loss": value, "psnr": test["psnr"]})
+                    run.save(model, optimizer, state, max(eval_every, 10), total_steps)
             epoch += 1
 
-    metrics = {"steps": step, "epochs": step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
-               "train_images": train_images, "train_time_s": train_time,
-               "train_images_per_s": train_images / train_time if train_time else None,
+    metrics = {"steps": state.step, "epochs": state.step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
+               "train_images": state.train_images, "train_time_s": state.train_time,
+               "train_images_per_s": state.train_images / state.train_time if state.train_time else None,
                "peak_rss_mb": memory.peak_mb, "device": str(device),
                "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None,
-               "final_lr": history[-1]["lr"] if history else None,
+               "final_lr": state.history[-1]["lr"] if state.history else None,
                "seed": t.seed, "environment": environment()}
     if not main:  # rank 0 evaluates and writes the run's files
         return metrics
@@ -265,99 +252,9 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
         metrics.update(evaluate_all(model, train_eval, test_loader, cfg.eval, t.coords, cfg.data.image_size))
     else:
         metrics["test"] = quick_test_psnr(model, test_loader, cfg, eval_images)
-    save_samples(model, test_set, cfg, run_dir / "samples.png")
-    # again here: a run killed between its last checkpoint and this line resumes with nothing left to
-    # train, so the loop above would not rewrite a history.jsonl that missed the last evaluation
-    atomic_write_text(run_dir / "history.jsonl", "".join(_json_line(h) for h in history))
-    write_json(run_dir / "metrics.json", metrics)
-    write_json(run_dir / "status.json", {"state": "done", "step": step, "total_steps": total_steps})
+    save_samples(model, test_set, cfg, run.samples)
+    run.finish(metrics, state.history, total_steps)
     return metrics
-
-
-def metrics_problem(metrics) -> str | None:
-    """Why a metrics.json does not hold a finished run's results (truncated, empty, NaN, another format);
-    None when it does."""
-    if not isinstance(metrics, dict):
-        return f"holds {type(metrics).__name__}, not the results object"
-    test = metrics.get("test")
-    psnr = test.get("psnr") if isinstance(test, dict) else None
-    if isinstance(psnr, bool) or not isinstance(psnr, (int, float)):
-        return "has no test PSNR (an old or foreign format)"
-    if not math.isfinite(psnr):
-        return f"has a test PSNR of {psnr}"
-    if not isinstance(metrics.get("steps"), int):
-        return "has no step count (an old or foreign format)"
-    return None
-
-
-def finished_metrics(path: Path) -> dict | None:
-    """A run's metrics.json when it holds finished results; a corrupt one is set aside as metrics.json.corrupt
-    (kept for inspection) so the run finishes again from its checkpoint, never counted as done."""
-    try:
-        metrics = read_json(path)
-    except ParityError:
-        metrics = "unreadable"
-    if metrics is None:
-        return None
-    if metrics_problem(metrics) is None:
-        return metrics
-    os.replace(path, path.with_name(path.name + ".corrupt"))
-    return None
-
-
-CHECKPOINT_KEYS = ("model", "optimizer", "step", "history", "train_time", "train_images")
-
-
-def _resume(ckpt_path: Path, model, optimizer) -> tuple[int, list, float, int, list]:
-    """Load a run's checkpoint into model and optimizer; one-line errors for anything that does not fit."""
-    from .checkpoints import load_state_dict_strict, read_checkpoint
-
-    fix = "delete it to restart the run from scratch"
-    try:
-        state = read_checkpoint(ckpt_path)
-        if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
-            have = ", ".join(sorted(map(str, state))) if isinstance(state, dict) else type(state).__name__
-            raise ParityError(f"{ckpt_path} is not a parity run checkpoint (expected {', '.join(CHECKPOINT_KEYS)}; "
-                              f"found {have}): {fix}")
-        load_state_dict_strict(model, state["model"], source=f"checkpoint {ckpt_path}")
-    except RunFileError:
-        raise
-    except ParityError as e:  # this run's file, not the command: the run fails, a matrix goes on
-        raise RunFileError(str(e)) from None
-    try:
-        optimizer.load_state_dict(state["optimizer"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise RunFileError(f"the optimizer state in {ckpt_path} does not fit the model ({first_line(e)}): "
-                           f"{fix}") from None
-    # checkpoints written before the loss tail was saved resume with an empty one
-    return state["step"], state["history"], state["train_time"], state["train_images"], list(state.get("losses", []))
-
-
-def _check_same_config(cfg: ExperimentConfig, run_dir: Path) -> None:
-    """A run folder belongs to one configuration: refuse to resume, or return the results of, a run
-    whose config.yaml differs (data.download changes no result and is not compared)."""
-    from .config import config_diff
-    from .configfile import load_yaml
-
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        if (run_dir / "checkpoint.pt").exists():  # resuming would mix two configurations in one run
-            raise ParityError(f"{run_dir} holds a checkpoint but no config.yaml, so its configuration is unknown: "
-                              "delete that folder to start the run over")
-        return
-    before = load_yaml(path)
-    diff = {k: v for k, v in config_diff(before, cfg).items() if k != "data.download"}
-    if diff:
-        shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:3])
-        more = f" (+{len(diff) - 3} more)" if len(diff) > 3 else ""
-        raise ParityError(f"{run_dir} holds a run of another configuration ({shown}{more}): pass another --out, "
-                          "or delete that folder to start the run over")
-
-
-def _json_line(obj) -> str:
-    import json
-
-    return json.dumps(obj) + "\n"
 
 
 @torch.no_grad()

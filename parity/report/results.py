@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..errors import ParityError
 from ..kinds import REPORT_ORDER
+from ..rundir import RunDir
 from ..store import read_json
 
 MATRIX_FILE = "matrix.json"
@@ -87,7 +88,7 @@ def load_results(path) -> Results:
                 runs.append({"matrix": name, "kind": spec["kind"], **row})
                 histories += [{"matrix": name, "variant": variant["id"], "role": row["role"], "seed": seed,
                                "state": row["state"], **h}
-                              for h in read_history(row["run_dir"] / "history.jsonl")]
+                              for h in read_history(RunDir(row["run_dir"]).history_file)]
     # matrices in the report's order of kinds, then by folder name
     matrices.sort(key=lambda m: (REPORT_ORDER.index(m["kind"]), m["matrix"]))
     return Results(root, pd.DataFrame(matrices), pd.DataFrame(runs), _history_frame(histories))
@@ -109,7 +110,7 @@ def _run_row(folder: Path, variant: dict, seed: int) -> dict:
            "toggles": tuple(variant.get("toggles") or ()), "skipped": variant.get("skipped"),
            "seed": seed, "run_dir": run_dir}
     row.update(_run_state(run_dir, variant.get("skipped")))
-    metrics = _read_or_none(run_dir / "metrics.json") if row["state"] == "done" else None
+    metrics = _read_or_none(RunDir(run_dir).metrics_file) if row["state"] == "done" else None
     row["metrics"] = metrics or {}
     row.update(flatten({k: v for k, v in (metrics or {}).items() if k not in NOT_FLATTENED}))
     samples = run_dir / "samples.png"
@@ -124,20 +125,16 @@ def _run_state(run_dir: Path, skipped: str | None) -> dict:
         return out
     if not run_dir.is_dir():
         return {**out, "state": "missing", "error": "no run folder: never started (rerun `parity ablate`)"}
+    run = RunDir(run_dir)
     try:
-        status = read_json(run_dir / "status.json", {}) or {}
+        status = run.status()
     except ParityError as e:
         return {**out, "state": "failed", "error": str(e)}
     if not isinstance(status, dict):
-        return {**out, "state": "failed", "error": f"{run_dir / 'status.json'} is not a status object: delete it"}
-    has_metrics = (run_dir / "metrics.json").is_file()
+        return {**out, "state": "failed", "error": f"{run.status_file} is not a status object: delete it"}
+    has_metrics = run.metrics_file.is_file()
     if has_metrics:
-        from ..train import metrics_problem
-
-        try:
-            problem = metrics_problem(read_json(run_dir / "metrics.json"))
-        except ParityError:
-            problem = "is not valid JSON"
+        problem = run.metrics_problem()
         if problem:
             return {**out, "state": "failed", "step": status.get("step"), "total_steps": status.get("total_steps"),
                     "error": f"metrics.json {problem}: rerun `parity ablate` to evaluate the run again"}

@@ -364,14 +364,15 @@ def test_corrupt_metrics_are_failed_runs_with_a_reason(tmp_path, content):
 
 
 def test_a_corrupt_metrics_file_is_set_aside_not_counted(tmp_path):
-    from parity.train import finished_metrics
+    from parity.rundir import RunDir
 
-    path = tmp_path / "metrics.json"
+    run = RunDir(tmp_path)
+    path = run.metrics_file
     path.write_text('{"test": {"psnr": 2')
-    assert finished_metrics(path) is None
+    assert run.finished_metrics() is None
     assert not path.exists() and (tmp_path / "metrics.json.corrupt").exists()
     path.write_text(json.dumps({"test": {"psnr": 20.0}, "steps": 5}))
-    assert finished_metrics(path)["steps"] == 5
+    assert run.finished_metrics()["steps"] == 5
 
 
 def test_collapsed_runs_are_named_before_the_attribution(tmp_path):
