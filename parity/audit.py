@@ -20,12 +20,12 @@ def _show(value) -> str:
 
 def differences_frame(include_improvements: bool = False) -> pd.DataFrame:
     rows = [{"id": d.id, "component": d.component, "notebook": "; ".join(_show(v) for v in d.notebook.values()),
-             "original": "; ".join(_show(v) for v in d.original.values()), "seed audit": d.seed,
+             "original": "; ".join(_show(v) for v in d.original.values()), "seed audit": d.claimed_severity,
              "fields": ", ".join(d.fields), "requires": ", ".join(f"{k}={v}" for k, v in d.requires.items()) or "-",
              "title": d.title} for d in DIFFERENCES]
     if include_improvements:
         rows += [{"id": i.id, "component": i.component, "notebook": "-", "original": "-",
-                  "seed audit": i.seed, "fields": ", ".join(f"{k}={v}" for k, v in i.sets.items()),
+                  "seed audit": i.claimed_severity, "fields": ", ".join(f"{k}={v}" for k, v in i.sets.items()),
                   "requires": ", ".join(f"{k}={v}" for k, v in i.requires.items()) or "-",
                   "title": f"improvement: {i.title}"} for i in IMPROVEMENTS]
     return pd.DataFrame(rows)
@@ -106,7 +106,7 @@ def write_audit(out="reports/audit.md", count_flops: bool = True) -> Path:
     frame = frame.set_index("id").loc[order].reset_index()
     lines += [frame[["id", "component", "notebook", "original", "seed audit", "requires", "title"]]
               .to_markdown(index=False), ""]
-    missed = [d.id for d in DIFFERENCES if d.seed == "not in the seed audit"]
+    missed = [d.id for d in DIFFERENCES if d.claimed_severity == "not in the seed audit"]
     lines += [f"The seed audit names {len(DIFFERENCES) - len(missed)} of these; it misses {len(missed)}: "
               + ", ".join(f"`{m}`" for m in missed) + ".", "",
               "## Improvements (outside the parity set)", ""]

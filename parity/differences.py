@@ -25,7 +25,7 @@ class Difference:
     title: str
     component: str  # data | encoder | decoder | training | evaluation
     fields: tuple[str, ...]
-    seed: str = NOT_IN_SEED  # the seed audit's claimed impact
+    claimed_severity: str = NOT_IN_SEED  # the seed audit's claimed impact
     requires: dict[str, Any] = field(default_factory=dict)  # field -> value it only means something with
     note: str = ""
 
@@ -68,7 +68,7 @@ class Improvement:
     component: str
     sets: dict[str, Any]
     fixes: str  # the defect or recommendation it addresses
-    seed: str = NOT_IN_SEED
+    claimed_severity: str = NOT_IN_SEED
     requires: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -91,30 +91,30 @@ class Improvement:
 DIFFERENCES: tuple[Difference, ...] = (
     # -- in the seed audit
     Difference("decoder", "Decoder architecture: modulation net + MLP hyponet vs multi-level LAINR", "decoder",
-               ("model.decoder",), seed="MASSIVE",
+               ("model.decoder",), claimed_severity="MASSIVE",
                note="Swaps the whole decoder; every other decoder setting carries over to the new one."),
     Difference("spatial-bias", "Spatial attention bias -10 (t - s_j)^2 between query and LP token", "decoder",
-               ("model.spatial_bias",), seed="CRITICAL",
+               ("model.spatial_bias",), claimed_severity="CRITICAL",
                note="t is the raster-order index of the query's patch cell: a 1-D distance, not the 2-D one "
                     "the seed describes."),
     Difference("modulation-entry", "Modulation concatenated with the coordinate features vs added to the "
-               "bandwidth features", "decoder", ("model.modulation",), seed="CRITICAL",
+               "bandwidth features", "decoder", ("model.modulation",), claimed_severity="CRITICAL",
                requires={"model.decoder": "notebook"},
                note="LAINR always adds; inside the notebook decoder 'add' uses ReLU(ReLU(W g) + W' m)."),
     Difference("pixel-sampling", "512 pixels per image sampled with replacement vs every pixel", "training",
-               ("train.pixels",), seed="SEVERE",
+               ("train.pixels",), claimed_severity="SEVERE",
                note="With the LAINR decoder, sampled pixels meet the batch-0 coordinate defect: every image "
                     "is decoded at image 0's coordinates (see fix-batch0-coords)."),
     Difference("patch-size", "Patch size 4 (64 patches) vs 2 (256 patches)", "encoder", ("model.patch_size",),
-               seed="MODERATE"),
-    Difference("num-lp", "LP tokens 32 vs 256", "encoder", ("model.num_lp",), seed="MODERATE"),
-    Difference("depth", "Encoder depth 4 vs 6 blocks", "encoder", ("model.depth",), seed="MINOR"),
-    Difference("lr", "Learning rate 1e-4 vs 5e-4", "training", ("train.lr",), seed="MODERATE"),
+               claimed_severity="MODERATE"),
+    Difference("num-lp", "LP tokens 32 vs 256", "encoder", ("model.num_lp",), claimed_severity="MODERATE"),
+    Difference("depth", "Encoder depth 4 vs 6 blocks", "encoder", ("model.depth",), claimed_severity="MINOR"),
+    Difference("lr", "Learning rate 1e-4 vs 5e-4", "training", ("train.lr",), claimed_severity="MODERATE"),
     Difference("warmup", "No warm-up vs linear warm-up over 5 epochs", "training", ("train.warmup_epochs",),
-               seed="MODERATE",
+               claimed_severity="MODERATE",
                note="The original computes base*(epoch+1)/5 with epochs counted from 1: it starts at 0.4x and "
                     "reaches the full rate at epoch 4."),
-    Difference("epochs", "20 vs 40 epochs", "training", ("train.epochs",), seed="MODERATE"),
+    Difference("epochs", "20 vs 40 epochs", "training", ("train.epochs",), claimed_severity="MODERATE"),
     # -- found by reading both sources
     Difference("lr-horizon", "Cosine with T_max=50 stepped for 20 epochs (ends at 68% of the base LR) vs "
                "cosine down to 1e-8 at the last epoch", "training", ("train.lr_horizon", "train.min_lr")),
@@ -151,7 +151,7 @@ DIFFERENCES: tuple[Difference, ...] = (
 
 IMPROVEMENTS: tuple[Improvement, ...] = (
     Improvement("jitter-train", "Gaussian jitter (std 0.01) on the training coordinates", "training",
-                {"train.jitter_std": 0.01}, seed="CRITICAL",
+                {"train.jitter_std": 0.01}, claimed_severity="CRITICAL",
                 fixes="The seed audit lists jitter as a difference, but the original's call is commented out: "
                       "neither source jitters. This is the seed's recommendation, measured."),
     Improvement("fix-batch0-coords", "Decode every sample at its own coordinates", "decoder",
@@ -214,7 +214,7 @@ def apply_toggles(cfg: ExperimentConfig, ids: list[str], side: str = "original")
 
 def by_severity(diffs=DIFFERENCES) -> list[Difference]:
     """Most severe (per the seed audit) first; registry order within a level."""
-    return sorted(diffs, key=lambda d: SEVERITY_ORDER.index(d.seed))
+    return sorted(diffs, key=lambda d: SEVERITY_ORDER.index(d.claimed_severity))
 
 
 def unregistered_fields() -> dict[str, tuple[Any, Any]]:

@@ -74,7 +74,7 @@ def effect_row(runs: pd.DataFrame, seeds: list[int], diff_id: str, variant: dict
     entry = REGISTRY.get(diff_id)
     metric = metric_for(diff_id, runs)
     row = {"difference": diff_id, "title": entry.title if entry else "(not in the registry)",
-           "component": entry.component if entry else None, "claimed": entry.seed if entry else None,
+           "component": entry.component if entry else None, "claimed": entry.claimed_severity if entry else None,
            "metric": metric, "variant": variant["id"], "reference": reference["id"] if reference else None,
            "note": note}
     values = {}

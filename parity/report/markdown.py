@@ -272,7 +272,7 @@ class Document:
         own = {r.difference: r for r in self.effects.itertuples() if r.kind == "leave-one-out"}
         rows = []
         for diff in DIFFERENCES:
-            if diff.seed == NOT_IN_SEED:
+            if diff.claimed_severity == NOT_IN_SEED:
                 continue
             group = next((g for g, ids in GROUPS.items() if diff.id in ids), None)
             if diff.id in own and not _missing(own[diff.id].mean):
@@ -285,7 +285,7 @@ class Document:
                         f"{_ci(iv)} ({word}), share {analysis.shapley[group].mean:+.2f}")
             else:
                 said = "untestable at this budget (no matrix varies it)"
-            rows.append({"difference": f"`{diff.id}`", "seed audit": diff.seed, "what this report says": said})
+            rows.append({"difference": f"`{diff.id}`", "seed audit": diff.claimed_severity, "what this report says": said})
         return ("**The seed audit's claims at this budget.** A claim about one difference is tested only where a "
                 "single-toggle matrix varied it; otherwise only its group's contribution is measured.\n\n"
                 + _table(pd.DataFrame(rows)))
@@ -449,7 +449,7 @@ class Document:
             rows.append({"fix": f"`{imp.id}`", "what it changes": imp.title,
                          "sets": ", ".join(f"`{k}={v}`" for k, v in imp.sets.items()),
                          "requires": ", ".join(f"`{k}={v}`" for k, v in imp.requires.items()) or MISSING,
-                         "addresses": imp.fixes, "seed claim": imp.seed,
+                         "addresses": imp.fixes, "seed claim": imp.claimed_severity,
                          "measured (dB)": "; ".join(f"{_number(r.mean, 2, signed=True)} {_interval(r)} → "
                                                     f"{r.verdict} (`{r.matrix}`)"
                                                     for r in mine.itertuples()) or "not run"})

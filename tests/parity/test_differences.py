@@ -31,7 +31,7 @@ def test_each_difference_changes_only_and_all_of_its_fields(diff):
     nb, orig = notebook_baseline(), original_baseline()
     assert set(config_diff(nb, diff.apply(nb))) == set(diff.fields)
     assert set(config_diff(orig, diff.apply(orig, "notebook"))) == set(diff.fields)
-    assert diff.seed in SEVERITY_ORDER and diff.title and diff.component
+    assert diff.claimed_severity in SEVERITY_ORDER and diff.title and diff.component
 
 
 def test_improvements_change_only_their_fields_and_fix_off_in_both():
@@ -42,10 +42,10 @@ def test_improvements_change_only_their_fields_and_fix_off_in_both():
 
 
 def test_seed_audit_claims_are_recorded():
-    claimed = {d.id: d.seed for d in DIFFERENCES if d.seed != NOT_IN_SEED}
+    claimed = {d.id: d.claimed_severity for d in DIFFERENCES if d.claimed_severity != NOT_IN_SEED}
     assert claimed["decoder"] == "MASSIVE" and claimed["pixel-sampling"] == "SEVERE" and claimed["depth"] == "MINOR"
     assert by_severity()[0].id == "decoder"
-    assert get("jitter-train").seed == "CRITICAL"  # the seed's claim; neither source jitters
+    assert get("jitter-train").claimed_severity == "CRITICAL"  # the seed's claim; neither source jitters
 
 
 def test_unknown_id_suggests_the_closest():
