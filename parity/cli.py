@@ -202,7 +202,7 @@ def cmd_ablate(args) -> int:
 
     from .executors import make_executor
     from .kinds import RUN_ORDER
-    from .matrix import run_matrix
+    from .executors import run_matrix
 
     console = _console()
     executor = make_executor(args.executor, args.address)  # before any run: a missing ray is one line

@@ -1,6 +1,6 @@
-"""Executors for ``run_matrix``: where the pending runs of a matrix are trained.
+"""Executors: where the pending runs of a planned matrix are trained, and ``run_matrix`` (plan, then run).
 
-``run_matrix`` builds the list of jobs (variant, seed, configuration, run folder) and hands it to an
+``parity.matrix.plan_matrix`` builds the list of jobs (variant, seed, configuration, run folder) and hands it to an
 executor. Every executor trains a job with ``parity.train.train_run`` into the same run folder, so the
 results store behaves the same whatever trains it: finished runs are skipped, interrupted runs resume
 from their checkpoint.pt, failures are recorded in status.json and the matrix goes on.
@@ -13,28 +13,16 @@ from their checkpoint.pt, failures are recorded in status.json and the matrix go
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+import time
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import ParityError, RunFileError, first_line
+from .matrix import Job, plan_matrix
 from .rundir import RunDir
 
 RAY_MISSING = ("ray is not installed: pip install -e '.[distributed]' (or pip install 'ray>=2.9'), "
                "or use --executor local")
-
-
-@dataclass
-class Job:
-    """One (variant, seed) run of a matrix; ``cfg`` already carries the seed."""
-
-    variant: str
-    seed: int
-    cfg: object  # ExperimentConfig
-    run_dir: Path
-
-    @property
-    def label(self) -> str:
-        return f"{self.variant} seed {self.seed}"
 
 
 def train_job(job: Job, datasets=None, progress=None) -> None:
@@ -263,3 +251,16 @@ def make_executor(name: str, address: str | None = None) -> Executor:
     if name == "ray":
         return RayExecutor(address)
     raise ParityError(f"unknown executor {name!r}: choose local or ray")
+
+
+def run_matrix(kind: str, preset_name: str, seeds: int, out, overrides: list[str] | None = None,
+               console=None, only: list[str] | None = None, executor=None, groups: tuple[str, ...] | None = None,
+               faithful_defects: bool = False):
+    """Plan a matrix (parity.matrix.plan_matrix) and train its pending runs with ``executor`` (default
+    LocalExecutor); returns its folder. Finished runs are skipped; failed runs are recorded and the rest
+    goes on."""
+    started = time.time()
+    plan = plan_matrix(kind, preset_name, seeds, out, overrides, only, groups, faithful_defects)
+    (executor or LocalExecutor()).run(plan.jobs, plan.title, started, console=console)
+    return plan.folder
+

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as _dt
 import shlex
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,16 +124,38 @@ def matrix_variants(kind: str, pair: tuple[ExperimentConfig, ExperimentConfig], 
     return out
 
 
-def run_matrix(kind: str, preset_name: str, seeds: int, out: Path, overrides: list[str] | None = None,
-               console=None, only: list[str] | None = None, executor=None, groups: tuple[str, ...] | None = None,
-               faithful_defects: bool = False) -> Path:
-    """Run (or resume) a matrix; returns its folder. Finished runs are skipped; failed runs are
-    recorded and the matrix goes on. ``executor``: where the pending runs train (parity.executors;
-    default LocalExecutor, one after another in this process). ``groups``: the factorial's factors."""
-    from .config import apply_overrides
-    from .executors import Job, LocalExecutor
+@dataclass
+class Job:
+    """One (variant, seed) run of a matrix; ``cfg`` already carries the seed."""
 
-    started = time.time()
+    variant: str
+    seed: int
+    cfg: ExperimentConfig
+    run_dir: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant} seed {self.seed}"
+
+
+@dataclass
+class MatrixPlan:
+    """A planned matrix: its folder (matrix.json written), the manifest, and the runs to train."""
+
+    folder: Path
+    manifest: dict
+    jobs: list[Job]
+    title: str
+
+
+def plan_matrix(kind: str, preset_name: str, seeds: int, out: Path, overrides: list[str] | None = None,
+                only: list[str] | None = None, groups: tuple[str, ...] | None = None,
+                faithful_defects: bool = False) -> MatrixPlan:
+    """The variants of a matrix at a preset, as runs (variant x seed) in their folders, and its manifest
+    (matrix.json, written). ``groups``: the factorial's factors; ``only``: these variants and the baseline.
+    Training is an executor's job (parity.executors.run_matrix)."""
+    from .config import apply_overrides
+
     p = preset(preset_name)
     nb, orig = p.baselines()
     if overrides:
@@ -169,7 +190,6 @@ def run_matrix(kind: str, preset_name: str, seeds: int, out: Path, overrides: li
     if "references" not in manifest:
         manifest["references"] = _references(nb)
     write_json(folder / "matrix.json", manifest)
-
     jobs = []
     for v in variants:
         if v.skipped:
@@ -178,8 +198,7 @@ def run_matrix(kind: str, preset_name: str, seeds: int, out: Path, overrides: li
             cfg = v.config.copy()
             cfg.train.seed = s
             jobs.append(Job(v.id, s, cfg, folder / v.id / f"seed-{s}"))
-    (executor or LocalExecutor()).run(jobs, f"{preset_name} {kind}", started, console=console)
-    return folder
+    return MatrixPlan(folder, manifest, jobs, f"{preset_name} {kind}")
 
 
 def _references(cfg: ExperimentConfig) -> dict | None:

@@ -52,7 +52,7 @@ def test_a_checkpoint_of_another_architecture_fails_only_its_run(tmp_path):
     import json
     import shutil
 
-    from parity.matrix import run_matrix
+    from parity.executors import run_matrix
 
     only = ["notebook+depth", "notebook+lr"]
     folder = run_matrix("one-at-a-time", "smoke", 1, tmp_path, TINY, only=only)

@@ -31,7 +31,7 @@ import original_port
 from parity.cli import main
 from parity.config import config_diff
 from parity.configfile import load_yaml
-from parity.matrix import run_matrix
+from parity.executors import run_matrix
 from parity.presets import preset
 from parity.store import atomic_write_text
 from parity.train import DivergedError, train_run
