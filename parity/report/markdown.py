@@ -742,7 +742,8 @@ def preset_changes(baselines: dict) -> pd.DataFrame:
         if values != source and any(v is not None for v in values.values()):
             rows.append({"field": f"`{path}`", "notebook (preset)": _value(values["notebook"]),
                          "original (preset)": _value(values["original"]),
-                         "sources (notebook, original)": f"{_value(source['notebook'])}, {_value(source['original'])}"})
+                         "sources (notebook / original)": f"{_value(source['notebook'])} / "
+                                                          f"{_value(source['original'])}"})
     return pd.DataFrame(rows)
 
 
