@@ -39,7 +39,7 @@ from parity.train import DivergedError, train_run
 ROOT = Path(__file__).resolve().parents[2]
 # The evidence becomes reports/reliability.md only when asked (tests never write into tracked files):
 #   PARITY_RELIABILITY_REPORT=reports/reliability.md python -m pytest tests/parity/test_reliability.py
-REPORT = os.environ.get("PARITY_RELIABILITY_REPORT")
+REPORT = ROOT / os.environ["PARITY_RELIABILITY_REPORT"] if os.environ.get("PARITY_RELIABILITY_REPORT") else None
 
 # The smallest matrix that still has seeds, variants and evaluations (tests/parity/test_cli.py's FAST,
 # with an evaluation, hence a checkpoint, after every step: many points a kill can land between).
@@ -104,7 +104,7 @@ def write_report_when_complete():
     yield
     sections = ("kill", "writes", "diverged", "concurrency", "reproducible")
     if REPORT and len(EVIDENCE["bad_input"]) == len(BAD_INPUTS) and all(k in EVIDENCE for k in sections):
-        atomic_write_text(Path(REPORT), _render(EVIDENCE))
+        atomic_write_text(REPORT, _render(EVIDENCE))  # resolved from the checkout: tests change directory
 
 
 def _cell(text: str) -> str:
@@ -113,9 +113,10 @@ def _cell(text: str) -> str:
 
 def _render(ev: dict) -> str:
     out = ["# Reliability: bad input, kills, divergence, concurrency, reproducibility", "",
-           "Written by `tests/parity/test_reliability.py` whenever the whole module passes (a CI run of the "
-           "test suite regenerates it). Everything below was measured in that run; only the kill points are "
-           "random (their seed is given, to replay them).", ""]
+           "Written by `tests/parity/test_reliability.py` when the whole module passes with "
+           "`PARITY_RELIABILITY_REPORT=reports/reliability.md python -m pytest tests/parity/test_reliability.py` "
+           "(the plain test suite asserts the same and writes nothing). Everything below was measured in that run; "
+           "only the kill points are random (their seed is given, to replay them).", ""]
 
     out += ["## Bad input", "",
             f"{len(ev['bad_input'])} bad inputs, each given to `parity.cli.main` in-process: every one exits with "
