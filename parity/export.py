@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from .build import notebook_kwargs, transinr_spec
+from .build import build_model, notebook_kwargs, transinr_spec
 from .errors import ParityError
 
 FORMATS = ("transinr", "notebook")
@@ -60,44 +60,34 @@ def export_run(run_dir, fmt: str, out) -> Path:
         raise ParityError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
     from .rundir import RunDir
 
-    config, ckpt = RunDir(run_dir).config, RunDir(run_dir).checkpoint
-    if not config.is_file() or not ckpt.is_file():
+    run = RunDir(run_dir)
+    if not run.config.is_file() or not run.checkpoint.is_file():
         raise ParityError(f"{run_dir} is not a run folder with config.yaml and checkpoint.pt: pass a folder that "
                           "`parity train` or `parity ablate` wrote (…/<variant>/seed-<k>)")
-    cfg = load_yaml(config)
-    state = read_checkpoint(ckpt)
+    cfg = load_yaml(run.config)
+    state = read_checkpoint(run.checkpoint)
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise ParityError(f"{ckpt} is not a parity run checkpoint: its 'model' state dict is missing")
-    m = cfg.model
+        raise ParityError(f"{run.checkpoint} is not a parity run checkpoint: its 'model' state dict is missing")
+    m, size = cfg.model, cfg.data.image_size
+    source, other = ("trans-inr", "notebook") if fmt == "transinr" else ("the notebook's class", "transinr")
+    if m.decoder != ("lainr" if fmt == "transinr" else "notebook"):
+        raise ParityError(f"{run_dir} is a {m.decoder}-decoder run ({cfg.name}): {source} builds only its own "
+                          f"decoder; export it with --format {other}")
+    spec = transinr_spec(m, size) if fmt == "transinr" else None
+    extra = harness_only_transinr(spec) if fmt == "transinr" else harness_only_notebook(notebook_kwargs(m, size))
+    if extra:
+        raise ParityError(f"{cfg.name} mixes in settings {source} cannot build ({', '.join(extra)}): only runs whose "
+                          f"model is the {'original' if fmt == 'transinr' else 'notebook'}'s architecture export "
+                          f"to {'trans-inr' if fmt == 'transinr' else 'the notebook'}")
+    model = build_model(cfg)  # the port's own class, as the source builds it (the checks above)
+    load_state_dict_strict(model, state["model"], source=f"checkpoint {run.checkpoint}")
     if fmt == "transinr":
-        if m.decoder != "lainr":
-            raise ParityError(f"{run_dir} is a notebook-decoder run ({cfg.name}): trans-inr builds only the LAINR "
-                              "decoder; export it with --format notebook")
-        spec = transinr_spec(m, cfg.data.image_size)
-        extra = harness_only_transinr(spec)
-        if extra:
-            raise ParityError(f"{cfg.name} mixes in settings trans-inr cannot build ({', '.join(extra)}): only runs "
-                              "whose model is the original's architecture export to trans-inr")
         import original_port
 
-        model = original_port.from_spec(spec)
-        load_state_dict_strict(model, state["model"], source=f"checkpoint {ckpt}")
         original_port.save_checkpoint(out, model, spec, epoch=int(state.get("step", 0)),
                                       cfg={"parity_config": cfg.to_dict()})
-        return out
-    if m.decoder != "notebook":
-        raise ParityError(f"{run_dir} is a LAINR-decoder run ({cfg.name}): the notebook builds only its own "
-                          "decoder; export it with --format transinr")
-    kwargs = notebook_kwargs(m, cfg.data.image_size)
-    extra = harness_only_notebook(kwargs)
-    if extra:
-        raise ParityError(f"{cfg.name} mixes in settings the notebook's class cannot build ({', '.join(extra)}): "
-                          "only runs whose model is the notebook's architecture export to the notebook")
-    import notebook_port
-
-    model = notebook_port.MambaGINR_CIFAR(**kwargs)
-    load_state_dict_strict(model, state["model"], source=f"checkpoint {ckpt}")
-    atomic_torch_save(out, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    else:
+        atomic_torch_save(out, {k: v.detach().clone() for k, v in model.state_dict().items()})
     return out
 
 

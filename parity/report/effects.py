@@ -217,17 +217,20 @@ def factorial(matrix, runs: pd.DataFrame, groups: tuple[str, ...] | None = None
     return stats.factorial_analysis({c: {s: v[s] for s in common} for c, v in cells.items()}, groups), ""
 
 
-def group_leave_one_out(matrix, runs: pd.DataFrame, analysis: stats.FactorialAnalysis) -> dict[str, stats.Interval]:
+def group_leave_one_out(matrix, runs: pd.DataFrame, analysis: stats.FactorialAnalysis
+                        ) -> dict[str, tuple[stats.Interval, dict[int, float]]]:
     """Leave-one-out over the groups, read off the factorial: PSNR(all groups) - PSNR(all but g), paired by
-    seed; the interval uses the factorial's residual variance (a contrast of two cells: twice it)."""
+    seed ({group: (interval, per-seed values)}); the interval uses the factorial's residual variance (a
+    contrast of two cells: twice it)."""
     ids = {frozenset(v["groups"]): v["id"] for v in matrix.variants if v.get("groups") is not None}
     full = frozenset(analysis.groups)
     top = done_values(runs, ids[full], PSNR_COLUMN)
     pooled = (2 * analysis.residual_var, analysis.residual_df)
     out = {}
     for g in analysis.groups:
-        values = paired(top, done_values(runs, ids[full - {g}], PSNR_COLUMN), 1)
-        out[g] = stats.t_interval({s: v for s, v in values.items() if s in analysis.seeds}, pooled=pooled)
+        values = {s: v for s, v in paired(top, done_values(runs, ids[full - {g}], PSNR_COLUMN), 1).items()
+                  if s in analysis.seeds}
+        out[g] = (stats.t_interval(values, pooled=pooled), values)
     return out
 
 

@@ -73,6 +73,9 @@ class Document:
         self.references = _first(m.references for m in results.matrices.itertuples() if m.references)
         self.factorials = {m.matrix: factorial(m, results.runs[results.runs["matrix"] == m.matrix], groups)
                            for m in results.matrices.itertuples() if m.kind == "factorial"}
+        self.group_loo = {name: group_leave_one_out(self._matrix(name), results.runs[results.runs["matrix"] == name],
+                                                    analysis)
+                          for name, (analysis, _) in self.factorials.items() if analysis is not None}
 
     def render(self) -> str:
         sections = [self.header(), self.answer(), self.evaluation_side(), *self.matrix_sections(), self.setting(),
@@ -266,9 +269,7 @@ class Document:
         if not done:
             return ""
         name, analysis = done[0]
-        matrix = self._matrix(name)
-        runs = self.results.runs[self.results.runs["matrix"] == name]
-        loo = group_leave_one_out(matrix, runs, analysis)
+        loo = {g: iv for g, (iv, _) in self.group_loo[name].items()}
         own = {r.difference: r for r in self.effects.itertuples() if r.kind == "leave-one-out"}
         rows = []
         for diff in DIFFERENCES:
@@ -346,10 +347,9 @@ class Document:
                   "p": _p(iv.p)} for g, iv in analysis.main_effects.items()]
         pairs = [{"groups": f"`{a}` x `{b}`", "interaction (dB)": f"{iv.mean:+.2f}", "95% interval": _ci(iv),
                   "p": _p(iv.p)} for (a, b), iv in analysis.interactions.items()]
-        runs = self.results.runs[self.results.runs["matrix"] == matrix.matrix]
         loo = [{"group left out": f"`{g}`", "PSNR(original) - PSNR(original without it) (dB)": f"{iv.mean:+.2f}",
-                "95% interval": _ci(iv), "per seed": ", ".join(f"{v:+.2f}" for v in self._loo_seeds(matrix, runs, g, analysis.groups))}
-               for g, iv in group_leave_one_out(matrix, runs, analysis).items()]
+                "95% interval": _ci(iv), "per seed": ", ".join(f"{v:+.2f}" for v in values.values())}
+               for g, (iv, values) in self.group_loo[matrix.matrix].items()]
         cells = [{"cell (groups at the original's values)": " + ".join(sorted(c, key=analysis.groups.index))
                   or "none (the notebook)", "PSNR per image (dB)": f"{m:.2f}"}
                  for c, m in sorted(analysis.cell_means.items(), key=lambda kv: (len(kv[0]), kv[1]))]
@@ -361,14 +361,6 @@ class Document:
                 f"{_table(pd.DataFrame(pairs))}\n\n**Leave one group out, from the original** (cells of this "
                 "factorial; the interval uses its residual variance):\n\n"
                 f"{_table(pd.DataFrame(loo))}\n\n{_table(pd.DataFrame(cells))}")
-
-    def _loo_seeds(self, matrix, runs, group: str, groups) -> list[float]:
-        ids = {frozenset(v["groups"]): v["id"] for v in matrix.variants if v.get("groups") is not None}
-        full = frozenset(groups)
-        if full not in ids or full - {group} not in ids:
-            return []
-        return list(paired(done_values(runs, ids[full], PSNR_COLUMN),
-                           done_values(runs, ids[full - {group}], PSNR_COLUMN), 1).values())
 
     def results_table(self, summary: pd.DataFrame) -> str:
         rows = []
@@ -571,10 +563,9 @@ class Document:
                                  for g, iv in analysis.main_effects.items()],
                 "interactions": [{"groups": [a, b], "effect_db": iv.mean, "ci_low_db": iv.low,
                                   "ci_high_db": iv.high} for (a, b), iv in analysis.interactions.items()]}
-            runs = self.results.runs[self.results.runs["matrix"] == name]
             entry["group_leave_one_out"] = [
-                {"group": g, "effect_db": iv.mean, "ci_low_db": iv.low, "ci_high_db": iv.high}
-                for g, iv in group_leave_one_out(self._matrix(name), runs, analysis).items()]
+                {"group": g, "effect_db": iv.mean, "ci_low_db": iv.low, "ci_high_db": iv.high, "per_seed_db": values}
+                for g, (iv, values) in self.group_loo[name].items()]
             out.setdefault("factorials", []).append(entry)
             if "attribution" not in out:  # the first factorial is the one the gap comes from
                 out.update(attribution=entry["attribution"], attribution_matrix=name,
