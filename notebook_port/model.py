@@ -9,10 +9,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange, repeat
 
-from parity.coords import endpoint_grid
-from parity.features import (fourier_patch_code, gaussian_fourier_features, log_fourier_features,
+from parity.core.coords import endpoint_grid
+from parity.core.features import (fourier_patch_code, gaussian_fourier_features, log_fourier_features,
                              log_spaced_omegas, spatial_bias)
-from parity.ssm import BiMambaEncoder
+from parity.core.ssm import BiMambaEncoder
 
 
 def create_coordinate_grid(H: int, W: int, device="cpu") -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from parity.checkpoints import load_state_dict_strict, read_checkpoint
+from parity.core.checkpoints import load_state_dict_strict, read_checkpoint
 
 from .model import MambaGINR_CIFAR, NOTEBOOK_CIFAR_KWARGS, create_coordinate_grid
 

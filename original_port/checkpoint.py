@@ -7,9 +7,9 @@ from typing import NamedTuple
 
 import torch
 
-from parity.checkpoints import load_state_dict_strict, read_checkpoint
-from parity.errors import ParityError, first_line
-from parity.store import atomic_torch_save
+from parity.core.checkpoints import load_state_dict_strict, read_checkpoint
+from parity.core.errors import ParityError, first_line
+from parity.core.store import atomic_torch_save
 
 from .registry import make
 

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange, repeat
 
-from parity.features import (gaussian_fourier_features, log_fourier_features, log_spaced_omegas,
+from parity.core.features import (gaussian_fourier_features, log_fourier_features, log_spaced_omegas,
                              raster_patch_index, spatial_bias)
 
 from .registry import register

@@ -3,7 +3,7 @@ the layers themselves are parity's CUDA-free Mamba."""
 
 from __future__ import annotations
 
-from parity.ssm import BiMambaEncoder
+from parity.core.ssm import BiMambaEncoder
 
 from .registry import register
 

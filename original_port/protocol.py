@@ -9,7 +9,7 @@ import math
 import torch
 from einops import rearrange, repeat
 
-from parity.coords import jitter, pixel_centre_grid
+from parity.core.coords import jitter, pixel_centre_grid
 
 MIN_LR = 1e-8
 

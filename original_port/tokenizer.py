@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from parity.features import fourier_patch_code
+from parity.core.features import fourier_patch_code
 
 from .registry import register
 

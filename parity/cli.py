@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import ParityError
+from .core.errors import ParityError
 
 
 def _console():
@@ -17,7 +17,7 @@ def _console():
 def cmd_summary(args) -> int:
     from rich.status import Status
 
-    from .summary import notebook_summary, original_summary, summary_table
+    from .evaluation.summary import notebook_summary, original_summary, summary_table
 
     console = _console()
     with Status("building both ports and counting FLOPs (FlopCounterMode)...", console=console):
@@ -81,8 +81,8 @@ def cmd_bench_step(args) -> int:
 
 
 def cmd_differences(args) -> int:
-    from .audit import differences_frame
-    from .config import field_paths
+    from .report.audit import differences_frame
+    from .spec.config import field_paths
 
     if args.fields:
         print("\n".join(field_paths()))
@@ -103,7 +103,7 @@ def cmd_differences(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from .audit import write_audit
+    from .report.audit import write_audit
 
     console = _console()
     with console.status("auditing (building both ports, counting FLOPs)..."):
@@ -114,9 +114,9 @@ def cmd_audit(args) -> int:
 
 def _experiment_config(args):
     """--config FILE or --baseline, then --toggle, --set and the data flags, validated."""
-    from .config import apply_overrides, baseline, set_field, validate
-    from .configfile import load_yaml
-    from .differences import apply_toggles
+    from .spec.config import apply_overrides, baseline, set_field, validate
+    from .spec.configfile import load_yaml
+    from .spec.differences import apply_toggles
 
     cfg = load_yaml(args.config) if args.config else baseline(args.baseline)
     side = "notebook" if (not args.config and args.baseline == "original") else "original"
@@ -129,7 +129,7 @@ def _experiment_config(args):
         cfg.data.download = True
     cfg = apply_overrides(cfg, args.set)
     if args.toggle:
-        from .differences import IMPROVEMENTS
+        from .spec.differences import IMPROVEMENTS
 
         fixes = {i.id for i in IMPROVEMENTS}
         cfg.name += "".join(f"{'-' if side == 'notebook' and t not in fixes else '+'}{t}" for t in args.toggle)
@@ -139,16 +139,16 @@ def _experiment_config(args):
 def cmd_train(args) -> int:
     from pathlib import Path
 
-    from .configfile import load_yaml
-    from .train import DivergedError, train_run
+    from .spec.configfile import load_yaml
+    from .runtime.train import DivergedError, train_run
 
     console = _console()
     if args.resume:
-        from .checkpoints import read_checkpoint
+        from .core.checkpoints import read_checkpoint
 
         ckpt = Path(args.resume)
         state = read_checkpoint(ckpt)
-        from .rundir import CHECKPOINT_KEYS, RunDir
+        from .runtime.rundir import CHECKPOINT_KEYS, RunDir
 
         if not isinstance(state, dict) or not set(CHECKPOINT_KEYS) <= set(state):
             raise ParityError(f"{ckpt} is not a parity run checkpoint ({', '.join(CHECKPOINT_KEYS)}): pass the "
@@ -158,13 +158,13 @@ def cmd_train(args) -> int:
             raise ParityError(f"{run_dir} has no config.yaml next to the checkpoint: resume from a run folder")
         cfg = load_yaml(RunDir(run_dir).config)
     else:
-        from .store import safe_folder_name
+        from .core.store import safe_folder_name
 
         cfg = _experiment_config(args)
         run_dir = Path(args.out) / safe_folder_name(cfg.name) / f"seed-{cfg.train.seed}"
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from . import distributed
+    from .runtime import distributed
 
     if distributed.requested():  # under torchrun: rank 0 reports, every rank trains its slice
         try:
@@ -200,13 +200,13 @@ def cmd_train(args) -> int:
 def cmd_ablate(args) -> int:
     from pathlib import Path
 
-    from .executors import make_executor
-    from .kinds import RUN_ORDER
-    from .executors import run_matrix
+    from .runtime.executors import make_executor
+    from .spec.kinds import RUN_ORDER
+    from .runtime.executors import run_matrix
 
     console = _console()
     executor = make_executor(args.executor, args.address)  # before any run: a missing ray is one line
-    from .differences import parse_groups
+    from .spec.differences import parse_groups
 
     groups = parse_groups(args.groups)
     kinds = list(RUN_ORDER) if args.matrix == "all" else [args.matrix]
@@ -249,7 +249,7 @@ def _failed_runs_table(folders, console) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    from .differences import parse_groups
+    from .spec.differences import parse_groups
 
     groups = parse_groups(args.groups) if args.groups else None
     path = write_report(args.runs_dir, args.out, groups)
@@ -258,7 +258,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_run
+    from .runtime.export import export_run
 
     out = export_run(args.run_dir, args.format, args.out)
     _console().print(f"wrote {out} ({args.format})")
@@ -268,14 +268,14 @@ def cmd_export(args) -> int:
 def cmd_diff_models(args) -> int:
     from pathlib import Path
 
-    from .diagnose import diff_models
+    from .evaluation.diagnose import diff_models
 
     divergence, markdown = diff_models(args.a, args.b, rtol=args.rtol, atol=args.atol, seed=args.seed,
                                        preset=args.preset)
     if not args.out:
         print(markdown, end="")
         return 0
-    from .store import atomic_write_text
+    from .core.store import atomic_write_text
 
     out = Path(args.out)
     atomic_write_text(out, markdown)
@@ -285,7 +285,7 @@ def cmd_diff_models(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .presets import PRESETS
+    from .spec.presets import PRESETS
 
     parser = argparse.ArgumentParser(prog="parity", description="MAMBA-GINR parity toolkit: faithful ports "
                                      "of the original and the notebook, and the differences between them.")

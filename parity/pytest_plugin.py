@@ -9,7 +9,7 @@ Fixtures:
   loaded strictly (a fresh model per test);
 - ``parity_baseline_config``: a factory, ``name[, preset] -> ExperimentConfig`` ('notebook', 'original',
   'notebook+coords', ...; preset 'smoke' for scaled-down models);
-- ``parity_checkpoint``: the model of ``--parity-checkpoint PATH`` (a ``parity.diagnose.LoadedModel``);
+- ``parity_checkpoint``: the model of ``--parity-checkpoint PATH`` (a ``parity.evaluation.diagnose.LoadedModel``);
   tests marked ``@pytest.mark.parity_checkpoint`` are skipped when the option is not given.
 
 Imports stay inside the fixtures: pytest loads an installed plugin in every run, so importing torch
@@ -86,7 +86,7 @@ def parity_original_model(parity_golden_original):
 def parity_notebook_model(parity_golden_notebook):
     import notebook_port
 
-    from parity.checkpoints import load_state_dict_strict
+    from parity.core.checkpoints import load_state_dict_strict
 
     g = parity_golden_notebook
     model = notebook_port.MambaGINR_CIFAR(**g["kwargs"])
@@ -97,8 +97,8 @@ def parity_notebook_model(parity_golden_notebook):
 @pytest.fixture
 def parity_baseline_config():
     """``make(name, preset=None)``: the configuration a name describes, a fresh copy per call."""
-    from parity.differences import named_config
-    from parity.presets import preset as get_preset
+    from parity.spec.differences import named_config
+    from parity.spec.presets import preset as get_preset
 
     def make(name: str = "notebook", preset: str | None = None):
         return named_config(name, get_preset(preset).baselines() if preset else None)
@@ -113,8 +113,8 @@ def parity_checkpoint(request):
     path = request.config.getoption("parity_checkpoint")
     if not path:
         pytest.skip(CHECKPOINT_SKIP)
-    from parity.diagnose import load_checkpoint_model
-    from parity.errors import ParityError
+    from parity.evaluation.diagnose import load_checkpoint_model
+    from parity.core.errors import ParityError
 
     try:
         return load_checkpoint_model(path)

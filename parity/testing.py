@@ -2,7 +2,8 @@
 
 - ``rel_err``, ``grad_err``: the golden tensors' error measures.
 - ``assert_state_dicts_compatible``: same keys, same shapes.
-- ``assert_models_match``: same outputs (and gradients) on the same inputs.
+- ``assert_models_match``: same outputs (and gradients) on the same inputs; a failure names the first
+  submodule where the two models part ways (``where_models_part``, through the localiser).
 - ``assert_config_matches``: same configuration, each difference named through the registry.
 - ``golden_path``: the golden tensors shipped inside the package.
 
@@ -16,6 +17,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
+
+from .evaluation.compare import as_inputs, fmt, markdown_table, model_calls, named_tensors, tensor_error, tensors_close
+from .evaluation.diagnose import localise
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 WORST_SHOWN = 10  # rows of the worst-mismatch table
@@ -72,42 +76,6 @@ def golden_path(name: str) -> Path:
     return path
 
 
-# ---------------------------------------------------------------- tables and tensor comparison
-
-def markdown_table(headers: list[str], rows: list[list]) -> str:
-    """A plain pipe table; cells are str()-ed."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def fmt(x: float) -> str:
-    """Errors as short numbers: 0, 3.2e-07, inf."""
-    return "0" if x == 0 else f"{x:.3g}"
-
-
-def tensor_error(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """(max |a - b|, max |a - b| / max |b|), in float64; inf when the shapes differ."""
-    if a.shape != b.shape:
-        return math.inf, math.inf
-    a, b = a.detach().double(), b.detach().double()
-    if a.numel() == 0:
-        return 0.0, 0.0
-    diff = (a - b).abs()
-    diff = torch.where(torch.isnan(a) & torch.isnan(b), torch.zeros_like(diff), diff)  # NaN in both agrees
-    max_abs = diff.max().item()
-    scale = b.abs().max().item()
-    rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
-    return max_abs, rel
-
-
-def tensors_close(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> bool:
-    """torch.isclose everywhere (|a - b| <= atol + rtol |b|), NaN equal to NaN; False on a shape mismatch."""
-    if a.shape != b.shape:
-        return False
-    return bool(torch.isclose(a.detach().double(), b.detach().double(), rtol=rtol, atol=atol, equal_nan=True).all())
-
-
 def _sort_key(error: float) -> float:
     return math.inf if math.isnan(error) else error
 
@@ -154,41 +122,6 @@ def assert_state_dicts_compatible(a, b) -> None:
 
 
 # ---------------------------------------------------------------- models
-
-def model_calls(call) -> tuple[Callable, Callable]:
-    """(call for a, call for b) from None (``model(*inputs)``), one callable ``call(model, *inputs)``
-    for both, or a pair of them (models called differently, e.g. on two coordinate grids)."""
-    if call is None:
-        call = _plain_call
-    if isinstance(call, (tuple, list)):
-        if len(call) != 2 or not all(callable(c) for c in call):
-            raise TypeError("call must be a callable or a pair (call_a, call_b) of callables")
-        return call[0], call[1]
-    if not callable(call):
-        raise TypeError(f"call must be a callable or a pair of callables, got {type(call).__name__}")
-    return call, call
-
-
-def as_inputs(inputs) -> tuple:
-    """A tuple of positional arguments; a lone tensor is one argument."""
-    return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-
-
-def _plain_call(model, *inputs):
-    return model(*inputs)
-
-
-def named_tensors(obj, prefix: str = "output") -> dict[str, torch.Tensor]:
-    """Every tensor inside nested tuples, lists and dicts, keyed by its path (``output[0]['rgb']``);
-    other values (modules, None, strings) are not compared."""
-    if isinstance(obj, torch.Tensor):
-        return {prefix: obj}
-    items = obj.items() if isinstance(obj, Mapping) else enumerate(obj) if isinstance(obj, (tuple, list)) else ()
-    found: dict[str, torch.Tensor] = {}
-    for key, value in items:
-        found.update(named_tensors(value, f"{prefix}[{key!r}]"))
-    return found
-
 
 def _gradients(model: torch.nn.Module, output, loss_fn: Callable) -> dict[str, torch.Tensor]:
     """d loss_fn(output) / d parameter, by name; autograd.grad leaves the models' .grad alone, and a
@@ -240,7 +173,17 @@ def assert_models_match(a, b, inputs, rtol: float = 1e-5, atol: float = 1e-6, lo
     compared = {**out_a, **grad_a}
     rows = _mismatches(compared, {**out_b, **grad_b}, rtol, atol)
     if rows:
-        raise AssertionError(_mismatch_report(rows, len(set(compared) | set(out_b) | set(grad_b)), rtol, atol))
+        report = _mismatch_report(rows, len(set(compared) | set(out_b) | set(grad_b)), rtol, atol)
+        raise AssertionError(report + where_models_part(a, b, inputs, call, rtol, atol))
+
+
+def where_models_part(a, b, inputs, call=None, rtol: float = 1e-5, atol: float = 1e-6) -> str:
+    """The localiser's sentence naming the first submodule where a and b part ways (a line to append to
+    a failure), when their module names pair up; '' for models built differently."""
+    names_a = {name for name, _ in a.named_modules() if name}
+    if not names_a or names_a != {name for name, _ in b.named_modules() if name}:
+        return ""
+    return f"\nwhere: {localise(a, b, inputs, call=call, rtol=rtol, atol=atol).summary()}"
 
 
 def _mismatch_report(rows, total: int, rtol: float, atol: float) -> str:
@@ -259,7 +202,7 @@ def _mismatch_report(rows, total: int, rtol: float, atol: float) -> str:
 
 def _registry_names(path: str) -> str:
     """'<id>: <title>' of the registry entries that set ``path``, or 'not a registered difference'."""
-    from .differences import DIFFERENCES, IMPROVEMENTS
+    from .spec.differences import DIFFERENCES, IMPROVEMENTS
 
     names = [f"{d.id}: {d.title}" for d in DIFFERENCES if path in d.fields]
     names += [f"{i.id} (improvement): {i.title}" for i in IMPROVEMENTS if path in i.fields]
@@ -267,12 +210,12 @@ def _registry_names(path: str) -> str:
 
 
 def _as_config(cfg):
-    from .config import ExperimentConfig
+    from .spec.config import ExperimentConfig
 
     if isinstance(cfg, ExperimentConfig):
         return cfg
     if isinstance(cfg, str):
-        from .differences import named_config
+        from .spec.differences import named_config
 
         return named_config(cfg)
     raise TypeError(f"expected an ExperimentConfig or a baseline name, got {type(cfg).__name__}")
@@ -282,7 +225,7 @@ def assert_config_matches(cfg, baseline) -> None:
     """cfg equals baseline in every field (the name aside). Both are ExperimentConfigs or names
     ('notebook', 'original', or a variant such as 'notebook+coords'). A failure lists each differing
     field with the registry entry that sets it (difference id and title)."""
-    from .config import config_diff
+    from .spec.config import config_diff
 
     cfg, baseline = _as_config(cfg), _as_config(baseline)
     diff = config_diff(cfg, baseline)

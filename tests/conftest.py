@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from parity.ssm import get_default_scan, set_default_scan
+from parity.core.ssm import get_default_scan, set_default_scan
 from parity.testing import golden_path
 
 

@@ -1,5 +1,5 @@
 """Benchmark arbitrary-scale decoding: encode a batch of 32x32 images once, then decode it on an
-S x S grid of pixel coordinates, queries in chunks (``parity.evaluate.decode_chunked``) so that
+S x S grid of pixel coordinates, queries in chunks (``parity.evaluation.evaluate.decode_chunked``) so that
 memory stays bounded at any S. Time per decode and peak memory, in a fresh process per case."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from .step import PORTS, cifar10_model
 def measure_in_process(port: str, size: int, batch: int, repeats: int) -> dict:
     import torch
 
-    from parity.config import baseline
-    from parity.coords import make_grid
-    from parity.evaluate import DECODE_CHUNK, decode_chunked
+    from parity.spec.config import baseline
+    from parity.core.coords import make_grid
+    from parity.evaluation.evaluate import DECODE_CHUNK, decode_chunked
 
     convention = baseline(port).train.coords  # each source's coordinate grid
     model = cifar10_model(port).eval()

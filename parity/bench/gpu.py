@@ -14,7 +14,7 @@ import platform
 import statistics
 import time
 
-from ..errors import ParityError
+from ..core.errors import ParityError
 
 FWD, GRAD = 1e-4, 1e-3  # float32 on another device: kernels sum in other orders than the CPU's
 SOURCE_BATCH = {"original": 16, "notebook": 32}
@@ -22,7 +22,7 @@ SOURCE_BATCH = {"original": 16, "notebook": 32}
 
 def scan_on_gpu() -> str:
     """Which scan the Mamba mixers run on CUDA tensors."""
-    from ..ssm.scan import cuda_scan_available
+    from ..core.ssm.scan import cuda_scan_available
 
     return "mamba_ssm fused kernel" if cuda_scan_available() else "chunked (PyTorch on CUDA)"
 
@@ -141,7 +141,7 @@ def render_gpu_report(results: dict) -> str:
 def write_gpu_report(out, repeats: int = 5):
     from pathlib import Path
 
-    from ..store import atomic_write_text
+    from ..core.store import atomic_write_text
 
     results = run_gpu_check(repeats)
     atomic_write_text(Path(out), render_gpu_report(results))

@@ -44,7 +44,7 @@ def scan_available(impl: str) -> str | None:
         if importlib.util.find_spec("mambapy") is None:
             return "mambapy is not installed: pip install -e '.[bench]'"
     if impl == "compiled":
-        from parity.ssm.compiled import compiled_scan_status
+        from parity.core.ssm.compiled import compiled_scan_status
 
         status = compiled_scan_status()
         if not status["compiled"]:
@@ -54,15 +54,15 @@ def scan_available(impl: str) -> str | None:
 
 def _scan_fn(impl: str):
     if impl == "ref":
-        from parity.ssm.scan import selective_scan_ref
+        from parity.core.ssm.scan import selective_scan_ref
 
         return selective_scan_ref
     if impl == "chunked":
-        from parity.ssm.chunked import selective_scan_chunked
+        from parity.core.ssm.chunked import selective_scan_chunked
 
         return selective_scan_chunked
     if impl == "compiled":
-        from parity.ssm.compiled import selective_scan_compiled
+        from parity.core.ssm.compiled import selective_scan_compiled
 
         return selective_scan_compiled
     if impl == "mambapy":

@@ -76,7 +76,7 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
                        gemm_size: int = GEMM_SIZE) -> dict:
     import torch
 
-    from parity.ssm import set_default_scan
+    from parity.core.ssm import set_default_scan
 
     if threads:
         torch.set_num_threads(threads)
@@ -91,7 +91,7 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     peak = _rss_mb()
-    from parity.evaluate import gflop
+    from parity.evaluation.evaluate import gflop
 
     step_gflop = gflop(step)  # matrix products and convolutions of one step, whatever kernels run
     gemm = dense_gemm_gflops(gemm_size)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..store import atomic_save_figure, atomic_write_text
+from ..core.store import atomic_save_figure, atomic_write_text
 
 DECODE_SIZES = (32, 64, 128, 256)
 
@@ -56,7 +56,7 @@ def machine() -> dict:
     import numpy
     import torch
 
-    from ..ssm.compiled import compiled_scan_status
+    from ..core.ssm.compiled import compiled_scan_status
 
     cpu = platform.processor() or platform.machine()
     try:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import ParityError
+from ..core.errors import ParityError
 from .labels import has_labels
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
-    from ..config import DataConfig
+    from ..spec.config import DataConfig
 
 DATASETS = ("cifar10", "imagefolder", "numbered-jpeg", "procedural")
 PROCEDURAL_SIZES = (2048, 512)  # (train, test) images of the procedural set

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torchvision import datasets
 
-from ..errors import ParityError, first_line
+from ..core.errors import ParityError, first_line
 from .imagefolder import image_transform
 
 DEFAULT_ROOT = "./data"

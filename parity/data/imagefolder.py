@@ -32,7 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision import datasets, transforms
 from torchvision.transforms import functional as TF
 
-from ..errors import ParityError, first_line
+from ..core.errors import ParityError, first_line
 
 SIZE_SAMPLES = 8  # files per set whose headers are read up front
 IMG_EXTENSIONS = datasets.folder.IMG_EXTENSIONS

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from ..errors import ParityError
+from ..core.errors import ParityError
 from .imagefolder import ImageLoader, check_sizes, image_transform, require_regular_file
 
 # Inclusive 1-based file numbers per split. Read at call time, so tests may patch in tiny ranges.

@@ -21,8 +21,8 @@ import math
 
 import pandas as pd
 
-from ..differences import EVALUATION_SIDE, NOT_IN_SEED, REGISTRY
-from ..kinds import KINDS
+from ..spec.differences import EVALUATION_SIDE, NOT_IN_SEED, REGISTRY
+from ..spec.kinds import KINDS
 from . import stats
 from .results import Results, done_lists, done_values
 

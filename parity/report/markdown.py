@@ -15,11 +15,11 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from ..config import notebook_baseline, original_baseline
-from ..differences import DEFECTS, DIFFERENCES, GROUPS, IMPROVEMENTS, NOT_IN_SEED
-from ..store import atomic_write_bytes, atomic_write_text
+from ..spec.config import notebook_baseline, original_baseline
+from ..spec.differences import DEFECTS, DIFFERENCES, GROUPS, IMPROVEMENTS, NOT_IN_SEED
+from ..core.store import atomic_write_bytes, atomic_write_text
 from . import stats
-from ..kinds import KINDS
+from ..spec.kinds import KINDS
 from .effects import PSNR_COLUMN, aggregation_effect, compute_effects, factorial, group_leave_one_out, paired
 from .plots import attribution_waterfall, plot_matrix
 from .results import Results, done_values, load_results, variant_summary
@@ -588,7 +588,7 @@ def source_steps(side: str) -> int:
     """Optimiser steps of a source's full protocol (epochs x batches per epoch)."""
     cfg = notebook_baseline() if side == "notebook" else original_baseline()
     images = SOURCE_TRAIN_IMAGES[cfg.data.split]
-    from ..train import batches_per_epoch
+    from ..runtime.train import batches_per_epoch
 
     return batches_per_epoch(images, cfg.train.batch_size, cfg.data.drop_last) * cfg.train.epochs
 
@@ -722,7 +722,7 @@ def budget_setting(baselines: dict) -> dict:
 
 def preset_changes(baselines: dict) -> pd.DataFrame:
     """The fields where a preset's baselines differ from the sources' (the preset's scaling), side by side."""
-    from ..config import field_paths
+    from ..spec.config import field_paths
 
     sources = {"notebook": notebook_baseline().to_dict(), "original": original_baseline().to_dict()}
     rows = []

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import ParityError
-from ..kinds import REPORT_ORDER
-from ..rundir import RunDir
-from ..store import read_json
+from ..core.errors import ParityError
+from ..spec.kinds import REPORT_ORDER
+from ..runtime.rundir import RunDir
+from ..core.store import read_json
 
 MATRIX_FILE = "matrix.json"
 # Metric subtrees about the machine, not the model: matrix.json records the environment already.

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import notebook_port
-from parity.errors import ParityError
+from parity.core.errors import ParityError
 
 SMALL = dict(img_size=8, patch_size=4, dim=32, num_lp=4, mamba_depth=1, hidden_dim=16)
 

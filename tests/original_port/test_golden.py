@@ -5,7 +5,7 @@ import torch
 
 import original_port
 from original_port.decoder import spatial_bias
-from parity.coords import pixel_centre_grid
+from parity.core.coords import pixel_centre_grid
 from parity.testing import grad_err, rel_err
 
 FWD, GRAD = 1e-5, 1e-4

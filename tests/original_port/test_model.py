@@ -7,7 +7,7 @@ import torch
 import original_port
 from original_port.decoder import raster_patch_index
 from original_port.model import equidistant_positions, interleave_permutation, lp_read_positions
-from parity.errors import ParityError
+from parity.core.errors import ParityError
 
 
 def small_spec(**overrides):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from parity.build import build_model
-from parity.presets import preset
+from parity.spec.build import build_model
+from parity.spec.presets import preset
 
 
 @pytest.fixture(scope="module")

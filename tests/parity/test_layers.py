@@ -1,5 +1,7 @@
-"""The layering, read from the imports: core <- ports <- harness, no import cycles, and no private name
-imported from another module (a concept used in two places has a public owner)."""
+"""The layering, read from the imports: core <- ports <- specification <- data <- evaluation <- runtime
+<- reports <- tools (CLI, benchmarks, users' test helpers); nothing imports a layer above its own, there
+is no import cycle, and no private name is imported from another module (a concept used in two places
+has a public owner). The folders of ``parity/`` are these layers."""
 
 from __future__ import annotations
 
@@ -7,11 +9,23 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("parity", "original_port", "notebook_port")
-# The model math the ports stand on, and the plumbing it needs; nothing here may import the harness.
-CORE = ("parity", "parity.ssm", "parity.features", "parity.coords", "parity.store", "parity.checkpoints",
-        "parity.errors")
+# Lowest first; a module may import its own layer and the layers below it. ``parity`` itself (the
+# package's __init__) is part of the core: the ports load it.
+LAYERS = (
+    ("core", ("parity", "parity.core")),
+    ("ports", ("original_port", "notebook_port")),
+    ("specification", ("parity.spec",)),
+    ("data", ("parity.data",)),
+    ("evaluation", ("parity.evaluation",)),
+    ("runtime", ("parity.runtime",)),
+    ("reports", ("parity.report",)),
+    ("tools", ("parity.cli", "parity.bench", "parity.testing", "parity.pytest_plugin", "parity.golden")),
+)
+CORE = LAYERS[0][1]
 
 
 def _modules(root: Path = ROOT, packages=PACKAGES) -> dict[str, Path]:
@@ -51,6 +65,15 @@ def _imports(root: Path = ROOT, packages=PACKAGES) -> tuple[dict[str, set[str]],
 
 def _in(module: str, layer) -> bool:
     return any(module == top or (top != "parity" and module.startswith(top + ".")) for top in layer)
+
+
+def _layer(module: str) -> int:
+    """Index of the module's layer in LAYERS; every module must belong to one."""
+    found = [i for i, (_, tops) in enumerate(LAYERS) if _in(module, tops)]
+    if not found:
+        raise AssertionError(f"{module} belongs to no layer: put it in one of parity's layer folders or "
+                             "add it to LAYERS")
+    return found[0]
 
 
 def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -95,6 +118,18 @@ def test_no_private_name_is_imported_from_another_module():
     assert private == []
 
 
+def test_every_module_belongs_to_a_layer():
+    for module in _modules():
+        _layer(module)
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    edges, _ = _imports()
+    upward = sorted((m, LAYERS[_layer(m)][0], t, LAYERS[_layer(t)][0]) for m, targets in edges.items()
+                    for t in targets if _layer(t) > _layer(m))
+    assert upward == []
+
+
 def test_core_imports_only_core():
     edges, _ = _imports()
     upward = [(m, t) for m, targets in edges.items() if _in(m, CORE) for t in targets if not _in(t, CORE)]
@@ -119,3 +154,18 @@ def test_the_reader_finds_a_planted_cycle_and_private_import(tmp_path):
     edges, private = _imports(tmp_path, ("parity",))
     assert _cycles(edges) == [["parity.a", "parity.b"]]
     assert private == [("parity.a", "parity.b", "_hidden")]
+
+
+def test_the_reader_finds_a_planted_upward_import(tmp_path):
+    """A core module importing the runtime is caught, and so is a module outside every layer."""
+    for folder in ("parity", "parity/core", "parity/runtime"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "__init__.py").write_text("")
+    (tmp_path / "parity/core/coords.py").write_text("from ..runtime import train\n")
+    (tmp_path / "parity/runtime/train.py").write_text("")
+    (tmp_path / "parity/stray.py").write_text("")
+    edges, _ = _imports(tmp_path, ("parity",))
+    assert [(m, t) for m, ts in edges.items() for t in ts if _layer(t) > _layer(m)] == \
+        [("parity.core.coords", "parity.runtime.train")]
+    with pytest.raises(AssertionError, match="parity.stray belongs to no layer"):
+        _layer("parity.stray")

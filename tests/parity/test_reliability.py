@@ -2,7 +2,7 @@
 
 1. every bad input a user can give ends in one line `parity: error: ...`, exit status 2, no traceback;
 2. a matrix killed with SIGKILL at random points, then rerun, ends with the results of an uninterrupted
-   run, bit for bit; every file the harness writes goes through parity/store.py;
+   run, bit for bit; every file the harness writes goes through parity/core/store.py;
 3. a diverging variant is recorded as failed (step, losses), the matrix goes on, the report lists it;
 4. two `parity ablate` processes on one folder share the work: each run trained exactly once;
 5. the same configuration and seed give the same numbers, bit for bit, on CPU.
@@ -29,12 +29,12 @@ from PIL import Image
 
 import original_port
 from parity.cli import main
-from parity.config import config_diff
-from parity.configfile import load_yaml
-from parity.executors import run_matrix
-from parity.presets import preset
-from parity.store import atomic_write_text
-from parity.train import DivergedError, train_run
+from parity.spec.config import config_diff
+from parity.spec.configfile import load_yaml
+from parity.runtime.executors import run_matrix
+from parity.spec.presets import preset
+from parity.core.store import atomic_write_text
+from parity.runtime.train import DivergedError, train_run
 
 ROOT = Path(__file__).resolve().parents[2]
 # The evidence becomes reports/reliability.md only when asked (tests never write into tracked files):
@@ -144,7 +144,7 @@ def _render(ev: dict) -> str:
     for row in k["table"]:
         out.append(f"| {row['kill']} | {row['delay']:.2f} | {row['finished']} | {row['in_progress']} |")
     w = ev["writes"]
-    out += ["", f"Writes: every file written by `parity/` and `original_port/` goes through `parity/store.py` "
+    out += ["", f"Writes: every file written by `parity/` and `original_port/` goes through `parity/core/store.py` "
             f"(temporary file, fsync, rename); an AST scan of their {w['files']} modules finds no other `write_text`, "
             "`write_bytes`, "
             "`open(..., 'w')`, `torch.save` or `savefig` except:", ""]
@@ -416,7 +416,7 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, monkeypatch, capsys, f
 
 def test_data_loading_stays_in_this_process():
     """Errors raised while loading images reach the CLI as they are because loaders use no workers."""
-    from parity.train import _loader
+    from parity.runtime.train import _loader
 
     nb, _ = preset("smoke").baselines()
     assert _loader(list(range(4)), nb, 1).num_workers == 0 and _loader(list(range(4)), nb, None).num_workers == 0
@@ -503,14 +503,14 @@ def test_killed_matrix_resumes_to_identical_results(tmp_path, reference):
 # Calls that write files; allowed where they write to memory, or a lock rather than a result.
 WRITERS = {"write_text", "write_bytes", "savefig"}
 ALLOWED_WRITES = {
-    "parity/store.py": "the atomic writes themselves",
-    "parity/runlock.py:claim": "the run's lock file (an flock; its content is informational)",
-    "parity/runlock.py:_claim_by_pid_file": "the lock file of the no-fcntl fallback (created exclusively)",
+    "parity/core/store.py": "the atomic writes themselves",
+    "parity/runtime/runlock.py:claim": "the run's lock file (an flock; its content is informational)",
+    "parity/runtime/runlock.py:_claim_by_pid_file": "the lock file of the no-fcntl fallback (created exclusively)",
 }
 
 
 def _writes(path: Path, rel: str) -> list[str]:
-    """'file:function' for each call in ``path`` that writes a file without parity/store.py."""
+    """'file:function' for each call in ``path`` that writes a file without parity/core/store.py."""
     tree = ast.parse(path.read_text())
     found = []
 
@@ -539,7 +539,7 @@ def test_every_write_goes_through_the_store():
     found = set()
     for path in modules:
         rel = path.relative_to(ROOT).as_posix()
-        if rel != "parity/store.py":
+        if rel != "parity/core/store.py":
             found |= set(_writes(path, rel))
     assert found <= set(ALLOWED_WRITES), sorted(found - set(ALLOWED_WRITES))
     EVIDENCE["writes"] = {"files": len(modules), "allowed": sorted(ALLOWED_WRITES.items())}
@@ -549,9 +549,9 @@ def test_every_write_goes_through_the_store():
 
 
 def test_a_diverging_variant_is_recorded_and_the_matrix_goes_on(tmp_path, monkeypatch, capsys):
-    import parity.train
+    import parity.runtime.train
 
-    real = parity.train.train_run
+    real = parity.runtime.train.train_run
     victim = "notebook+depth"
 
     def diverge_one(cfg, run_dir, *args, **kwargs):
@@ -560,7 +560,7 @@ def test_a_diverging_variant_is_recorded_and_the_matrix_goes_on(tmp_path, monkey
             cfg.train.lr, cfg.train.clip_norm, cfg.model.output_activation = 1e6, None, "none"
         return real(cfg, run_dir, *args, **kwargs)
 
-    monkeypatch.setattr(parity.train, "train_run", diverge_one)
+    monkeypatch.setattr(parity.runtime.train, "train_run", diverge_one)
     overrides = [TINY[i + 1] for i in range(0, len(TINY), 2)]
     folder = run_matrix("one-at-a-time", "smoke", 1, tmp_path, overrides, only=["notebook+depth", "notebook+lr"])
     status = json.loads((folder / victim / "seed-0" / "status.json").read_text())
@@ -605,7 +605,7 @@ def test_divergence_raises_with_step_and_losses(tmp_path):
 LOGGED = """
 import os, sys
 from pathlib import Path
-import parity.train as train
+import parity.runtime.train as train
 real, log = train.train_run, os.open(os.environ["TRAIN_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 def logged(cfg, run_dir, *args, **kwargs):
     fresh = not (Path(run_dir) / "metrics.json").exists()

@@ -12,11 +12,12 @@ import pytest
 import torch
 
 import original_port
-from parity.build import build_model, transinr_spec
-from parity.configfile import load_yaml
-from parity.coords import make_grid
+from parity.spec.build import build_model, transinr_spec
+from parity.spec.configfile import load_yaml
+from parity.core.coords import make_grid
+from parity.evaluation.diagnose import localise
 from parity.testing import (assert_config_matches, assert_models_match, assert_state_dicts_compatible,
-                            golden_path)
+                            golden_path, where_models_part)
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = Path(__file__).parent / "user_suite_example.py"
@@ -85,9 +86,18 @@ def test_a_changed_weight_fails_with_a_table_of_the_worst_mismatches(notebook, i
     assert report.startswith("models differ:") and "| name | max abs err | rel err | note |" in report
     lines = report.splitlines()
     assert lines[3].startswith("| output |") and lines[4].startswith("| grad ")  # outputs first
-    assert "(10 of " in lines[-1]  # the change reaches many gradients: only the worst are listed
-    rel = [float(line.split("|")[3]) for line in lines[4:-1]]
+    assert "(10 of " in lines[-2]  # the change reaches many gradients: only the worst are listed
+    rel = [float(line.split("|")[3]) for line in lines[4:-2]]
     assert rel == sorted(rel, reverse=True)
+    # the last line says where: the changed linear layer, through the localiser
+    assert lines[-1] == "where: " + localise(notebook, changed, inputs, call=reconstruct).summary()
+    assert lines[-1].startswith("where: first divergence at `hyponet.decoder.2` (leaf")
+
+
+def test_models_built_differently_get_no_where_line(notebook, smoke, inputs):
+    """Module names that do not pair up: the localiser has nothing to say, and the report does not guess."""
+    original = build_model(smoke[1])
+    assert where_models_part(notebook, original, inputs) == ""
 
 
 def test_a_changed_activation_fails(notebook, inputs):

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from parity.coords import make_grid
+from parity.core.coords import make_grid
 from parity.testing import (assert_config_matches, assert_models_match, assert_state_dicts_compatible,
                             rel_err)
 

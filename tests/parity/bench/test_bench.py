@@ -10,7 +10,7 @@ import torch
 from parity.bench.decode import measure_decode
 from parity.bench.scan import _inputs, bench_scan, mambapy_scan, scan_available
 from parity.bench.suite import SuiteConfig, render, target_rows
-from parity.ssm.scan import selective_scan_ref
+from parity.core.ssm.scan import selective_scan_ref
 from parity.testing import rel_err
 
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from parity.config import DataConfig
+from parity.spec.config import DataConfig
 from parity.data import make_datasets
 from parity.data.transcode import Transcoded, area_downsample, jpeg_round_trip
 

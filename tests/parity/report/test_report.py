@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from parity.errors import ParityError
+from parity.core.errors import ParityError
 from parity.report import write_report
 from parity.report import stats
 from parity.report.effects import batch_mse_psnr, compute_effects
@@ -25,7 +25,7 @@ FACTORIAL_GROUPS = ("decoder", "optimisation")
 
 
 def _baselines():
-    from parity.presets import preset
+    from parity.spec.presets import preset
 
     nb, og = preset("smoke").baselines()
     nb.train.max_steps = og.train.max_steps = 20
@@ -364,7 +364,7 @@ def test_corrupt_metrics_are_failed_runs_with_a_reason(tmp_path, content):
 
 
 def test_a_corrupt_metrics_file_is_set_aside_not_counted(tmp_path):
-    from parity.rundir import RunDir
+    from parity.runtime.rundir import RunDir
 
     run = RunDir(tmp_path)
     path = run.metrics_file

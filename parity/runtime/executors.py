@@ -1,0 +1,266 @@
+"""Executors: where the pending runs of a planned matrix are trained, and ``run_matrix`` (plan, then run).
+
+``parity.runtime.matrix.plan_matrix`` builds the list of jobs (variant, seed, configuration, run folder) and hands it to an
+executor. Every executor trains a job with ``parity.runtime.train.train_run`` into the same run folder, so the
+results store behaves the same whatever trains it: finished runs are skipped, interrupted runs resume
+from their checkpoint.pt, failures are recorded in status.json and the matrix goes on.
+
+- ``LocalExecutor``: one run after another in this process (the default).
+- ``RayExecutor``: one Ray task per run, on a local Ray cluster or an existing one (``address``). Ray
+  is an optional extra (``pip install -e '.[distributed]'``) and is imported only here, on use.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ..core.errors import ParityError, RunFileError, first_line
+from .matrix import Job, plan_matrix
+from .rundir import RunDir
+
+RAY_MISSING = ("ray is not installed: pip install -e '.[distributed]' (or pip install 'ray>=2.9'), "
+               "or use --executor local")
+
+
+def train_job(job: Job, datasets=None, progress=None) -> None:
+    """Train one job, recording a failure in its status.json instead of raising (one broken variant must
+    not sink the matrix): divergence, a run's own unusable files (RunFileError), anything unexpected.
+    Other ParityErrors (a usage error, e.g. a folder of another configuration) are raised."""
+    from .train import DivergedError, train_run
+
+    try:
+        train_run(job.cfg, job.run_dir, datasets=datasets, progress=progress)
+    except DivergedError as e:
+        RunDir(job.run_dir).fail(str(e), step=e.step, losses=e.recent)
+    except RunFileError as e:
+        RunDir(job.run_dir).fail(str(e))
+    except ParityError:
+        raise
+    except Exception as e:
+        RunDir(job.run_dir).fail(f"{type(e).__name__}: {e}")
+
+
+def _pending(job: Job, started: float) -> bool:
+    from .runlock import failed_since
+
+    return not RunDir(job.run_dir).metrics_file.exists() and not failed_since(job.run_dir, started)
+
+
+def _progress_columns():
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn())
+
+
+class Executor:
+    name = "executor"
+
+    def run(self, jobs: list[Job], title: str, started: float, console=None) -> None:
+        raise NotImplementedError
+
+
+class LocalExecutor(Executor):
+    """One run after another in this process, with a rich progress bar per run."""
+
+    name = "local"
+
+    def run(self, jobs: list[Job], title: str, started: float, console=None) -> None:
+        from rich.progress import Progress
+
+        from .runlock import claim, holder, release
+
+        datasets_cache: dict = {}
+        with Progress(*_progress_columns(), console=console, transient=False) as bar:
+            overall = bar.add_task(title, total=len(jobs), info="")
+            current = bar.add_task("", total=1, info="", visible=False)
+
+            def train_one(job: Job) -> None:
+                key = repr(job.cfg.data)
+                if key not in datasets_cache:
+                    from ..data import make_datasets
+
+                    datasets_cache.clear()  # keep one dataset pair in memory
+                    datasets_cache[key] = make_datasets(job.cfg.data)
+                bar.update(current, description=f"  {job.label}", completed=0, total=1, visible=True, info="")
+
+                def show(u, _task=current):
+                    info = f"loss {u['loss']:.4f}" + (f"  PSNR {u['psnr']:.2f} dB" if "psnr" in u else "")
+                    bar.update(_task, completed=u["step"], total=u["total"], info=info)
+
+                train_job(job, datasets_cache[key], show)
+
+            # Two commands on one folder share the work: each run is trained by whichever claims it first.
+            # Runs claimed by another live process are passed over, then waited for at the end, so that when
+            # this command returns every run is finished or failed (none left to the other): once the lock is
+            # ours the run is done (the other process finished it), failed (not retried), or was left
+            # half-way by a process that died (resumed here from its checkpoint).
+            elsewhere = []
+            for job in jobs:
+                if _pending(job, started):
+                    handle = claim(job.run_dir)
+                    if handle is None:
+                        bar.update(overall, info=f"{job.label}: taken by {holder(job.run_dir)}")
+                        elsewhere.append(job)
+                        continue
+                    try:  # train_run returns at once if another process finished the run since the check
+                        train_one(job)
+                    finally:
+                        release(job.run_dir, handle)
+                bar.advance(overall)
+            for job in elsewhere:
+                bar.update(overall, info=f"waiting for {job.label} ({holder(job.run_dir)})")
+                handle = claim(job.run_dir, wait=True)
+                try:
+                    if _pending(job, started):
+                        train_one(job)
+                finally:
+                    release(job.run_dir, handle)
+                bar.advance(overall)
+            bar.update(overall, info="")
+            bar.update(current, visible=False)
+
+
+# Ray reuses worker processes: keep the last dataset pair per worker, as the local executor does.
+_WORKER_DATASETS: dict = {}
+
+
+def _ray_train(job: Job, started: float) -> tuple[str, str]:
+    """The body of one Ray task: claim the run folder (the same flock as local runs, so a local command
+    and a Ray matrix on one folder never train a run twice), train, release. Returns (state, message);
+    a ParityError comes back as ('error', message) so the driver can stop with one line."""
+    from .runlock import claim, release
+
+    handle = claim(job.run_dir, wait=True)
+    try:
+        if not _pending(job, started):
+            return "skipped", ""
+        key = repr(job.cfg.data)
+        if key not in _WORKER_DATASETS:
+            from ..data import make_datasets
+
+            _WORKER_DATASETS.clear()
+            _WORKER_DATASETS[key] = make_datasets(job.cfg.data)
+        try:
+            train_job(job, _WORKER_DATASETS[key])
+        except ParityError as e:
+            return "error", str(e)
+        run = RunDir(job.run_dir)
+        state = run.status().get("state", "done") if run.status_file.exists() else "done"
+        return state, ""
+    finally:
+        release(job.run_dir, handle)
+
+
+def default_resources() -> tuple[float, float]:
+    """(CPUs, GPUs) per run: 1 CPU; 1 GPU when this machine has CUDA (where the driver has no GPU but the
+    workers do, pass gpus_per_run explicitly)."""
+    try:
+        import torch
+
+        gpus = 1.0 if torch.cuda.is_available() else 0.0
+    except Exception:  # a broken CUDA setup must not stop a CPU matrix
+        gpus = 0.0
+    return 1.0, gpus
+
+
+class RayExecutor(Executor):
+    """One Ray task per pending run. ``address``: an existing cluster ("auto", "ray://host:10001", ...);
+    None starts a local one with every CPU of this machine (or reuses one already initialised)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, cpus_per_run: float | None = None,
+                 gpus_per_run: float | None = None):
+        try:
+            import ray  # noqa: F401  (only to fail early, with one line, when the extra is missing)
+        except ImportError:
+            raise ParityError(RAY_MISSING) from None
+        cpus, gpus = default_resources()
+        self.address = address
+        self.cpus_per_run = cpus if cpus_per_run is None else cpus_per_run
+        self.gpus_per_run = gpus if gpus_per_run is None else gpus_per_run
+
+    def _init(self):
+        import logging
+
+        import ray
+
+        if ray.is_initialized():  # a caller (a test, a notebook) already chose the cluster
+            return False
+        kwargs = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False,
+                  # workers import parity from this checkout even without an editable install
+                  "runtime_env": {"env_vars": {"PYTHONPATH": _pythonpath()}}}
+        if self.address:
+            ray.init(address=self.address, **kwargs)
+        else:
+            ray.init(num_cpus=os.cpu_count(), **kwargs)
+        return True
+
+    def run(self, jobs: list[Job], title: str, started: float, console=None) -> None:
+        import ray
+        from rich.progress import Progress
+
+        # finished runs (and runs failed during this command) are not submitted at all
+        # absolute run folders: a worker's working directory is not the driver's
+        pending = [replace(j, run_dir=Path(j.run_dir).resolve()) for j in jobs if _pending(j, started)]
+        done_already = len(jobs) - len(pending)
+        if not pending:
+            return
+        owned = self._init()
+        try:
+            task = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=0)(_ray_train)
+            refs = {task.remote(j, started): j for j in pending}
+            with Progress(*_progress_columns(), console=console, transient=False) as bar:
+                overall = bar.add_task(f"{title} (ray: {len(pending)} tasks)", total=len(jobs),
+                                       completed=done_already, info="")
+                waiting = list(refs)
+                while waiting:
+                    ready, waiting = ray.wait(waiting, num_returns=1)
+                    job = refs[ready[0]]
+                    try:
+                        state, message = ray.get(ready[0])
+                    except ray.exceptions.RayError as e:  # the worker died (OOM, node lost): record, go on
+                        RunDir(job.run_dir).fail(f"ray: {first_line(e)}")
+                        state, message = "failed", ""
+                    if state == "error":
+                        for ref in waiting:
+                            ray.cancel(ref)
+                        raise ParityError(f"{job.label}: {message}")
+                    bar.update(overall, advance=1, info=f"{job.label}: {state}")
+                bar.update(overall, info="")
+        finally:
+            if owned:
+                ray.shutdown()
+
+
+def _pythonpath() -> str:
+    root = str(Path(__file__).resolve().parents[2])
+    rest = os.environ.get("PYTHONPATH", "")
+    return root + (os.pathsep + rest if rest else "")
+
+
+def make_executor(name: str, address: str | None = None) -> Executor:
+    if name == "local":
+        if address:
+            raise ParityError("--address is for --executor ray")
+        return LocalExecutor()
+    if name == "ray":
+        return RayExecutor(address)
+    raise ParityError(f"unknown executor {name!r}: choose local or ray")
+
+
+def run_matrix(kind: str, preset_name: str, seeds: int, out, overrides: list[str] | None = None,
+               console=None, only: list[str] | None = None, executor=None, groups: tuple[str, ...] | None = None,
+               faithful_defects: bool = False):
+    """Plan a matrix (parity.runtime.matrix.plan_matrix) and train its pending runs with ``executor`` (default
+    LocalExecutor); returns its folder. Finished runs are skipped; failed runs are recorded and the rest
+    goes on."""
+    started = time.time()
+    plan = plan_matrix(kind, preset_name, seeds, out, overrides, only, groups, faithful_defects)
+    (executor or LocalExecutor()).run(plan.jobs, plan.title, started, console=console)
+    return plan.folder
+

@@ -1,0 +1,178 @@
+"""One run's folder and every file in it, owned here: config.yaml (the configuration it belongs to),
+checkpoint.pt (the latest state, enough to resume exactly), history.jsonl (one line per evaluation),
+status.json (running / done / failed, with the reason), metrics.json (the final evaluation: the commit
+point), samples.png. Every write is atomic (store.py), so a kill at any moment leaves the previous file
+or the new one. The trainer loops; the CLI, the executors, results loading and export read and write run
+folders only through this class.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.errors import ParityError, RunFileError, first_line
+from ..core.store import atomic_torch_save, atomic_write_text, read_json, write_json
+
+CHECKPOINT_KEYS = ("model", "optimizer", "step", "history", "train_time", "train_images")
+
+
+@dataclass
+class TrainState:
+    """Where a run stands: what a checkpoint holds besides the weights and the optimizer."""
+
+    step: int = 0
+    history: list = field(default_factory=list)  # one dict per evaluation
+    train_time: float = 0.0
+    train_images: int = 0
+    losses: list = field(default_factory=list)  # the loss tail a resumed run needs for the same means
+
+
+def metrics_problem(metrics) -> str | None:
+    """Why a metrics.json does not hold a finished run's results (truncated, empty, NaN, another format);
+    None when it does."""
+    if not isinstance(metrics, dict):
+        return f"holds {type(metrics).__name__}, not the results object"
+    test = metrics.get("test")
+    psnr = test.get("psnr") if isinstance(test, dict) else None
+    if isinstance(psnr, bool) or not isinstance(psnr, (int, float)):
+        return "has no test PSNR (an old or foreign format)"
+    if not math.isfinite(psnr):
+        return f"has a test PSNR of {psnr}"
+    if not isinstance(metrics.get("steps"), int):
+        return "has no step count (an old or foreign format)"
+    return None
+
+
+class RunDir:
+    """A run folder (``…/<variant>/seed-<k>``)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.config = self.path / "config.yaml"
+        self.checkpoint = self.path / "checkpoint.pt"
+        self.history_file = self.path / "history.jsonl"
+        self.status_file = self.path / "status.json"
+        self.metrics_file = self.path / "metrics.json"
+        self.samples = self.path / "samples.png"
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ reading
+
+    def check_config(self, cfg) -> None:
+        """A run folder belongs to one configuration: refuse to resume, or return the results of, a run
+        whose config.yaml differs (data.download changes no result and is not compared)."""
+        from ..spec.config import config_diff
+        from ..spec.configfile import load_yaml
+
+        if not self.config.is_file():
+            if self.checkpoint.exists():  # resuming would mix two configurations in one run
+                raise ParityError(f"{self.path} holds a checkpoint but no config.yaml, so its configuration is "
+                                  "unknown: delete that folder to start the run over")
+            return
+        diff = {k: v for k, v in config_diff(load_yaml(self.config), cfg).items() if k != "data.download"}
+        if diff:
+            shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:3])
+            more = f" (+{len(diff) - 3} more)" if len(diff) > 3 else ""
+            raise ParityError(f"{self.path} holds a run of another configuration ({shown}{more}): pass another "
+                              "--out, or delete that folder to start the run over")
+
+    def finished_metrics(self) -> dict | None:
+        """metrics.json when it holds finished results; a corrupt one is set aside as metrics.json.corrupt
+        (kept for inspection) so the run finishes again from its checkpoint, never counted as done."""
+        try:
+            metrics = read_json(self.metrics_file)
+        except ParityError:
+            metrics = "unreadable"
+        if metrics is None:
+            return None
+        if metrics_problem(metrics) is None:
+            return metrics
+        os.replace(self.metrics_file, self.metrics_file.with_name(self.metrics_file.name + ".corrupt"))
+        return None
+
+    def metrics_problem(self) -> str | None:
+        """Why metrics.json is not a finished run's results (None when it is, or when there is none)."""
+        if not self.metrics_file.is_file():
+            return None
+        try:
+            return metrics_problem(read_json(self.metrics_file))
+        except ParityError:
+            return "is not valid JSON"
+
+    def status(self) -> dict:
+        """status.json ({} when there is none); ParityError when it is unreadable."""
+        return read_json(self.status_file, {}) or {}
+
+    def load_state(self, model, optimizer) -> TrainState:
+        """The checkpoint into ``model`` and ``optimizer`` (a fresh state without one). Anything that does not
+        fit is a RunFileError: this run fails, a matrix goes on."""
+        if not self.checkpoint.exists():
+            return TrainState()
+        from ..core.checkpoints import load_state_dict_strict, read_checkpoint
+
+        fix = "delete it to restart the run from scratch"
+        try:
+            state = read_checkpoint(self.checkpoint)
+            if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+                have = ", ".join(sorted(map(str, state))) if isinstance(state, dict) else type(state).__name__
+                raise ParityError(f"{self.checkpoint} is not a parity run checkpoint (expected "
+                                  f"{', '.join(CHECKPOINT_KEYS)}; found {have}): {fix}")
+            load_state_dict_strict(model, state["model"], source=f"checkpoint {self.checkpoint}")
+        except RunFileError:
+            raise
+        except ParityError as e:
+            raise RunFileError(str(e)) from None
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise RunFileError(f"the optimizer state in {self.checkpoint} does not fit the model ({first_line(e)}): "
+                               f"{fix}") from None
+        # checkpoints written before the loss tail was saved resume with an empty one
+        return TrainState(state["step"], state["history"], state["train_time"], state["train_images"],
+                          list(state.get("losses", [])))
+
+    # ------------------------------------------------------------------ writing
+
+    def start(self, cfg) -> None:
+        """Create the folder, drop writes a kill cut short (store.py's temporary names), record the config."""
+        from ..spec.config import to_yaml
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+        atomic_write_text(self.config, to_yaml(cfg))
+
+    def write_status(self, state: str, **fields) -> None:
+        write_json(self.status_file, {"state": state, **fields})
+
+    def save(self, model, optimizer, state: TrainState, loss_tail: int, total_steps: int) -> None:
+        """Checkpoint, history and status after an evaluation."""
+        atomic_torch_save(self.checkpoint, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": state.step,
+            "history": state.history, "train_time": state.train_time, "train_images": state.train_images,
+            "losses": state.losses[-loss_tail:]})
+        self.write_history(state.history)
+        self.write_status("running", step=state.step, total_steps=total_steps)
+
+    def write_history(self, history: list) -> None:
+        atomic_write_text(self.history_file, "".join(json.dumps(h) + "\n" for h in history))
+
+    def finish(self, metrics: dict, history: list, total_steps: int) -> None:
+        """The run's last writes: history again (a run killed between its last checkpoint and here resumes
+        with nothing left to train, so the loop would not rewrite a history that missed the last
+        evaluation), metrics.json (the commit point), status."""
+        self.write_history(history)
+        write_json(self.metrics_file, metrics)
+        self.write_status("done", step=metrics.get("steps"), total_steps=total_steps)
+
+    def fail(self, error: str, **fields) -> None:
+        self.write_status("failed", error=error, **fields)
+
+
+__all__ = ["CHECKPOINT_KEYS", "RunDir", "TrainState", "metrics_problem"]

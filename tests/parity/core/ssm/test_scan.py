@@ -1,0 +1,209 @@
+"""The fast selective scans (chunked PyTorch, compiled C kernel) against the sequential reference:
+outputs and every gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from parity.core.ssm.chunked import auto_chunk_size, selective_scan_chunked
+from parity.core.ssm.compiled import compiled_scan_status, selective_scan_compiled
+from parity.core.ssm.scan import selective_scan, selective_scan_ref
+from parity.testing import SCAN_INPUT_NAMES as NAMES
+from parity.testing import rel_err
+from parity.testing import scan_inputs as make_inputs
+
+FAST = {"chunked": selective_scan_chunked, "compiled": selective_scan_compiled}
+
+
+@pytest.fixture(params=list(FAST))
+def fast(request):
+    """Each fast scan in turn; 'compiled' must really be the kernel here (CI has a C compiler)."""
+    if request.param == "compiled":
+        status = compiled_scan_status()
+        assert status["compiled"], status["reason"]
+    return FAST[request.param]
+
+
+def run_both(inputs, use=NAMES, softplus=True, chunk_size=None, requires_grad=NAMES, fast=selective_scan_chunked):
+    """Outputs and gradients of the reference and a fast scan on the same leaves and output gradient."""
+    results = []
+    grad_out = None
+    for fn in (selective_scan_ref, fast):
+        leaves = {k: (v.clone().requires_grad_(k in requires_grad) if k in use else None)
+                  for k, v in inputs.items()}
+        kwargs = {"chunk_size": chunk_size} if fn is selective_scan_chunked and chunk_size else {}
+        out = fn(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], leaves["D"],
+                 z=leaves["z"], delta_bias=leaves["delta_bias"], delta_softplus=softplus, **kwargs)
+        if grad_out is None:
+            grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+        wanted = [k for k in NAMES if leaves[k] is not None and leaves[k].requires_grad]
+        grads = torch.autograd.grad(out, [leaves[k] for k in wanted], grad_out) if wanted else ()
+        results.append((out, dict(zip(wanted, grads))))
+    return results
+
+
+def assert_parity(results, fwd_tol=1e-5, grad_tol=1e-4):
+    (ref_out, ref_grads), (out, grads) = results
+    assert out.dtype == ref_out.dtype and out.shape == ref_out.shape
+    assert rel_err(out, ref_out) <= fwd_tol
+    assert grads.keys() == ref_grads.keys()
+    for name in ref_grads:
+        assert grads[name].shape == ref_grads[name].shape, name
+        assert torch.isfinite(grads[name]).all(), name
+        assert rel_err(grads[name], ref_grads[name]) <= grad_tol, name
+
+
+@pytest.mark.parametrize("length", [1, 7, 8, 33, 97, 515])
+def test_matches_reference_all_inputs(length, fast):
+    assert_parity(run_both(make_inputs(length=length, seed=length), fast=fast))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 5, 16, 200])
+def test_chunk_size_does_not_change_result(chunk_size):
+    # 97 is no multiple of any of them, so the last chunk is a partial one (or the only one).
+    assert_parity(run_both(make_inputs(length=97, seed=3), chunk_size=chunk_size))
+
+
+@pytest.mark.parametrize("use, softplus", [
+    (("u", "delta", "A", "B", "C"), False),
+    (("u", "delta", "A", "B", "C"), True),
+    (("u", "delta", "A", "B", "C", "D"), False),
+    (("u", "delta", "A", "B", "C", "z"), True),
+    (("u", "delta", "A", "B", "C", "delta_bias"), False),
+    (("u", "delta", "A", "B", "C", "D", "delta_bias"), True),
+])
+def test_optional_inputs(use, softplus, fast):
+    inputs = make_inputs(length=41, seed=5)
+    if not softplus:  # keep dt positive like a real layer would, so the scan decays
+        inputs["delta"] = inputs["delta"].abs() * 0.1
+        inputs["delta_bias"] = inputs["delta_bias"].exp()
+    assert_parity(run_both(inputs, use=use, softplus=softplus, chunk_size=8, fast=fast))
+
+
+@pytest.mark.parametrize("requires_grad", [("u",), ("A",), ("delta_bias",), ("B", "C"), ("z", "D"), ()])
+def test_only_some_inputs_require_grad(requires_grad, fast):
+    results = run_both(make_inputs(length=19, seed=7), requires_grad=requires_grad, chunk_size=4, fast=fast)
+    assert_parity(results)
+    assert set(results[1][1]) == set(requires_grad)
+
+
+def test_large_delta_is_stable(fast):
+    # dt up to ~30 with A down to -17.6: exp(dt*A) underflows to 0, which must stay harmless.
+    inputs = make_inputs(length=97, seed=11, dt_range=(1.0, 30.0), delta_scale=3.0)
+    results = run_both(inputs, chunk_size=16, fast=fast)
+    assert torch.isfinite(results[1][0]).all()
+    assert_parity(results)
+    inputs["delta"] = inputs["delta"].abs() * 10  # no softplus, raw large delta
+    assert_parity(run_both(inputs, use=("u", "delta", "A", "B", "C", "D"), softplus=False, chunk_size=16, fast=fast))
+
+
+def test_long_sequence_with_slow_decay_is_stable(fast):
+    # dt ~ 1e-3 keeps the state alive over the whole sequence; exp(-cumsum) tricks overflow here.
+    inputs = make_inputs(batch=1, d_inner=4, d_state=4, length=2000, seed=13, dt_range=(1e-4, 1e-3))
+    assert_parity(run_both(inputs, chunk_size=64, fast=fast))
+
+
+def test_batch_dimension_and_default_chunking(fast):
+    inputs = make_inputs(batch=5, d_inner=16, d_state=8, length=70, seed=17)
+    assert_parity(run_both(inputs, fast=fast))
+
+
+def test_no_grad_forward_matches_and_builds_no_graph():
+    inputs = {k: v.requires_grad_() for k, v in make_inputs(length=50, seed=19).items()}
+    args = [inputs[k] for k in NAMES[:6]]
+    kwargs = {"z": inputs["z"], "delta_bias": inputs["delta_bias"], "delta_softplus": True}
+    with_grad = selective_scan_chunked(*args, **kwargs)
+    with torch.no_grad():
+        without = selective_scan_chunked(*args, **kwargs, chunk_size=7)
+    assert with_grad.grad_fn is not None and without.grad_fn is None
+    assert rel_err(without, with_grad) <= 1e-6
+    assert rel_err(without, selective_scan_ref(*args, **kwargs).detach()) <= 1e-5
+
+
+def test_output_dtype_follows_u():
+    inputs = make_inputs(length=20, seed=23)
+    half = {k: v.to(torch.bfloat16) for k, v in inputs.items()}
+    args = [half[k] for k in NAMES[:6]]
+    out = selective_scan_chunked(*args, z=half["z"], delta_bias=half["delta_bias"], delta_softplus=True)
+    ref = selective_scan_ref(*args, z=half["z"], delta_bias=half["delta_bias"], delta_softplus=True)
+    assert out.dtype == torch.bfloat16
+    assert rel_err(out, ref) <= 1e-2  # both compute in float32; only the final rounding may differ
+
+
+@pytest.mark.parametrize("impl", list(FAST))
+def test_dispatcher_uses_the_chosen_scan(impl):
+    inputs = make_inputs(length=12, seed=29)
+    args = [inputs[k] for k in NAMES[:6]]
+    kwargs = {"z": inputs["z"], "delta_bias": inputs["delta_bias"], "delta_softplus": True}
+    dispatched = selective_scan(*args, **kwargs, impl=impl)
+    assert torch.equal(dispatched, FAST[impl](*args, **kwargs))
+
+
+def test_compiled_threads_split_channels_without_changing_results():
+    inputs = {k: v.requires_grad_() for k, v in make_inputs(batch=3, d_inner=7, length=40, seed=37).items()}
+    args = [inputs[k] for k in NAMES[:6]]
+    kwargs = {"z": inputs["z"], "delta_bias": inputs["delta_bias"], "delta_softplus": True}
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 3):  # 3 ranges of 7 channels: uneven split, partial gB/gC sums
+            torch.set_num_threads(threads)
+            out = selective_scan_compiled(*args, **kwargs)
+            results.append([out, *torch.autograd.grad(out.sum(), list(inputs.values()))])
+    finally:
+        torch.set_num_threads(before)
+    for one, three in zip(*results):
+        assert rel_err(three, one) <= 1e-6
+
+
+def test_compiled_falls_back_to_chunked_for_float64():
+    inputs = make_inputs(length=9, seed=41, dtype=torch.float64)
+    args = [inputs[k] for k in NAMES[:6]]
+    out = selective_scan_compiled(*args, z=inputs["z"], delta_bias=inputs["delta_bias"], delta_softplus=True)
+    assert out.dtype == torch.float64
+    assert torch.equal(out, selective_scan_chunked(*args, z=inputs["z"], delta_bias=inputs["delta_bias"],
+                                                   delta_softplus=True))
+
+
+def test_auto_chunk_size_and_bad_arguments():
+    assert auto_chunk_size(16, 512, 16) == 8
+    assert 8 <= auto_chunk_size(1, 1, 1) <= 64
+    inputs = make_inputs(length=4)
+    with pytest.raises(ValueError):
+        selective_scan_chunked(*[inputs[k] for k in NAMES[:5]], chunk_size=0)
+
+
+def test_gradcheck_float64():
+    inputs = make_inputs(batch=1, d_inner=2, d_state=3, length=6, seed=31, dtype=torch.float64)
+    leaves = [inputs[k].requires_grad_() for k in NAMES]
+
+    def fn(u, delta, A, B, C, D, z, delta_bias):
+        return selective_scan_chunked(u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=True,
+                                      chunk_size=4)
+
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_compiled_without_a_working_compiler_falls_back_and_says_why(monkeypatch, tmp_path):
+    from parity.core.ssm import compiled
+
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("PARITY_CACHE", str(tmp_path / "cache"))  # nothing cached: it must try to build
+    compiled._library.cache_clear()
+    try:
+        status = compiled.compiled_scan_status()
+        assert not status["compiled"] and "chunked" in status["reason"]
+        inputs = make_inputs(length=11, seed=43)
+        args = [inputs[k] for k in NAMES[:6]]
+        kwargs = {"z": inputs["z"], "delta_bias": inputs["delta_bias"], "delta_softplus": True}
+        assert torch.equal(selective_scan_compiled(*args, **kwargs), selective_scan_chunked(*args, **kwargs))
+    finally:
+        compiled._library.cache_clear()  # the next caller builds (or finds) the real kernel again
+
+
+def test_loading_the_kernel_keeps_subnormal_floats():
+    """A library linked with -ffast-math would switch the process to flush-to-zero on load."""
+    assert compiled_scan_status()["compiled"]
+    tiny = torch.tensor([1e-39], dtype=torch.float32)  # subnormal in float32
+    assert (tiny * 1.0).item() > 0 and (tiny / 2).item() > 0

@@ -1,0 +1,66 @@
+"""Matrix plans: the factorial's cells, and the batch-0 defect kept out of mixes the original never trains."""
+
+import pytest
+
+from parity.spec.config import config_diff
+from parity.spec.differences import GROUPS
+from parity.runtime.matrix import BATCH0_FIX, cell_id, factorial_cells, matrix_variants
+from parity.spec.presets import preset
+
+
+def test_factorial_has_every_subset_and_its_corners_are_the_baselines_on_trained_fields():
+    nb, orig = preset("smoke").baselines()
+    variants = matrix_variants("factorial", (nb, orig))
+    assert len(variants) == 2 ** len(GROUPS)
+    assert variants[0].id == "with-none" and variants[0].role == "baseline"
+    assert config_diff(variants[0].config, nb).keys() <= {"name", "data.eval_split"}
+    assert {v.config.data.eval_split for v in variants} == {nb.data.split}  # one evaluation set for all
+    full = variants[-1]
+    assert full.groups == list(GROUPS)
+    # the full cell differs from the original only in what is scored (evaluation-side differences), and in
+    # the notebook's scaled T_max, which the original's schedule (lr_horizon 'end') never reads
+    assert full.config.train.lr_horizon == "end"
+    assert set(config_diff(full.config, orig)) <= {"data.split", "data.resize_crop", "eval.psnr", "train.t_max",
+                                                    "data.eval_split"}
+
+
+def test_factorial_groups_choose_the_factors():
+    pair = preset("smoke").baselines()
+    ids = [v.id for v in matrix_variants("factorial", pair, ("decoder", "optimisation"))]
+    assert ids == ["with-none", "with-decoder", "with-optimisation", "with-decoder+optimisation"]
+    assert factorial_cells(("a", "b")) == [(), ("a",), ("b",), ("a", "b")]
+    assert cell_id(()) == "with-none"
+
+
+@pytest.mark.parametrize("faithful", [False, True])
+def test_lainr_on_sampled_pixels_decodes_per_sample_unless_faithful(faithful):
+    pair = preset("smoke").baselines()
+    variants = {v.id: v for v in matrix_variants("factorial", pair, ("decoder", "sampling"), faithful)}
+    mixed = variants["with-decoder"]  # LAINR decoder, the notebook's sampled pixels
+    assert mixed.config.model.per_sample_coords is (not faithful)
+    assert (mixed.fixed == BATCH0_FIX) is (not faithful)
+    assert "fixed" in mixed.record() or faithful
+    # full grid: the original's own protocol keeps the defect (it never shows there)
+    assert variants["with-decoder+sampling"].config.model.per_sample_coords is False
+
+
+TINY = ["data.train_subset=16", "data.test_subset=8", "eval.sr_sizes=[32]", "eval.sr_images=4", "train.max_steps=2",
+        "eval.probe=false"]
+
+
+def test_a_checkpoint_of_another_architecture_fails_only_its_run(tmp_path):
+    import json
+    import shutil
+
+    from parity.runtime.executors import run_matrix
+
+    only = ["notebook+depth", "notebook+lr"]
+    folder = run_matrix("one-at-a-time", "smoke", 1, tmp_path, TINY, only=only)
+    victim = folder / "notebook+depth" / "seed-0"
+    shutil.copy(folder / "notebook" / "seed-0" / "checkpoint.pt", victim / "checkpoint.pt")  # another depth
+    (victim / "metrics.json").unlink()
+    (folder / "notebook+lr" / "seed-0" / "metrics.json").unlink()  # must still be finished again afterwards
+    run_matrix("one-at-a-time", "smoke", 1, tmp_path, TINY, only=only)
+    status = json.loads((victim / "status.json").read_text())
+    assert status["state"] == "failed" and "does not fit the model" in status["error"]
+    assert (folder / "notebook+lr" / "seed-0" / "metrics.json").exists()  # the matrix went on

@@ -1,0 +1,96 @@
+"""One trainer for both protocols: schedules, protocols, determinism and exact resume."""
+
+import json
+
+import pytest
+import torch
+
+from parity.spec.config import notebook_baseline, original_baseline
+from parity.spec.presets import preset
+from parity.runtime.train import DivergedError, lr_for_epoch, train_run, training_batch
+
+
+def test_schedules_match_the_sources(notebook_golden, lr_schedules):
+    nb = notebook_baseline().train
+    ours = [lr_for_epoch(nb, e) for e in range(1, 21)]
+    assert max(abs(a - b) for a, b in zip(ours, notebook_golden["lr_per_epoch"])) <= 1e-12
+    for name, expected in lr_schedules.items():
+        base, epochs, warmup = name.split("_")[-3:]
+        t = original_baseline().train
+        t.lr, t.epochs, t.warmup_epochs = float(base), int(epochs.removesuffix("ep")), int(warmup.removeprefix("warmup"))
+        assert max(abs(lr_for_epoch(t, e) - x) for e, x in enumerate(expected, start=1)) <= 1e-12
+
+
+def test_protocols_sample_or_cover_every_pixel():
+    from parity.core.coords import make_grid
+
+    images = torch.rand(3, 3, 8, 8)
+    nb = notebook_baseline()
+    nb.train.num_samples = 20
+    coords, gt = training_batch(nb, images, make_grid(8, 8, "endpoints"), step=0)
+    assert coords.shape == (3, 20, 2) and gt.shape == (3, 20, 3)
+    orig = original_baseline()
+    coords, gt = training_batch(orig, images, make_grid(8, 8, "centres"), step=0)
+    assert coords.shape == (3, 64, 2) and torch.equal(gt, images.flatten(2).transpose(1, 2))
+    orig.train.jitter_std = 0.01
+    jittered, _ = training_batch(orig, images, make_grid(8, 8, "centres"), step=0)
+    assert torch.equal(jittered[0], jittered[1])  # one draw for the batch, as the original's helper
+    assert 0.005 < (jittered[0] - coords[0]).std() < 0.015
+
+
+def tiny(side="notebook", **train):
+    nb, orig = preset("smoke").baselines()
+    cfg = nb if side == "notebook" else orig
+    cfg.data.train_subset, cfg.data.test_subset = 32, 8
+    cfg.eval.sr_sizes, cfg.eval.sr_images = [32], 4
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+@pytest.mark.parametrize("side", ["notebook", "original"])
+def test_same_seed_same_numbers(tmp_path, side):
+    a = train_run(tiny(side, max_steps=3), tmp_path / "a", final_eval=False)
+    b = train_run(tiny(side, max_steps=3), tmp_path / "b", final_eval=False)
+    assert a["test"] == b["test"]
+    history = [json.loads(line) for line in (tmp_path / "a" / "history.jsonl").read_text().splitlines()]
+    assert history[-1]["step"] == 3
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path):
+    whole = train_run(tiny(max_steps=6, eval_every=2, epochs=10), tmp_path / "whole", final_eval=False)
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_5(update):
+        if update["step"] == 5:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_run(tiny(max_steps=6, eval_every=2, epochs=10), tmp_path / "cut", progress=crash_at_5, final_eval=False)
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    resumed = train_run(tiny(max_steps=6, eval_every=2, epochs=10), tmp_path / "cut", final_eval=False)
+    assert resumed["test"] == whole["test"]
+    assert (tmp_path / "cut" / "history.jsonl").read_text().count("\n") == 3
+
+
+def test_a_finished_run_is_not_recomputed(tmp_path):
+    first = train_run(tiny(max_steps=2), tmp_path / "r", final_eval=False)
+    stamp = (tmp_path / "r" / "metrics.json").stat().st_mtime_ns
+    assert train_run(tiny(max_steps=2), tmp_path / "r", final_eval=False) == first
+    assert (tmp_path / "r" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_divergence_stops_with_a_record(tmp_path):
+    cfg = tiny(max_steps=4, lr=1e6, clip_norm=None)
+    cfg.model.output_activation = "none"
+    with pytest.raises(DivergedError, match="loss became"):
+        train_run(cfg, tmp_path / "d", final_eval=False)
+
+
+def test_full_evaluation_is_recorded(tmp_path):
+    m = train_run(tiny(max_steps=2), tmp_path / "e")
+    assert {"test", "jitter", "sr_notebook", "sr_true", "probe", "params", "gflop_per_image"} <= set(m)
+    assert set(m["jitter"]["same"]) == {"0.0", "0.005", "0.01", "0.02", "0.05"}
+    assert (tmp_path / "e" / "samples.png").read_bytes()[:4] == b"\x89PNG"
