@@ -5,7 +5,6 @@ import json
 import pytest
 import torch
 
-from parity.core.ssm import get_default_scan, set_default_scan
 from parity.testing import golden_path
 
 
@@ -26,9 +25,5 @@ def lr_schedules() -> dict:
 
 @pytest.fixture(params=["ref", "chunked", "compiled"])
 def scan(request):
-    """Run the test once with each CPU scan as the default of every Mamba mixer."""
-    before = get_default_scan()
-    set_default_scan(request.param)
-    yield request.param
-    set_default_scan(before)
-
+    """Run the test once with each CPU scan; the test puts its model on it (``set_scan``)."""
+    return request.param

@@ -35,21 +35,24 @@ def cifar10_model(port: str):
     return notebook_port.MambaGINR_CIFAR(**notebook_port.NOTEBOOK_CIFAR_KWARGS)
 
 
-def _build(port: str, batch: int):
+def _build(port: str, batch: int, scan: str):
+    """(the model, one training step of it at ``batch``) with every mixer on ``scan``."""
     import torch
 
-    model = cifar10_model(port)
+    from parity.core.ssm import set_scan
+
+    model = set_scan(cifar10_model(port), scan)
     images = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     if port == "original":
         import original_port
 
         opt = original_port.make_optimizer(model.parameters(), {"name": "adamw", "args": {"lr": 5e-4}})
-        return lambda: original_port.train_step(model, opt, images)
+        return model, lambda: original_port.train_step(model, opt, images)
     import notebook_port
 
     opt = notebook_port.make_optimizer(model)
     gen = torch.Generator().manual_seed(0)
-    return lambda: notebook_port.train_step(model, opt, images, generator=gen)
+    return model, lambda: notebook_port.train_step(model, opt, images, generator=gen)
 
 
 GEMM_SIZE = 2048  # a square fp32 matmul large enough to run at the BLAS peak
@@ -76,12 +79,9 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
                        gemm_size: int = GEMM_SIZE) -> dict:
     import torch
 
-    from parity.core.ssm import set_default_scan
-
     if threads:
         torch.set_num_threads(threads)
-    set_default_scan(scan)
-    step = _build(port, batch)
+    model, step = _build(port, batch, scan)
     baseline = _rss_mb()
     step()  # warm-up (allocator, first-touch); its peak counts in the peak below
     times = []
@@ -93,7 +93,7 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
     peak = _rss_mb()
     from parity.evaluation.evaluate import gflop
 
-    step_gflop = gflop(step)  # matrix products and convolutions of one step, whatever kernels run
+    step_gflop = gflop(step, model)  # matrix products and convolutions of one step, whatever kernels run
     gemm = dense_gemm_gflops(gemm_size)
     return {"port": port, "batch": batch, "scan": scan, "threads": torch.get_num_threads(),
             "median_s": med, "min_s": min(times), "max_s": max(times), "images_per_s": batch / med,

@@ -389,24 +389,19 @@ def count_params(model) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def gflop(fn) -> float:
-    """GFLOP torch's FlopCounterMode counts while ``fn`` runs (matrix products and convolutions;
+def gflop(fn, model: torch.nn.Module) -> float:
+    """GFLOP torch's FlopCounterMode counts while ``fn`` runs ``model`` (matrix products and convolutions;
     elementwise work is not counted). The count must not depend on which kernels run: attention goes
-    through SDPA's math backend (the counter has no formula for the fused CPU kernel) and the scan
-    through the chunked PyTorch one (the compiled kernel is invisible to the counter)."""
+    through SDPA's math backend (the counter has no formula for the fused CPU kernel) and the model's
+    scans through the chunked PyTorch one (the compiled kernel is invisible to the counter)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ..core.ssm import get_default_scan, set_default_scan
+    from ..core.ssm import use_scan
 
     counter = FlopCounterMode(display=False)
-    before = get_default_scan()
-    set_default_scan("chunked")
-    try:
-        with counter, sdpa_kernel(SDPBackend.MATH):
-            fn()
-    finally:
-        set_default_scan(before)
+    with use_scan(model, "chunked"), counter, sdpa_kernel(SDPBackend.MATH):
+        fn()
     return counter.get_total_flops() / 1e9
 
 
@@ -422,7 +417,7 @@ def flops_per_image(model, image_size, convention: str, queries: int | None = No
     if queries is not None:
         coords = coords[:, :queries]
     with _inference(model):
-        return gflop(lambda: model.decode(model.encode(image), coords))
+        return gflop(lambda: model.decode(model.encode(image), coords), model)
 
 
 def _sanitise(value):

@@ -58,8 +58,8 @@ def original_summary(count_flops: bool = True) -> PortSummary:
                     notes=["tokenizer.postfc is in the state dict but unused"])
     if count_flops:
         with torch.no_grad():
-            s.forward_gflop = gflop(lambda: original_port.reconstruction_step(model, images))
-        s.train_step_gflop = gflop(lambda: original_port.reconstruction_step(model, images)["loss"].backward())
+            s.forward_gflop = gflop(lambda: original_port.reconstruction_step(model, images), model)
+        s.train_step_gflop = gflop(lambda: original_port.reconstruction_step(model, images)["loss"].backward(), model)
     return s
 
 
@@ -74,8 +74,8 @@ def notebook_summary(count_flops: bool = True) -> PortSummary:
                     notes=["buffers B and B_hypo (fixed Fourier matrices) are not parameters"])
     if count_flops:
         with torch.no_grad():
-            s.forward_gflop = gflop(lambda: notebook_port.sampled_loss(model, images, idx))
-        s.train_step_gflop = gflop(lambda: notebook_port.sampled_loss(model, images, idx)["loss"].backward())
+            s.forward_gflop = gflop(lambda: notebook_port.sampled_loss(model, images, idx), model)
+        s.train_step_gflop = gflop(lambda: notebook_port.sampled_loss(model, images, idx)["loss"].backward(), model)
     return s
 
 

@@ -54,16 +54,21 @@ def notebook_kwargs(m: ModelConfig, image_size: int) -> dict:
 
 
 def build_model(cfg: ExperimentConfig, seed: int | None = None) -> torch.nn.Module:
-    """The model ``cfg`` describes, initialised under ``seed`` (default: cfg.train.seed)."""
+    """The model ``cfg`` describes, initialised under ``seed`` (default: cfg.train.seed), its Mamba mixers on
+    ``cfg.model.scan``."""
+    from ..core.ssm import set_scan
+
     validate(cfg)
     torch.manual_seed(cfg.train.seed if seed is None else seed)
     if cfg.model.decoder == "lainr":
         import original_port
 
-        return original_port.from_spec(transinr_spec(cfg.model, cfg.data.image_size))
-    import notebook_port
+        model = original_port.from_spec(transinr_spec(cfg.model, cfg.data.image_size))
+    else:
+        import notebook_port
 
-    return notebook_port.MambaGINR_CIFAR(**notebook_kwargs(cfg.model, cfg.data.image_size))
+        model = notebook_port.MambaGINR_CIFAR(**notebook_kwargs(cfg.model, cfg.data.image_size))
+    return set_scan(model, cfg.model.scan)
 
 
 def estimated_training_bytes(cfg: ExperimentConfig) -> float:

@@ -66,6 +66,9 @@ class ModelConfig:
     fix_lp_extraction: bool = False
     per_sample_coords: bool = False
     final_residual: bool = False
+    # How, not what: the selective scan every Mamba mixer runs (ref | chunked | compiled | cuda); the same
+    # numbers within float32 rounding, so never a difference between the sources.
+    scan: str = "compiled"
 
 
 @dataclass
@@ -332,6 +335,11 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
                           "the warm-up or raise the epochs")
     if any(s < 0 for s in cfg.eval.jitter_stds):
         raise ParityError("eval.jitter_stds must not contain negative values: e.g. --set eval.jitter_stds=[0,0.01]")
+    from ..core.ssm.scan import SCAN_IMPLS  # the scans' owner (imports torch, so only once a config is checked)
+
+    if m.scan not in SCAN_IMPLS:
+        raise ParityError(f"model.scan={m.scan!r} is not one of {', '.join(SCAN_IMPLS)}"
+                          f"{did_you_mean(m.scan, SCAN_IMPLS)}")
     return cfg
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import notebook_port
+from parity.core.ssm import set_scan
 from parity.testing import grad_err, rel_err
 
 FWD, GRAD = 1e-5, 1e-4
@@ -23,6 +24,7 @@ def test_state_dict_keys_and_shapes_are_the_notebooks(model, notebook_golden):
 
 
 def test_grid_patches_and_features(model, notebook_golden, scan):
+    set_scan(model, scan)
     g = notebook_golden
     assert torch.equal(notebook_port.create_coordinate_grid(16, 16), g["grid"])
     assert torch.equal(model.patchify(g["images"]), g["patches"])
@@ -36,6 +38,7 @@ def test_grid_patches_and_features(model, notebook_golden, scan):
 
 
 def test_sampled_training_step_with_clipping(model, notebook_golden, scan):
+    set_scan(model, scan)
     g = notebook_golden
     out = notebook_port.sampled_loss(model, g["images"], g["sample_idx"])
     assert rel_err(out["pred"], g["pred_sampled"]) <= FWD

@@ -6,6 +6,7 @@ import torch
 import original_port
 from original_port.decoder import spatial_bias
 from parity.core.coords import pixel_centre_grid
+from parity.core.ssm import set_scan
 from parity.testing import grad_err, rel_err
 
 FWD, GRAD = 1e-5, 1e-4
@@ -24,6 +25,7 @@ def test_state_dict_keys_and_shapes_are_the_sources(model, original_golden):
 
 
 def test_forward_intermediates(model, original_golden, scan):
+    set_scan(model, scan)
     g = original_golden
     tokens = model.tokenizer({"inp": g["images"]})
     assert rel_err(tokens, g["tokenizer_out"]) <= FWD
@@ -37,6 +39,7 @@ def test_forward_intermediates(model, original_golden, scan):
 
 
 def test_training_step_loss_psnr_and_every_gradient(model, original_golden, scan):
+    set_scan(model, scan)
     g = original_golden
     out = original_port.reconstruction_step(model, g["images"])
     assert torch.equal(out["coord"], g["coord"])
@@ -50,6 +53,7 @@ def test_training_step_loss_psnr_and_every_gradient(model, original_golden, scan
 
 
 def test_decoding_at_2x_on_jittered_coords_and_the_bias(model, original_golden, scan):
+    set_scan(model, scan)
     g = original_golden
     with torch.no_grad():
         tokens = model.encode(g["images"])

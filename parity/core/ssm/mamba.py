@@ -9,24 +9,25 @@ is reproduced (inference caches are not needed by either source).
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
 from einops import rearrange, repeat
 from torch.utils.checkpoint import checkpoint
 
-from .scan import selective_scan
+from .scan import DEFAULT_SCAN, check_scan, selective_scan
 
 
 class Mamba(nn.Module):
     def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_rank="auto", dt_min=0.001,
                  dt_max=0.1, dt_init="random", dt_scale=1.0, dt_init_floor=1e-4, conv_bias=True,
-                 bias=False, scan: str | None = None):
+                 bias=False, scan: str = DEFAULT_SCAN):
         super().__init__()
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
         self.d_inner = int(expand * d_model)
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
-        self.scan = scan  # None: the process-wide default (parity.core.ssm.set_default_scan)
+        self.scan = check_scan(scan)  # this mixer's own choice; set_scan / use_scan set a whole model's
 
         self.in_proj = nn.Linear(d_model, self.d_inner * 2, bias=bias)
         self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, kernel_size=d_conv, groups=self.d_inner,
@@ -177,3 +178,26 @@ class BiMambaEncoder(nn.Module):
         for block in self.blocks:
             x, residual = block(x, residual=residual)
         return x + residual if self.add_final_residual else x
+
+
+def set_scan(model: nn.Module, impl: str) -> nn.Module:
+    """Every Mamba mixer inside ``model`` runs the scan ``impl`` ('ref', 'chunked', 'compiled', 'cuda');
+    returns the model. The choice belongs to the model, so two models in one process can differ."""
+    check_scan(impl)
+    for module in model.modules():
+        if isinstance(module, Mamba):
+            module.scan = impl
+    return model
+
+
+@contextmanager
+def use_scan(model: nn.Module, impl: str):
+    """``set_scan`` for the duration of a ``with`` block, each mixer's own choice restored after it (for
+    instance the chunked scan while FLOPs are counted: the compiled kernel is invisible to the counter)."""
+    before = {m: m.scan for m in model.modules() if isinstance(m, Mamba)}
+    set_scan(model, impl)
+    try:
+        yield model
+    finally:
+        for module, scan in before.items():
+            module.scan = scan

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 SCAN_IMPLS = ("ref", "chunked", "compiled", "cuda")
-_default_impl = "compiled"
+DEFAULT_SCAN = "compiled"  # each Mamba mixer holds its own choice (``Mamba.scan``); this is where it starts
 
 
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -65,23 +65,17 @@ def cuda_scan_available() -> bool:
     return _cuda_scan() is not None
 
 
-def set_default_scan(impl: str) -> None:
-    """Choose the scan used by every Mamba mixer that was not given one ('ref', 'chunked', 'compiled',
-    'cuda'). 'compiled' falls back to 'chunked' where its kernel cannot be built."""
-    global _default_impl
+def check_scan(impl: str) -> str:
+    """``impl`` when it names a scan, else a ValueError listing them."""
     if impl not in SCAN_IMPLS:
         raise ValueError(f"unknown scan {impl!r}: choose one of {', '.join(SCAN_IMPLS)}")
-    _default_impl = impl
-
-
-def get_default_scan() -> str:
-    return _default_impl
+    return impl
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   impl: str | None = None):
-    """Dispatch: fused CUDA kernel for GPU tensors when available, else the chosen CPU path."""
-    impl = impl or _default_impl
+                   impl: str = DEFAULT_SCAN):
+    """Dispatch: fused CUDA kernel for GPU tensors when available, else the chosen CPU path ('compiled'
+    falls back to 'chunked' where its kernel cannot be built)."""
     if u.is_cuda and impl != "ref":
         fused = _cuda_scan()
         if fused is not None:
