@@ -54,7 +54,7 @@ def measured_facts() -> list[tuple[str, str]]:
     import original_port
     from original_port.configs import cifar10_model_spec
 
-    from ..runtime.train import lr_for_epoch
+    from ..spec.schedule import lr_for_epoch
 
     facts = []
     nb_cfg, orig_cfg = notebook_baseline(), original_baseline()

@@ -588,7 +588,7 @@ def source_steps(side: str) -> int:
     """Optimiser steps of a source's full protocol (epochs x batches per epoch)."""
     cfg = notebook_baseline() if side == "notebook" else original_baseline()
     images = SOURCE_TRAIN_IMAGES[cfg.data.split]
-    from ..runtime.train import batches_per_epoch
+    from ..spec.schedule import batches_per_epoch
 
     return batches_per_epoch(images, cfg.train.batch_size, cfg.data.drop_last) * cfg.train.epochs
 

@@ -30,6 +30,13 @@ class TrainState:
     train_images: int = 0
     losses: list = field(default_factory=list)  # the loss tail a resumed run needs for the same means
 
+    def advance(self, loss: float, images: int, seconds: float) -> None:
+        """One optimiser step done: its loss, the images it saw and the time it took."""
+        self.step += 1
+        self.losses.append(loss)
+        self.train_images += images
+        self.train_time += seconds
+
 
 def metrics_problem(metrics) -> str | None:
     """Why a metrics.json does not hold a finished run's results (truncated, empty, NaN, another format);

@@ -9,11 +9,13 @@ so a resumed run continues exactly as an uninterrupted one would.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import platform
 import threading
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,41 +23,17 @@ from einops import rearrange
 from torch.utils.data import DataLoader
 
 from .. import __version__
-from ..spec.build import build_model
-from ..spec.config import ExperimentConfig, TrainConfig, validate
 from ..core.coords import make_grid
-from ..core.errors import ParityError
-from .rundir import RunDir
+from ..spec.build import build_model
+from ..spec.config import ExperimentConfig, validate
+from ..spec.schedule import StepPlan, lr_for_epoch, step_plan
+from .rundir import RunDir, TrainState
 
 
 class DivergedError(RuntimeError):
     def __init__(self, step: int, loss: float, recent: list[float]):
         super().__init__(f"loss became {loss} at step {step} (last losses: {', '.join(f'{x:.4g}' for x in recent)})")
         self.step, self.loss, self.recent = step, loss, recent
-
-
-def batches_per_epoch(images: int, batch_size: int, drop_last: bool) -> int:
-    """Optimiser steps in one epoch: full batches only with drop_last, else the last partial one too."""
-    return images // batch_size if drop_last else math.ceil(images / batch_size)
-
-
-def lr_for_epoch(t: TrainConfig, epoch: int) -> float:
-    """The learning rate of ``epoch`` (counted from 1). 'end' is the original's schedule (warm-up,
-    then cosine to min_lr at the last epoch); 'constant' is its ``imgrec_trainer_lainr_constant``
-    variant (warm-up, lr held until 95% of the epochs, then cosine to min_lr at the last epoch);
-    'tmax' is CosineAnnealingLR(T_max) stepped per epoch (the notebook), after the same warm-up when
-    warmup_epochs > 0."""
-    from original_port import lr_at_epoch
-    from original_port.protocol import lr_at_epoch_constant
-
-    if t.lr_horizon == "end":
-        return lr_at_epoch(epoch, t.lr, t.epochs, t.warmup_epochs, min_lr=t.min_lr)
-    if t.lr_horizon == "constant":
-        return lr_at_epoch_constant(epoch, t.lr, t.epochs, t.warmup_epochs, min_lr=t.min_lr)
-    if epoch < t.warmup_epochs:
-        return t.lr * (epoch + 1) / t.warmup_epochs
-    index = epoch - max(t.warmup_epochs, 1)
-    return t.min_lr + (t.lr - t.min_lr) * (1 + math.cos(math.pi * index / t.t_max)) / 2
 
 
 def _generator(*key: int) -> torch.Generator:
@@ -142,6 +120,87 @@ def _loader(dataset, cfg: ExperimentConfig, epoch: int | None, batch_size: int |
                       generator=_generator(cfg.train.seed, epoch, 0))
 
 
+@dataclass
+class Setup:
+    """Everything a run trains with, settled (and checked) before any file of it is written: where it
+    runs (the device; DDP under torchrun, where only rank 0 writes files and evaluates), the data and
+    the step plan."""
+
+    device: torch.device
+    ddp: object | None  # a DDPContext under torchrun with several processes
+    train_set: object
+    test_set: object
+    test_loader: DataLoader
+    plan: StepPlan
+
+    @property
+    def main(self) -> bool:
+        return self.ddp is None or self.ddp.is_main
+
+
+def prepare(cfg: ExperimentConfig, datasets=None) -> Setup:
+    """The run's Setup: device and DDP, the memory estimate, the datasets and the step plan; a data or
+    size error raises here, before any file is written, so the fix it suggests is not blocked by a
+    half-made run folder."""
+    from ..spec.build import check_fits_in_memory
+    from .distributed import context as ddp_context
+    from .distributed import training_device
+
+    device = training_device()  # CUDA when there is one (this rank's GPU under torchrun), else the CPU
+    ddp = ddp_context(device)  # None unless torchrun started several processes (parity.runtime.distributed)
+    if ddp is not None:
+        ddp.check_batch(cfg.train.batch_size)
+    check_fits_in_memory(cfg)
+    if datasets is None:
+        from ..data import make_datasets
+
+        datasets = make_datasets(cfg.data)
+    train_set, test_set = datasets
+    return Setup(device, ddp, train_set, test_set, _loader(test_set, cfg, None), step_plan(cfg, len(train_set)))
+
+
+class Stepper:
+    """One optimisation step of the configuration's protocol: the coordinates and targets drawn on the
+    CPU from (seed, step) (the same draws on any device), the loss (on this rank's slice under DDP, which
+    averages the gradients), the NaN check, clipping and the optimiser."""
+
+    def __init__(self, cfg: ExperimentConfig, model, optimizer, setup: Setup):
+        self.cfg, self.model, self.optimizer, self.setup = cfg, model, optimizer, setup
+        self.net = setup.ddp.wrap(model) if setup.ddp is not None else None  # after resuming: rank 0's weights
+        self.grids: dict[tuple[int, int], torch.Tensor] = {}
+
+    def __call__(self, images: torch.Tensor, step: int, recent: list[float]) -> float:
+        """The global batch's loss after optimiser step ``step`` (from 0); DivergedError on a NaN/inf."""
+        cfg, ddp, device = self.cfg, self.setup.ddp, self.setup.device
+        size = tuple(images.shape[-2:])
+        if size not in self.grids:
+            self.grids[size] = make_grid(*size, cfg.train.coords)
+        coords, gt = training_batch(cfg, images, self.grids[size], step)
+        images, coords, gt = images.to(device), coords.to(device), gt.to(device)
+        if ddp is None:
+            loss = step_loss(cfg, self.model.decode(self.model.encode(images), coords), gt)
+        else:
+            loss = step_loss(cfg, self.net(ddp.shard(images), ddp.shard(coords)), ddp.shard(gt))
+        self.optimizer.zero_grad()
+        loss.backward()
+        value = loss.item() if ddp is None else ddp.mean(loss.item())
+        if not math.isfinite(value):
+            raise DivergedError(step + 1, value, recent[-10:])
+        if cfg.train.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.clip_norm)
+        self.optimizer.step()
+        return value
+
+
+def epochs_from(cfg: ExperimentConfig, setup: Setup, step: int):
+    """(epoch, its learning rate, the batches left in it) from optimiser step ``step`` on: a resumed run
+    skips the batches of its epoch that were done (the order is keyed by (seed, epoch), so it is the same)."""
+    plan = setup.plan
+    for epoch in itertools.count(plan.epoch_of(step)):
+        done = max(0, step - (epoch - 1) * plan.steps_per_epoch)
+        yield epoch, lr_for_epoch(cfg.train, epoch), itertools.islice(_loader(setup.train_set, cfg, epoch), done, None)
+
+
 def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, final_eval: bool = True,
               eval_images: int | None = None) -> dict:
     """Train (or resume) one run in ``run_dir`` and return its metrics. ``progress``: an optional
@@ -149,112 +208,79 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
     validate(cfg)
     run = RunDir(run_dir)
     run.check_config(cfg)  # else another configuration's results would be returned or resumed
-    done = run.finished_metrics()
-    if done is not None:
+    if (done := run.finished_metrics()) is not None:
         return done
-    t = cfg.train
-    from .distributed import context as ddp_context
-    from .distributed import training_device
-
-    device = training_device()  # CUDA when there is one (this rank's GPU under torchrun), else the CPU
-    ddp = ddp_context(device)  # None unless torchrun started several processes (parity.runtime.distributed)
-    main = ddp is None or ddp.is_main  # only rank 0 writes files and evaluates
-    if ddp is not None:
-        ddp.check_batch(t.batch_size)
-    from ..spec.build import check_fits_in_memory
-
-    check_fits_in_memory(cfg)  # before anything is built or written
-    if datasets is None:  # before any file is written: a data error leaves no half-made run folder
-        from ..data import make_datasets
-
-        datasets = make_datasets(cfg.data)
-    train_set, test_set = datasets
-    steps_per_epoch = batches_per_epoch(len(train_set), t.batch_size, cfg.data.drop_last)
-    if steps_per_epoch == 0:  # before any file is written, so the fix it suggests is not blocked by a half-made run
-        raise ParityError(f"{len(train_set)} training images make no full batch of {t.batch_size}: "
-                          "lower train.batch_size or set data.drop_last=false")
-    if main:
+    setup = prepare(cfg, datasets)
+    plan, t = setup.plan, cfg.train
+    if setup.main:
         run.start(cfg)
-    total_steps = t.epochs * steps_per_epoch if t.max_steps is None else min(t.max_steps, t.epochs * steps_per_epoch)
-    eval_every = t.eval_every or steps_per_epoch
-
-    model = build_model(cfg).to(device)  # built on the CPU: the same initial weights on any device
+    model = build_model(cfg).to(setup.device)  # built on the CPU: the same initial weights on any device
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     state = run.load_state(model, optimizer)
-    net = ddp.wrap(model) if ddp is not None else None  # after resuming: DDP broadcasts rank 0's weights
-    grids: dict[tuple[int, int], torch.Tensor] = {}
-    test_loader = _loader(test_set, cfg, None)
-    if main:
-        run.write_status("running", step=state.step, total_steps=total_steps)
-
+    step = Stepper(cfg, model, optimizer, setup)
+    if setup.main:
+        run.write_status("running", step=state.step, total_steps=plan.total_steps)
     with PeakMemory() as memory:
-        epoch = state.step // steps_per_epoch + 1
-        while state.step < total_steps:
-            lr = lr_for_epoch(t, epoch)
+        for epoch, lr, batches in epochs_from(cfg, setup, state.step):
+            if state.step >= plan.total_steps:
+                break
             for group in optimizer.param_groups:
                 group["lr"] = lr
             model.train()
-            skip = state.step - (epoch - 1) * steps_per_epoch  # batches of this epoch already done (resume)
-            for i, (images, _) in enumerate(_loader(train_set, cfg, epoch)):
-                if i < skip:
-                    continue
-                if state.step >= total_steps:
+            for images, _ in batches:
+                if state.step >= plan.total_steps:
                     break
                 t0 = time.perf_counter()
-                size = tuple(images.shape[-2:])
-                if size not in grids:
-                    grids[size] = make_grid(*size, t.coords)
-                coords, gt = training_batch(cfg, images, grids[size], state.step)  # CPU draws: same on any device
-                images, coords, gt = images.to(device), coords.to(device), gt.to(device)
-                if ddp is None:
-                    loss = step_loss(cfg, model.decode(model.encode(images), coords), gt)
-                else:  # the global batch's draws above, then this rank's slice; DDP averages gradients
-                    loss = step_loss(cfg, net(ddp.shard(images), ddp.shard(coords)), ddp.shard(gt))
-                optimizer.zero_grad()
-                loss.backward()
-                value = loss.item() if ddp is None else ddp.mean(loss.item())  # the global batch's loss
-                if not math.isfinite(value):
-                    raise DivergedError(state.step + 1, value, state.losses[-10:])
-                if t.clip_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
-                optimizer.step()
-                state.train_time += time.perf_counter() - t0
-                state.train_images += images.shape[0]
-                state.step += 1
-                state.losses.append(value)
+                loss = step(images, state.step, state.losses)
+                state.advance(loss, images.shape[0], time.perf_counter() - t0)
                 if progress:
-                    progress({"step": state.step, "total": total_steps, "loss": value, "epoch": epoch, "lr": lr})
-                if main and (state.step % eval_every == 0 or state.step == total_steps):
-                    test = quick_test_psnr(model, test_loader, cfg, eval_images)
-                    recent = state.losses[-eval_every:]
-                    state.history.append({"step": state.step, "epoch": epoch, "lr": lr,
-                                          "train_loss": sum(recent) / len(recent), "test_psnr": test["psnr"],
-                                          "test_psnr_batch_mse": test["psnr_batch_mse"],
-                                          "train_time_s": state.train_time})
+                    progress({"step": state.step, "total": plan.total_steps, "loss": loss, "epoch": epoch, "lr": lr})
+                if setup.main and (state.step % plan.eval_every == 0 or state.step == plan.total_steps):
+                    psnr = record_evaluation(cfg, model, setup, state, epoch, lr, eval_images)
                     if progress:
-                        progress({"step": state.step, "total": total_steps, "loss": value, "psnr": test["psnr"]})
-                    run.save(model, optimizer, state, max(eval_every, 10), total_steps)
-            epoch += 1
-
-    metrics = {"steps": state.step, "epochs": state.step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
-               "train_images": state.train_images, "train_time_s": state.train_time,
-               "train_images_per_s": state.train_images / state.train_time if state.train_time else None,
-               "peak_rss_mb": memory.peak_mb, "device": str(device),
-               "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None,
-               "final_lr": state.history[-1]["lr"] if state.history else None,
-               "seed": t.seed, "environment": environment()}
-    if not main:  # rank 0 evaluates and writes the run's files
+                        progress({"step": state.step, "total": plan.total_steps, "loss": loss, "psnr": psnr})
+                    run.save(model, optimizer, state, max(plan.eval_every, 10), plan.total_steps)
+    metrics = run_metrics(cfg, setup, state, memory.peak_mb)
+    if not setup.main:  # rank 0 evaluates and writes the run's files
         return metrics
-    if final_eval:
-        from ..evaluation.evaluate import evaluate_all
-
-        train_eval = _loader(train_set, cfg, None)
-        metrics.update(evaluate_all(model, train_eval, test_loader, cfg.eval, t.coords, cfg.data.image_size))
-    else:
-        metrics["test"] = quick_test_psnr(model, test_loader, cfg, eval_images)
-    save_samples(model, test_set, cfg, run.samples)
-    run.finish(metrics, state.history, total_steps)
+    metrics.update(final_evaluation(cfg, model, setup, final_eval, eval_images))
+    save_samples(model, setup.test_set, cfg, run.samples)
+    run.finish(metrics, state.history, plan.total_steps)
     return metrics
+
+
+def record_evaluation(cfg: ExperimentConfig, model, setup: Setup, state: TrainState, epoch: int, lr: float,
+                      eval_images: int | None) -> float:
+    """Evaluate on the test images and append the history line; returns the test PSNR."""
+    test = quick_test_psnr(model, setup.test_loader, cfg, eval_images)
+    recent = state.losses[-setup.plan.eval_every:]
+    state.history.append({"step": state.step, "epoch": epoch, "lr": lr, "train_loss": sum(recent) / len(recent),
+                          "test_psnr": test["psnr"], "test_psnr_batch_mse": test["psnr_batch_mse"],
+                          "train_time_s": state.train_time})
+    return test["psnr"]
+
+
+def run_metrics(cfg: ExperimentConfig, setup: Setup, state: TrainState, peak_rss_mb: float) -> dict:
+    """What the training itself measured: steps, time, throughput, memory, the environment."""
+    device = setup.device
+    return {"steps": state.step, "epochs": state.step / setup.plan.steps_per_epoch,
+            "steps_per_epoch": setup.plan.steps_per_epoch, "train_images": state.train_images,
+            "train_time_s": state.train_time,
+            "train_images_per_s": state.train_images / state.train_time if state.train_time else None,
+            "peak_rss_mb": peak_rss_mb, "device": str(device),
+            "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None,
+            "final_lr": state.history[-1]["lr"] if state.history else None,
+            "seed": cfg.train.seed, "environment": environment()}
+
+
+def final_evaluation(cfg: ExperimentConfig, model, setup: Setup, full: bool, eval_images: int | None) -> dict:
+    """Every evaluation of the configuration (``full``), or the quick test PSNR only."""
+    if not full:
+        return {"test": quick_test_psnr(model, setup.test_loader, cfg, eval_images)}
+    from ..evaluation.evaluate import evaluate_all
+
+    train_eval = _loader(setup.train_set, cfg, None)
+    return evaluate_all(model, train_eval, setup.test_loader, cfg.eval, cfg.train.coords, cfg.data.image_size)
 
 
 @torch.no_grad()

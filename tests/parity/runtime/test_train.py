@@ -7,7 +7,8 @@ import torch
 
 from parity.spec.config import notebook_baseline, original_baseline
 from parity.spec.presets import preset
-from parity.runtime.train import DivergedError, lr_for_epoch, train_run, training_batch
+from parity.runtime.train import DivergedError, train_run, training_batch
+from parity.spec.schedule import lr_for_epoch
 
 
 def test_schedules_match_the_sources(notebook_golden, lr_schedules):

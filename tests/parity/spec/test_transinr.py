@@ -13,7 +13,7 @@ import yaml
 from parity.spec.config import apply_overrides, config_diff, original_baseline, to_yaml
 from parity.spec.configfile import load_yaml
 from parity.core.errors import ParityError
-from parity.runtime.train import lr_for_epoch
+from parity.spec.schedule import lr_for_epoch
 
 CIFAR_LAINR = """trainer: {trainer}
 {warmup}

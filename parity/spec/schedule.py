@@ -1,0 +1,59 @@
+"""A configuration's step schedule: optimiser steps per epoch, how many in all, when to evaluate, and
+the learning rate of each epoch (both sources set it once per epoch). The trainer follows it; reports
+and the audit read it without importing the trainer."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..core.errors import ParityError
+from .config import ExperimentConfig, TrainConfig
+
+
+def batches_per_epoch(images: int, batch_size: int, drop_last: bool) -> int:
+    """Optimiser steps in one epoch: full batches only with drop_last, else the last partial one too."""
+    return images // batch_size if drop_last else math.ceil(images / batch_size)
+
+
+def lr_for_epoch(t: TrainConfig, epoch: int) -> float:
+    """The learning rate of ``epoch`` (counted from 1). 'end' is the original's schedule (warm-up,
+    then cosine to min_lr at the last epoch); 'constant' is its ``imgrec_trainer_lainr_constant``
+    variant (warm-up, lr held until 95% of the epochs, then cosine to min_lr at the last epoch);
+    'tmax' is CosineAnnealingLR(T_max) stepped per epoch (the notebook), after the same warm-up when
+    warmup_epochs > 0."""
+    from original_port import lr_at_epoch
+    from original_port.protocol import lr_at_epoch_constant
+
+    if t.lr_horizon == "end":
+        return lr_at_epoch(epoch, t.lr, t.epochs, t.warmup_epochs, min_lr=t.min_lr)
+    if t.lr_horizon == "constant":
+        return lr_at_epoch_constant(epoch, t.lr, t.epochs, t.warmup_epochs, min_lr=t.min_lr)
+    if epoch < t.warmup_epochs:
+        return t.lr * (epoch + 1) / t.warmup_epochs
+    index = epoch - max(t.warmup_epochs, 1)
+    return t.min_lr + (t.lr - t.min_lr) * (1 + math.cos(math.pi * index / t.t_max)) / 2
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How long a run trains on a training set of a given size."""
+
+    steps_per_epoch: int
+    total_steps: int  # epochs x steps per epoch, or train.max_steps when that is fewer
+    eval_every: int  # steps between evaluations (and checkpoints)
+
+    def epoch_of(self, step: int) -> int:
+        """The epoch (from 1) that optimiser step ``step`` (from 0) belongs to."""
+        return step // self.steps_per_epoch + 1
+
+
+def step_plan(cfg: ExperimentConfig, train_images: int) -> StepPlan:
+    """The plan for ``train_images`` training images; a one-line ParityError when they make no step."""
+    t = cfg.train
+    per_epoch = batches_per_epoch(train_images, t.batch_size, cfg.data.drop_last)
+    if per_epoch == 0:
+        raise ParityError(f"{train_images} training images make no full batch of {t.batch_size}: "
+                          "lower train.batch_size or set data.drop_last=false")
+    total = t.epochs * per_epoch if t.max_steps is None else min(t.max_steps, t.epochs * per_epoch)
+    return StepPlan(per_epoch, total, t.eval_every or per_epoch)
