@@ -99,9 +99,20 @@ class RunDir:
         if metrics is None:
             return None
         if metrics_problem(metrics) is None:
+            self._complete_status(metrics)
             return metrics
         os.replace(self.metrics_file, self.metrics_file.with_name(self.metrics_file.name + ".corrupt"))
         return None
+
+    def _complete_status(self, metrics: dict) -> None:
+        """A kill between metrics.json (the commit point) and the status write leaves a finished run marked
+        running: finish the commit."""
+        try:
+            done = self.status().get("state") == "done"
+        except ParityError:  # a torn status.json: rewritten below
+            done = False
+        if not done:
+            self.write_status("done", step=metrics.get("steps"), total_steps=metrics.get("steps"))
 
     def metrics_problem(self) -> str | None:
         """Why metrics.json is not a finished run's results (None when it is, or when there is none)."""

@@ -83,6 +83,15 @@ def test_a_finished_run_is_not_recomputed(tmp_path):
     assert (tmp_path / "r" / "metrics.json").stat().st_mtime_ns == stamp
 
 
+def test_a_kill_between_the_commit_point_and_the_status_is_completed_on_resume(tmp_path):
+    """metrics.json written, status.json still 'running' (a SIGKILL between the two writes): the next
+    call returns the results without training and marks the run done."""
+    first = train_run(tiny(max_steps=2), tmp_path / "r", final_eval=False)
+    (tmp_path / "r" / "status.json").write_text(json.dumps({"state": "running", "step": 2, "total_steps": 2}))
+    assert train_run(tiny(max_steps=2), tmp_path / "r", final_eval=False) == first
+    assert json.loads((tmp_path / "r" / "status.json").read_text()) == {"state": "done", "step": 2, "total_steps": 2}
+
+
 def test_divergence_stops_with_a_record(tmp_path):
     cfg = tiny(max_steps=4, lr=1e6, clip_norm=None)
     cfg.model.output_activation = "none"
