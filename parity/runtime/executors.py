@@ -46,7 +46,7 @@ def train_job(job: Job, datasets=None, progress=None) -> None:
 def _pending(job: Job, started: float) -> bool:
     from .runlock import failed_since
 
-    return not RunDir(job.run_dir).metrics_file.exists() and not failed_since(job.run_dir, started)
+    return not RunDir(job.run_dir).is_done() and not failed_since(job.run_dir, started)
 
 
 def _progress_columns():

@@ -104,6 +104,16 @@ class RunDir:
         os.replace(self.metrics_file, self.metrics_file.with_name(self.metrics_file.name + ".corrupt"))
         return None
 
+    def is_done(self) -> bool:
+        """metrics.json written and status.json saying done. A run killed between the two writes is not done
+        yet: its next ``train_run`` completes the commit without training."""
+        if not self.metrics_file.exists():
+            return False
+        try:
+            return self.status().get("state", "done") == "done"  # no status.json: written before statuses
+        except ParityError:
+            return False
+
     def _complete_status(self, metrics: dict) -> None:
         """A kill between metrics.json (the commit point) and the status write leaves a finished run marked
         running: finish the commit."""

@@ -64,3 +64,20 @@ def test_a_checkpoint_of_another_architecture_fails_only_its_run(tmp_path):
     status = json.loads((victim / "status.json").read_text())
     assert status["state"] == "failed" and "does not fit the model" in status["error"]
     assert (folder / "notebook+lr" / "seed-0" / "metrics.json").exists()  # the matrix went on
+
+
+def test_a_run_killed_after_its_commit_point_is_marked_done_by_the_next_matrix(tmp_path):
+    """metrics.json written, status.json still 'running' (a kill between the two writes): the next
+    `parity ablate` completes the commit without training the run again."""
+    import json
+
+    from parity.runtime.executors import run_matrix
+
+    only = ["notebook+lr"]
+    folder = run_matrix("one-at-a-time", "smoke", 1, tmp_path, TINY, only=only)
+    run = folder / "notebook+lr" / "seed-0"
+    stamp = (run / "metrics.json").stat().st_mtime_ns
+    (run / "status.json").write_text(json.dumps({"state": "running", "step": 2, "total_steps": 2}))
+    run_matrix("one-at-a-time", "smoke", 1, tmp_path, TINY, only=only)
+    assert json.loads((run / "status.json").read_text())["state"] == "done"
+    assert (run / "metrics.json").stat().st_mtime_ns == stamp  # not trained or evaluated again
