@@ -139,24 +139,14 @@ def _experiment_config(args):
 def cmd_train(args) -> int:
     from pathlib import Path
 
-    from .spec.configfile import load_yaml
     from .runtime.train import DivergedError, train_run
 
     console = _console()
     if args.resume:
-        from .core.checkpoints import read_checkpoint
+        from .runtime.rundir import RunDir
 
-        ckpt = Path(args.resume)
-        state = read_checkpoint(ckpt)
-        from .runtime.rundir import CHECKPOINT_KEYS, RunDir
-
-        if not isinstance(state, dict) or not set(CHECKPOINT_KEYS) <= set(state):
-            raise ParityError(f"{ckpt} is not a parity run checkpoint ({', '.join(CHECKPOINT_KEYS)}): pass the "
-                              "checkpoint.pt of a `parity train` run folder")
-        run_dir = ckpt.parent
-        if not RunDir(run_dir).config.exists():
-            raise ParityError(f"{run_dir} has no config.yaml next to the checkpoint: resume from a run folder")
-        cfg = load_yaml(RunDir(run_dir).config)
+        run = RunDir.of_checkpoint(args.resume)
+        run_dir, cfg = run.path, run.load_config()
     else:
         from .core.store import safe_folder_name
 
@@ -200,9 +190,8 @@ def cmd_train(args) -> int:
 def cmd_ablate(args) -> int:
     from pathlib import Path
 
-    from .runtime.executors import make_executor
+    from .runtime.executors import make_executor, run_matrix
     from .spec.kinds import RUN_ORDER
-    from .runtime.executors import run_matrix
 
     console = _console()
     executor = make_executor(args.executor, args.address)  # before any run: a missing ray is one line
@@ -241,14 +230,14 @@ def _failed_runs_table(folders, console) -> int:
     for column in ("matrix", "variant", "seed", "reason"):
         table.add_column(column)
     for r in failed:
-        table.add_row(str(r.matrix), str(r.variant), str(r.seed), str(r.error or "").splitlines()[0][:160])
+        reason = next(iter(str(r.error or "").splitlines()), "") or "(no reason recorded)"
+        table.add_row(str(r.matrix), str(r.variant), str(r.seed), reason[:160])
     console.print(table)
     return 1
 
 
 def cmd_report(args) -> int:
     from .report import write_report
-
     from .spec.differences import parse_groups
 
     groups = parse_groups(args.groups) if args.groups else None

@@ -85,7 +85,6 @@ def parity_original_model(parity_golden_original):
 @pytest.fixture
 def parity_notebook_model(parity_golden_notebook):
     import notebook_port
-
     from parity.core.checkpoints import load_state_dict_strict
 
     g = parity_golden_notebook
@@ -113,8 +112,8 @@ def parity_checkpoint(request):
     path = request.config.getoption("parity_checkpoint")
     if not path:
         pytest.skip(CHECKPOINT_SKIP)
-    from parity.evaluation.diagnose import load_checkpoint_model
     from parity.core.errors import ParityError
+    from parity.evaluation.diagnose import load_checkpoint_model
 
     try:
         return load_checkpoint_model(path)

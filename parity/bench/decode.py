@@ -16,9 +16,9 @@ from .step import PORTS, cifar10_model
 def measure_in_process(port: str, size: int, batch: int, repeats: int) -> dict:
     import torch
 
-    from parity.spec.config import baseline
     from parity.core.coords import make_grid
     from parity.evaluation.evaluate import DECODE_CHUNK, decode_chunked
+    from parity.spec.config import baseline
 
     convention = baseline(port).train.coords  # each source's coordinate grid
     model = cifar10_model(port).eval()

@@ -23,6 +23,15 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
+TEMPORARY_GLOB = ".*.tmp"  # the names writes take before their rename (mkstemp below)
+
+
+def remove_partial_writes(folder) -> None:
+    """Delete the temporary files of writes a kill cut short in ``folder`` (never a finished file)."""
+    for stale in Path(folder).glob(TEMPORARY_GLOB):
+        stale.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -318,8 +318,8 @@ def load_checkpoint_model(path) -> LoadedModel:
 
 
 def _parity_run(path: str, state: dict) -> LoadedModel:
-    from ..spec.build import build_model
     from ..core.checkpoints import load_state_dict_strict
+    from ..spec.build import build_model
     from ..spec.configfile import load_yaml
 
     config_path = Path(path).parent / "config.yaml"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from ..core.store import atomic_write_text
 from ..spec.config import config_diff, notebook_baseline, original_baseline
 from ..spec.differences import DEFECTS, DIFFERENCES, IMPROVEMENTS, by_severity, unregistered_fields
-from ..core.store import atomic_write_text
 
 
 def _show(value) -> str:

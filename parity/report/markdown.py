@@ -15,11 +15,11 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from ..core.store import atomic_write_bytes, atomic_write_text
 from ..spec.config import notebook_baseline, original_baseline
 from ..spec.differences import DEFECTS, DIFFERENCES, GROUPS, IMPROVEMENTS, NOT_IN_SEED
-from ..core.store import atomic_write_bytes, atomic_write_text
-from . import stats
 from ..spec.kinds import KINDS
+from . import stats
 from .effects import PSNR_COLUMN, aggregation_effect, compute_effects, factorial, group_leave_one_out, paired
 from .plots import attribution_waterfall, plot_matrix
 from .results import Results, done_values, load_results, variant_summary

@@ -14,9 +14,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from ..core.store import atomic_save_figure
 from ..spec.differences import NOT_IN_SEED, SEVERITY_ORDER
 from ..spec.kinds import KINDS
-from ..core.store import atomic_save_figure
 from .effects import cumulative_chain
 from .results import done_values, summarise
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.errors import ParityError
-from ..spec.kinds import REPORT_ORDER
-from ..runtime.rundir import RunDir
 from ..core.store import read_json
+from ..runtime.rundir import RunDir
+from ..spec.kinds import REPORT_ORDER
 
 MATRIX_FILE = "matrix.json"
 # Metric subtrees about the machine, not the model: matrix.json records the environment already.

@@ -13,8 +13,8 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from ..spec.build import build_model, notebook_kwargs, transinr_spec
 from ..core.errors import ParityError
+from ..spec.build import build_model, notebook_kwargs, transinr_spec
 
 FORMATS = ("transinr", "notebook")
 # What trans-inr's own classes take: the harness adds arguments only where a configuration differs from them.
@@ -52,8 +52,8 @@ def harness_only_notebook(kwargs: dict) -> list[str]:
 def export_run(run_dir, fmt: str, out) -> Path:
     """Write ``run_dir``'s latest weights (its checkpoint.pt) as ``fmt`` to ``out``; returns ``out``."""
     from ..core.checkpoints import load_state_dict_strict, read_checkpoint
-    from ..spec.configfile import load_yaml
     from ..core.store import atomic_torch_save
+    from ..spec.configfile import load_yaml
 
     run_dir, out = Path(run_dir), Path(out)
     if fmt not in FORMATS:

@@ -12,12 +12,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.errors import ParityError, did_you_mean
+from ..core.store import read_json, write_json
 from ..spec.config import ExperimentConfig, validate
 from ..spec.differences import DIFFERENCES, GROUPS, IMPROVEMENTS, REGISTRY, by_severity
-from ..core.errors import ParityError, did_you_mean
 from ..spec.kinds import KINDS, RUN_ORDER
 from ..spec.presets import preset
-from ..core.store import read_json, write_json
 
 
 @dataclass

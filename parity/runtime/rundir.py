@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import ParityError, RunFileError, first_line
-from ..core.store import atomic_torch_save, atomic_write_text, read_json, write_json
+from ..core.store import atomic_torch_save, atomic_write_text, read_json, remove_partial_writes, write_json
 
 CHECKPOINT_KEYS = ("model", "optimizer", "step", "history", "train_time", "train_images")
 
@@ -66,6 +66,28 @@ class RunDir:
         self.metrics_file = self.path / "metrics.json"
         self.samples = self.path / "samples.png"
 
+    @classmethod
+    def of_checkpoint(cls, checkpoint) -> RunDir:
+        """The run folder a ``checkpoint.pt`` belongs to (``parity train --resume``): a one-line ParityError
+        when the file is not a parity run checkpoint or has no config.yaml beside it."""
+        from ..core.checkpoints import read_checkpoint
+
+        checkpoint = Path(checkpoint)
+        state = read_checkpoint(checkpoint)
+        if not isinstance(state, dict) or not set(CHECKPOINT_KEYS) <= set(state):
+            raise ParityError(f"{checkpoint} is not a parity run checkpoint ({', '.join(CHECKPOINT_KEYS)}): pass "
+                              "the checkpoint.pt of a `parity train` run folder")
+        run = cls(checkpoint.parent)
+        if not run.config.exists():
+            raise ParityError(f"{run.path} has no config.yaml next to the checkpoint: resume from a run folder")
+        return run
+
+    def load_config(self):
+        """The configuration this run belongs to (config.yaml)."""
+        from ..spec.configfile import load_yaml
+
+        return load_yaml(self.config)
+
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
@@ -75,14 +97,13 @@ class RunDir:
         """A run folder belongs to one configuration: refuse to resume, or return the results of, a run
         whose config.yaml differs (data.download changes no result and is not compared)."""
         from ..spec.config import config_diff
-        from ..spec.configfile import load_yaml
 
         if not self.config.is_file():
             if self.checkpoint.exists():  # resuming would mix two configurations in one run
                 raise ParityError(f"{self.path} holds a checkpoint but no config.yaml, so its configuration is "
                                   "unknown: delete that folder to start the run over")
             return
-        diff = {k: v for k, v in config_diff(load_yaml(self.config), cfg).items() if k != "data.download"}
+        diff = {k: v for k, v in config_diff(self.load_config(), cfg).items() if k != "data.download"}
         if diff:
             shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:3])
             more = f" (+{len(diff) - 3} more)" if len(diff) > 3 else ""
@@ -172,8 +193,7 @@ class RunDir:
         from ..spec.config import to_yaml
 
         self.path.mkdir(parents=True, exist_ok=True)
-        for stale in self.path.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
+        remove_partial_writes(self.path)
         atomic_write_text(self.config, to_yaml(cfg))
 
     def write_status(self, state: str, **fields) -> None:

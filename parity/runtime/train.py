@@ -288,8 +288,8 @@ def save_samples(model, dataset, cfg: ExperimentConfig, path, n: int = 8) -> Non
     """Ground truth over reconstruction for the first ``n`` test images (torchvision's grid)."""
     from torchvision.utils import make_grid as image_grid
 
-    from ..evaluation.evaluate import reconstruct
     from ..core.store import atomic_write_bytes
+    from ..evaluation.evaluate import reconstruct
 
     images = torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))])
     recon = reconstruct(model, images, cfg.train.coords).clamp(0, 1).cpu()

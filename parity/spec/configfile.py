@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from .config import ExperimentConfig, from_dict
 from ..core.errors import ParityError
+from .config import ExperimentConfig, from_dict
 from .transinr import from_transinr_config, is_transinr_config
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import (ExperimentConfig, config_diff, get_field, notebook_baseline,
-                     original_baseline, set_field, validate)
 from ..core.errors import ParityError, did_you_mean
+from .config import ExperimentConfig, config_diff, get_field, notebook_baseline, original_baseline, set_field, validate
 
 NOT_IN_SEED = "not in the seed audit"
 # The seed audit's impact levels, most severe first (the cumulative matrix's order).

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import ExperimentConfig, baseline, set_field, validate
 from ..core.errors import ParityError, did_you_mean
+from .config import ExperimentConfig, baseline, set_field, validate
 
 
 @dataclass

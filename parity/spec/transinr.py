@@ -54,8 +54,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import ExperimentConfig, original_baseline, validate
 from ..core.errors import ParityError, did_you_mean, first_line
+from .config import ExperimentConfig, original_baseline, validate
 
 REFERENCE = "trans-inr-master/cfgs/imgrec_cifar10_mamba_lainr_fourier_bias.yaml"
 

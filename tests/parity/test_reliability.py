@@ -29,12 +29,12 @@ from PIL import Image
 
 import original_port
 from parity.cli import main
+from parity.core.store import atomic_write_text
+from parity.runtime.executors import run_matrix
+from parity.runtime.train import DivergedError, train_run
 from parity.spec.config import config_diff
 from parity.spec.configfile import load_yaml
-from parity.runtime.executors import run_matrix
 from parity.spec.presets import preset
-from parity.core.store import atomic_write_text
-from parity.runtime.train import DivergedError, train_run
 
 ROOT = Path(__file__).resolve().parents[2]
 # The evidence becomes reports/reliability.md only when asked (tests never write into tracked files):

@@ -2,6 +2,7 @@
 
 import os
 import stat
+
 import pytest
 
 from parity.core.store import atomic_write_text, safe_folder_name

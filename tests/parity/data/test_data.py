@@ -13,12 +13,12 @@ from PIL import Image
 from torch.utils.data import Subset
 
 import parity.data.numbered as numbered
-from parity.spec.config import DataConfig
+from parity.core.errors import ParityError
 from parity.data import has_labels, make_datasets
 from parity.data.imagefolder import LabelledImageFolder, imagefolder_datasets, interleave_classes
 from parity.data.numbered import NumberedJPEG, numbered_split
 from parity.data.procedural import KINDS, ProceduralImages
-from parity.core.errors import ParityError
+from parity.spec.config import DataConfig
 
 TINY_RANGES = {"train": (1, 6), "val": (7, 8), "test": (9, 11)}
 

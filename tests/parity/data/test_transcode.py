@@ -2,9 +2,9 @@
 
 import torch
 
-from parity.spec.config import DataConfig
 from parity.data import make_datasets
 from parity.data.transcode import Transcoded, area_downsample, jpeg_round_trip
+from parity.spec.config import DataConfig
 
 
 def _image(seed=0, size=32):

@@ -9,11 +9,11 @@ import yaml
 
 import notebook_port
 import original_port
-from parity.spec.build import build_model, transinr_spec
 from parity.cli import main
 from parity.core.coords import make_grid
-from parity.evaluation.diagnose import OUTPUT, diff_models, load_model, localise
 from parity.core.errors import ParityError
+from parity.evaluation.diagnose import OUTPUT, diff_models, load_model, localise
+from parity.spec.build import build_model, transinr_spec
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from parity.core.coords import make_grid
 from parity.evaluation import evaluate as ev
 from parity.spec.config import EvalConfig
-from parity.core.coords import make_grid
 
 # ------------------------------------------------------------------------------------------------
 # Stand-in models

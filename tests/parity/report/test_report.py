@@ -12,8 +12,7 @@ import pytest
 from PIL import Image
 
 from parity.core.errors import ParityError
-from parity.report import write_report
-from parity.report import stats
+from parity.report import stats, write_report
 from parity.report.effects import batch_mse_psnr, compute_effects
 from parity.report.results import find_matrices, load_results
 

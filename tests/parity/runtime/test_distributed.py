@@ -122,8 +122,8 @@ def test_training_device_on_a_machine_without_cuda(monkeypatch, value, expected)
 def test_training_device_bad_choices_are_one_line(monkeypatch, value, words):
     import torch
 
-    from parity.runtime.distributed import training_device
     from parity.core.errors import ParityError
+    from parity.runtime.distributed import training_device
 
     if value == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

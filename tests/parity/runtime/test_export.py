@@ -3,15 +3,15 @@
 import pytest
 import torch
 
-from parity.spec.build import build_model
 from parity.cli import main
 from parity.core.coords import make_grid
-from parity.spec.differences import named_config
 from parity.core.errors import ParityError
-from parity.runtime.export import export_run
-from parity.spec.presets import preset
 from parity.core.store import atomic_torch_save, atomic_write_text
+from parity.runtime.export import export_run
+from parity.spec.build import build_model
 from parity.spec.config import to_yaml
+from parity.spec.differences import named_config
+from parity.spec.presets import preset
 
 
 def fake_run(tmp_path, name: str, seed: int = 3, scaled: bool = True):

@@ -2,9 +2,9 @@
 
 import pytest
 
+from parity.runtime.matrix import BATCH0_FIX, cell_id, factorial_cells, matrix_variants
 from parity.spec.config import config_diff
 from parity.spec.differences import GROUPS
-from parity.runtime.matrix import BATCH0_FIX, cell_id, factorial_cells, matrix_variants
 from parity.spec.presets import preset
 
 

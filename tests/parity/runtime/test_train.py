@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
+from parity.runtime.train import DivergedError, train_run, training_batch
 from parity.spec.config import notebook_baseline, original_baseline
 from parity.spec.presets import preset
-from parity.runtime.train import DivergedError, train_run, training_batch
 from parity.spec.schedule import lr_for_epoch
 
 

@@ -5,10 +5,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parity.spec.config import (apply_overrides, baseline, config_diff, field_paths, from_dict, get_field,
-                           notebook_baseline, original_baseline, to_yaml, validate)
-from parity.spec.configfile import load_yaml
 from parity.core.errors import ParityError
+from parity.spec.config import (apply_overrides, baseline, config_diff, field_paths, from_dict, get_field,
+                                notebook_baseline, original_baseline, to_yaml, validate)
+from parity.spec.configfile import load_yaml
 
 
 def test_baselines_are_the_sources_as_run():

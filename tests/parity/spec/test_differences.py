@@ -3,11 +3,11 @@
 import pytest
 import torch
 
+from parity.core.errors import ParityError
 from parity.spec.build import build_model, transinr_spec
 from parity.spec.config import config_diff, notebook_baseline, original_baseline
-from parity.spec.differences import (DIFFERENCES, IMPROVEMENTS, NOT_IN_SEED, REGISTRY, SEVERITY_ORDER, apply_toggles,
-                                by_severity, get, unregistered_fields)
-from parity.core.errors import ParityError
+from parity.spec.differences import (DIFFERENCES, IMPROVEMENTS, NOT_IN_SEED, REGISTRY, SEVERITY_ORDER,
+                                     apply_toggles, by_severity, get, unregistered_fields)
 
 
 def test_every_field_that_differs_is_registered():

@@ -10,9 +10,9 @@ import math
 import pytest
 import yaml
 
+from parity.core.errors import ParityError
 from parity.spec.config import apply_overrides, config_diff, original_baseline, to_yaml
 from parity.spec.configfile import load_yaml
-from parity.core.errors import ParityError
 from parity.spec.schedule import lr_for_epoch
 
 CIFAR_LAINR = """trainer: {trainer}
