@@ -246,6 +246,30 @@ def test_linear_probe_separable_and_unlabelled():
     assert ev.linear_probe(Constant(), _loader(x_train, one_class), _loader(x_test, y_test), None, None) is None
 
 
+def test_a_grouped_convolutions_backward_counts_as_its_groups_apart():
+    """torch's counter charges a depthwise conv's weight gradient 512x over; ours charges it as 512 separate
+    one-channel convolutions, and leaves an ungrouped convolution's count as torch has it."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def backward_flops(conv, x, counter):
+        with counter:
+            conv(x).square().sum().backward()
+        return counter.get_flop_counts()["Global"][torch.ops.aten.convolution_backward]
+
+    def ours():
+        return FlopCounterMode(display=False, custom_mapping={
+            torch.ops.aten.convolution_backward: ev.grouped_conv_backward_flop})
+
+    x = torch.randn(2, 8, 20, requires_grad=True)
+    depthwise = torch.nn.Conv1d(8, 8, 4, groups=8, padding=3)
+    single = torch.nn.Conv1d(1, 1, 4, padding=3)
+    one = backward_flops(single, torch.randn(2, 1, 20, requires_grad=True), ours())
+    assert backward_flops(depthwise, x, ours()) == 8 * one
+    assert backward_flops(depthwise, x, FlopCounterMode(display=False)) > 8 * one  # torch's overcount
+    dense = torch.nn.Conv1d(8, 6, 3)
+    assert backward_flops(dense, x, ours()) == backward_flops(dense, x, FlopCounterMode(display=False))
+
+
 def test_params_and_flops_by_hand():
     model = Linear(dim=8)
     assert ev.count_params(model) == 48 * 8 + 8 + 2 * 3 + 3
