@@ -13,8 +13,8 @@
  * (sum_lanes) that turns W vectors into one vector of their W sums, stored contiguously in t. Sums over d
  * (gB, gC) need no reduction at all: with lanes over n they are plain vector adds.
  *
- * Backward recomputes one row's states and decays into a per-thread buffer ((L + 1) x NP floats each,
- * 64 KiB at L=512, d_state=16: L2-resident) and runs the adjoint recurrence in reverse.
+ * Backward recomputes a few rows' states and decays into a per-thread buffer ((L + 1) x NP floats each per
+ * row, 64 KiB at L=512, d_state=16: L2-resident) and runs the adjoint recurrence in reverse.
  *
  * Layouts (contiguous float32): u, delta, z, out and their gradients: (batch, d_inner, L); A: (d_inner, NP);
  * Bt, Ct: (batch, L, NP), time-major; bias, D: (d_inner,) or NULL. Every function handles d in [d0, d1), so
@@ -63,9 +63,10 @@ INLINE vf vselect_nonneg(vf x, vf a, vf b) { return _mm512_mask_blend_ps(_mm512_
 
 INLINE vf vexp(vf x)
 {
-    /* clamp only far outside float's range (NaN passes: max/min return their second operand on NaN);
-     * scalef then gives 0, subnormals or inf exactly where exp does */
-    x = _mm512_min_ps(vset(128.0f), _mm512_max_ps(vset(-160.0f), x));
+    /* scalef gives 0, subnormals or inf exactly where exp does; only far below float's range the reduced
+     * argument would lose its accuracy and blow up, so clamp there (NaN passes: max returns its second
+     * operand on NaN; far above, the polynomial and scalef both overflow to inf, as they should) */
+    x = _mm512_max_ps(vset(-160.0f), x);
     const vf n = _mm512_roundscale_ps(vmul(x, vset(LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     vf r = vfma(n, vset(-LN2_HI), x);
     r = vfma(n, vset(-LN2_LO), r);
@@ -78,11 +79,12 @@ INLINE vf vexp(vf x)
     return _mm512_scalef_ps(p, n);
 }
 
-/* Lane i of the result is the sum of the vector in slot i of p. Each level of the tree halves the number of
- * vectors: a blend keeps one half of a pair's lanes, a two-source permute brings the other halves next to
- * them, one add sums them: 15 adds for 16 sums instead of 16 horizontal reductions. The tree leaves the sum
- * of input k in lane bitreverse(k), so time step j goes in slot LANE_SLOT(j) = bitreverse(j). */
-#define LANE_SLOT(j) ((((j) & 1) << 3) | (((j) & 2) << 1) | (((j) & 4) >> 1) | (((j) & 8) >> 3))
+/* vsum_lanes(p): lane j of the result is the sum of p[j]'s lanes, for W vectors p[0..W-1] (W time steps).
+ * Each level of the tree halves the number of vectors: a blend keeps one half of a pair's lanes, a two-source
+ * permute brings the other halves next to them, one add sums them: 15 adds for 16 sums instead of 16
+ * horizontal reductions. The tree leaves the sum of its input k in lane bitreverse(k), so it reads its
+ * input k from p[TREE_INPUT(k)], TREE_INPUT(k) = bitreverse(k). */
+#define TREE_INPUT(k) ((((k) & 1) << 3) | (((k) & 2) << 1) | (((k) & 4) >> 1) | (((k) & 8) >> 3))
 INLINE vf pair_halves(vf a, vf b, __mmask16 keep_a, __m512i other)
 {
     return vadd(_mm512_mask_blend_ps(keep_a, b, a), _mm512_permutex2var_ps(a, other, b));
@@ -96,7 +98,7 @@ INLINE vf vsum_lanes(const vf *p)
     const __m512i i4 = _mm512_set_epi32(30, 15, 28, 13, 26, 11, 24, 9, 22, 7, 20, 5, 18, 3, 16, 1);
     vf s1[8], s2[4], s3[2];
     /* 256-bit halves, then 128-bit quarters within them, then lane pairs, then single lanes */
-    for (int i = 0; i < 8; i++) s1[i] = pair_halves(p[2 * i], p[2 * i + 1], 0x00FF, i1);
+    for (int i = 0; i < 8; i++) s1[i] = pair_halves(p[TREE_INPUT(2 * i)], p[TREE_INPUT(2 * i + 1)], 0x00FF, i1);
     for (int i = 0; i < 4; i++) s2[i] = pair_halves(s1[2 * i], s1[2 * i + 1], 0x0F0F, i2);
     for (int i = 0; i < 2; i++) s3[i] = pair_halves(s2[2 * i], s2[2 * i + 1], 0x3333, i3);
     return pair_halves(s3[0], s3[1], 0x5555, i4);
@@ -148,14 +150,16 @@ INLINE vf vexp(vf x)
     return _mm256_andnot_ps(under, p);
 }
 
-/* As the AVX-512 version: lane i = sum of slot i; this tree leaves the sum of input k in lane
- * (k & 1) * 4 + k / 2, so time step j goes in slot 2 (j mod 4) + j / 4. */
-#define LANE_SLOT(j) ((((j) & 3) << 1) | ((j) >> 2))
+/* As the AVX-512 version; this tree leaves the sum of its input k in lane 4 (k mod 2) + k / 2. */
+#define TREE_INPUT(k) ((((k) & 1) << 2) | ((k) >> 1))
 INLINE vf vsum_lanes(const vf *p)
 {
     vf s1[4], s2[2];
     for (int i = 0; i < 4; i++)  /* 128-bit halves: (a.lo + a.hi | b.lo + b.hi) */
-        s1[i] = vadd(_mm256_blend_ps(p[2 * i], p[2 * i + 1], 0xF0), _mm256_permute2f128_ps(p[2 * i], p[2 * i + 1], 0x21));
+    {
+        const vf a = p[TREE_INPUT(2 * i)], b = p[TREE_INPUT(2 * i + 1)];
+        s1[i] = vadd(_mm256_blend_ps(a, b, 0xF0), _mm256_permute2f128_ps(a, b, 0x21));
+    }
     for (int i = 0; i < 2; i++)  /* pairs of lanes within each half */
         s2[i] = vadd(_mm256_blend_ps(s1[2 * i], s1[2 * i + 1], 0xCC), _mm256_shuffle_ps(s1[2 * i], s1[2 * i + 1], 0x4E));
     return vadd(_mm256_shuffle_ps(s2[0], s2[1], 0x88), _mm256_shuffle_ps(s2[0], s2[1], 0xDD));
@@ -178,7 +182,6 @@ INLINE vf vmin(vf a, vf b) { return a < b ? a : b; }
 INLINE float vsum(vf a) { return a; }
 INLINE vf vselect_nonneg(vf x, vf a, vf b) { return x >= 0.0f ? a : b; }
 INLINE vf vexp(vf x) { return expf(x); }
-#define LANE_SLOT(j) (j)
 INLINE vf vsum_lanes(const vf *p) { return p[0]; }
 #endif
 
@@ -245,90 +248,134 @@ static void row_dt(const float *delta, const float *u, float bias, int softplus,
     }
 }
 
-/* The recurrence over one row. a: NV vectors of A[d]; Bt, Ct: this batch's (L, NP). Writes, when not NULL,
- * y (the core output sum_n C x) and the states and decays xs[t], dAs[t] (NP floats per step). */
-INLINE void row_states(const int NV, const vf *a, const float *dt, const float *dtu, const float *Bt,
-                       const float *Ct, int64_t L, float *y, float *xs, float *dAs)
+/* Channels go through the recurrences in groups of G = GROUP (or single ones for the rest of a range): the
+ * group shares each step's loads of B, C and its read-modify-write of gB, gC, which otherwise make the
+ * backward pass wait on L2, and its G independent chains keep the vector pipes busy. */
+#define GROUP 4
+
+/* Fixed-size local arrays (no variable-length ones: GCC would keep those on the stack even where inlining
+ * makes their size constant) hold the states of up to NV_LOCAL vectors per row; wider states use scratch. */
+#define NV_LOCAL 2
+
+/* The recurrence over G rows of one batch. a: G x NV vectors of A[d]; dt[g], dtu[g]: row g's dt and dt * u;
+ * Bt, Ct: this batch's (L, NP). Writes, when not NULL, y[g] (the core output sum_n C x) and the states and
+ * decays xs[g][t], dAs[g][t] (NP floats per step). p: G x W vectors of scratch; wide: G x NV more when
+ * NV > NV_LOCAL. */
+INLINE void group_states(const int G, const int NV, const vf *a, float *const *dt, float *const *dtu,
+                         const float *Bt, const float *Ct, int64_t L, float *const *y, float *const *xs,
+                         float *const *dAs, vf *p, vf *wide)
 {
     const int64_t NP = (int64_t)NV * W;
-    vf x[NV], p[W];
-    for (int k = 0; k < NV; k++) x[k] = vzero();
+    vf x_local[GROUP * NV_LOCAL];
+    vf *x = NV <= NV_LOCAL ? x_local : wide;
+    for (int i = 0; i < G * NV; i++) x[i] = vzero();
     for (int64_t t0 = 0; t0 < L; t0 += W) {
         const int T = L - t0 < W ? (int)(L - t0) : W;
         for (int j = 0; j < T; j++) {
             const int64_t t = t0 + j;
-            const vf d = vset(dt[t]), du = vset(dtu[t]);
-            vf acc = vzero();
+            vf acc[GROUP];
+            for (int g = 0; g < G; g++) acc[g] = vzero();
             for (int k = 0; k < NV; k++) {
                 const int64_t o = t * NP + k * W;
-                const vf dA = vexp(vmul(d, a[k]));
-                x[k] = vfma(dA, x[k], vmul(du, vload(Bt + o)));
-                if (y) acc = vfma(vload(Ct + o), x[k], acc);
-                if (xs) {
-                    vstore(xs + o, x[k]);
-                    vstore(dAs + o, dA);
+                const vf Bk = vload(Bt + o), Ck = vload(Ct + o);
+                for (int g = 0; g < G; g++) {
+                    const vf dA = vexp(vmul(vset(dt[g][t]), a[g * NV + k]));
+                    x[g * NV + k] = vfma(dA, x[g * NV + k], vmul(vset(dtu[g][t]), Bk));
+                    if (y) acc[g] = vfma(Ck, x[g * NV + k], acc[g]);
+                    if (xs) {
+                        vstore(xs[g] + o, x[g * NV + k]);
+                        vstore(dAs[g] + o, dA);
+                    }
                 }
             }
-            p[LANE_SLOT(j)] = acc;
+            if (y)
+                for (int g = 0; g < G; g++) p[g * W + j] = acc[g];
         }
-        if (y) {
-            for (int j = T; j < W; j++) p[LANE_SLOT(j)] = vzero();
-            vstore(y + t0, vsum_lanes(p));  /* y is padded: the lanes past L land in the padding */
-        }
+        if (y)
+            for (int g = 0; g < G; g++) {
+                for (int j = T; j < W; j++) p[g * W + j] = vzero();
+                vstore(y[g] + t0, vsum_lanes(p + g * W));  /* y is padded: lanes past L land in the padding */
+            }
     }
 }
 
-/* The adjoint recurrence over one row, in reverse: h_t = C_t gy_t + exp(dt_{t+1} A) h_{t+1}. xs: the states
- * with one zero row before t = 0 (x_{-1}); dAs: the decays. Adds into gB, gC (this batch's (L, NP)) and ga
- * (NV vectors of gA[d]); writes the per-t gradients wrt dt * u and wrt dt through the decay. */
-INLINE void row_adjoint(const int NV, const vf *a, const float *dt, const float *dtu, const float *gy,
-                        const float *Bt, const float *Ct, const float *xs, const float *dAs, int64_t L,
-                        float *gB, float *gC, vf *ga, float *g_dtu, float *g_dt)
+/* The adjoint recurrence h_t = C_t gy_t + exp(dt_{t+1} A) h_{t+1} over G rows, in reverse. xs[g]: row g's
+ * states with one zero row before t = 0 (x_{-1}); dAs[g]: its decays. Adds into gB, gC (this batch's (L, NP))
+ * and ga (G x NV vectors of gA[d]); writes per row the per-t gradients wrt dt * u (g_dtu) and wrt dt through
+ * the decay (g_dt). pu, pt: G x W vectors of scratch each; wide: 3 G NV more when NV > NV_LOCAL. */
+INLINE void group_adjoint(const int G, const int NV, const vf *a, float *const *dt, float *const *dtu,
+                          const float *const *gy, const float *Bt, const float *Ct, float *const *xs, float *const *dAs,
+                          int64_t L, float *gB, float *gC, vf *ga_out, float *const *g_dtu, float *const *g_dt,
+                          vf *pu, vf *pt, vf *wide)
 {
     const int64_t NP = (int64_t)NV * W;
-    vf h[NV], dA_next[NV], pu[W], pt[W];
-    for (int k = 0; k < NV; k++) h[k] = dA_next[k] = vzero();
+    vf h_local[GROUP * NV_LOCAL], dA_next_local[GROUP * NV_LOCAL], ga_local[GROUP * NV_LOCAL];
+    const int local = NV <= NV_LOCAL;
+    vf *h = local ? h_local : wide, *dA_next = local ? dA_next_local : wide + G * NV;
+    vf *ga = local ? ga_local : wide + 2 * G * NV;  /* accumulated here, added to ga_out at the end */
+    for (int i = 0; i < G * NV; i++) h[i] = dA_next[i] = ga[i] = vzero();
     for (int64_t t0 = (L - 1) / W * W; t0 >= 0; t0 -= W) {
         const int T = L - t0 < W ? (int)(L - t0) : W;
-        for (int j = T; j < W; j++) pu[LANE_SLOT(j)] = pt[LANE_SLOT(j)] = vzero();
+        for (int g = 0; g < G; g++)
+            for (int j = T; j < W; j++) pu[g * W + j] = pt[g * W + j] = vzero();
         for (int j = T - 1; j >= 0; j--) {
             const int64_t t = t0 + j;
-            const vf g = vset(gy[t]), du = vset(dtu[t]), d = vset(dt[t]);
-            vf su = vzero(), st = vzero();
+            vf su[GROUP], st[GROUP];
+            for (int g = 0; g < G; g++) su[g] = st[g] = vzero();
             for (int k = 0; k < NV; k++) {
                 const int64_t o = t * NP + k * W;
-                const vf x = vload(xs + o), dA = vload(dAs + o);
-                h[k] = vfma(dA_next[k], h[k], vmul(vload(Ct + o), g));
-                vstore(gC + o, vfma(x, g, vload(gC + o)));
-                vstore(gB + o, vfma(h[k], du, vload(gB + o)));
-                su = vfma(h[k], vload(Bt + o), su);
-                /* q = h_t exp(dt_t A) x_{t-1}: the gradient wrt dt_t * A */
-                const vf q = vmul(vmul(h[k], dA), vload(xs + o - NP));
-                st = vfma(q, a[k], st);
-                ga[k] = vfma(q, d, ga[k]);
-                dA_next[k] = dA;
+                const vf Bk = vload(Bt + o), Ck = vload(Ct + o);
+                vf gBk = vload(gB + o), gCk = vload(gC + o);
+                for (int g = 0; g < G; g++) {
+                    const int i = g * NV + k;
+                    const vf gyt = vset(gy[g][t]), x = vload(xs[g] + o), dA = vload(dAs[g] + o);
+                    h[i] = vfma(dA_next[i], h[i], vmul(Ck, gyt));
+                    gCk = vfma(x, gyt, gCk);
+                    gBk = vfma(h[i], vset(dtu[g][t]), gBk);
+                    su[g] = vfma(h[i], Bk, su[g]);
+                    /* q = h_t exp(dt_t A) x_{t-1}: the gradient wrt dt_t * A */
+                    const vf q = vmul(vmul(h[i], dA), vload(xs[g] + o - NP));
+                    st[g] = vfma(q, a[i], st[g]);
+                    ga[i] = vfma(q, vset(dt[g][t]), ga[i]);
+                    dA_next[i] = dA;
+                }
+                vstore(gB + o, gBk);
+                vstore(gC + o, gCk);
             }
-            pu[LANE_SLOT(j)] = su;
-            pt[LANE_SLOT(j)] = st;
+            for (int g = 0; g < G; g++) {
+                pu[g * W + j] = su[g];
+                pt[g * W + j] = st[g];
+            }
         }
-        vstore(g_dtu + t0, vsum_lanes(pu));
-        vstore(g_dt + t0, vsum_lanes(pt));
+        for (int g = 0; g < G; g++) {
+            vstore(g_dtu[g] + t0, vsum_lanes(pu + g * W));
+            vstore(g_dt[g] + t0, vsum_lanes(pt + g * W));
+        }
     }
+    for (int i = 0; i < G * NV; i++) ga_out[i] = vadd(ga_out[i], ga[i]);
 }
 
-/* Constant NV for the common widths, so that the state lives in registers. */
-#define DISPATCH_NV(NV, call) \
+/* Constant group size and NV for the common cases, so that the states live in registers. */
+#define DISPATCH(G, NV, call) \
     do { \
-        if ((NV) == 1) { const int nv_ = 1; call; } \
-        else if ((NV) == 2) { const int nv_ = 2; call; } \
-        else { const int nv_ = (NV); call; } \
+        if ((G) == GROUP && (NV) == 1) { const int g_ = GROUP, nv_ = 1; call; } \
+        else if ((G) == GROUP && (NV) == 2) { const int g_ = GROUP, nv_ = 2; call; } \
+        else if ((G) == GROUP) { const int g_ = GROUP, nv_ = (int)(NV); call; } \
+        else if ((NV) == 1) { const int g_ = 1, nv_ = 1; call; } \
+        else { const int g_ = 1, nv_ = (int)(NV); call; } \
     } while (0)
+
+/* Per-row scratch: dt, softplus', dt * u, gy, sigmoid(z), y, g_dtu, g_dt (L floats each, padded), then the
+ * states with a zero row before them ((L + 1) x NP) and the decays (L x NP). */
+#define ROW_BUFFERS 8
+static int64_t row_work(int64_t L, int64_t NP) { return ROW_BUFFERS * PAD16(L) + PAD16((2 * L + 1) * NP); }
 
 int64_t scan_lanes(void) { return W; }
 
-int64_t scan_forward_work(int64_t L, int64_t NP) { (void)NP; return 3 * PAD16(L); }
+/* Then the trees' inputs (2 x GROUP x W vectors) and the states of wide rows (3 x GROUP x NV vectors). */
+int64_t scan_forward_work(int64_t L, int64_t NP) { return GROUP * row_work(L, NP) + (2 * GROUP * W + 3 * GROUP * NP / W) * W; }
 
-int64_t scan_backward_work(int64_t L, int64_t NP) { return 8 * PAD16(L) + (2 * L + 1) * NP; }
+int64_t scan_backward_work(int64_t L, int64_t NP) { return scan_forward_work(L, NP); }
 
 /* out: (batch, d_inner, L). work: scan_forward_work floats, 64-byte aligned. */
 void scan_forward(const float *u, const float *delta, const float *bias, int64_t softplus, const float *A,
@@ -336,26 +383,38 @@ void scan_forward(const float *u, const float *delta, const float *bias, int64_t
                   int64_t batch, int64_t d_inner, int64_t L, int64_t NP, int64_t d0, int64_t d1)
 {
     if (L == 0) return;
-    const int64_t Lp = PAD16(L), NV = NP / W;
-    float *dt = work, *dtu = work + Lp, *y = work + 2 * Lp;
-    vf a[NV];
+    const int64_t Lp = PAD16(L), NV = NP / W, rw = row_work(L, NP);
+    vf *p = (vf *)(work + GROUP * rw), *wide = p + 2 * GROUP * W;
+    float *dt[GROUP], *dtu[GROUP], *y[GROUP];
+    for (int g = 0; g < GROUP; g++) {
+        dt[g] = work + g * rw;
+        dtu[g] = dt[g] + 2 * Lp;
+        y[g] = dt[g] + 5 * Lp;
+    }
+    vf a[GROUP * NV];
     for (int64_t b = 0; b < batch; b++) {
         const float *Bb = Bt + b * L * NP, *Cb = Ct + b * L * NP;
-        for (int64_t d = d0; d < d1; d++) {
-            const int64_t row = (b * d_inner + d) * L;
-            row_dt(delta + row, u + row, bias ? bias[d] : 0.0f, (int)softplus, L, dt, dtu, NULL);
-            for (int64_t k = 0; k < NV; k++) a[k] = vload(A + d * NP + k * W);
-            DISPATCH_NV(NV, row_states(nv_, a, dt, dtu, Bb, Cb, L, y, NULL, NULL));
-            const vf Dd = vset(D ? D[d] : 0.0f);
-            for (int64_t t = 0; t < L; t += W) {
-                const vf uu = vload_part(u + row + t, L - t);
-                vf o = vfma(Dd, uu, vload(y + t));
-                if (z) {
-                    const vf zz = vload_part(z + row + t, L - t);
-                    o = vmul(o, vmul(zz, vsigmoid(zz)));
-                }
-                vstore_part(out + row + t, o, L - t);
+        for (int64_t dg = d0; dg < d1;) {
+            const int G = d1 - dg >= GROUP ? GROUP : 1;
+            for (int g = 0; g < G; g++) {
+                const int64_t d = dg + g, row = (b * d_inner + d) * L;
+                row_dt(delta + row, u + row, bias ? bias[d] : 0.0f, (int)softplus, L, dt[g], dtu[g], NULL);
+                for (int64_t k = 0; k < NV; k++) a[g * NV + k] = vload(A + d * NP + k * W);
             }
+            DISPATCH(G, NV, group_states(g_, nv_, a, dt, dtu, Bb, Cb, L, y, NULL, NULL, p, wide));
+            for (int g = 0; g < G; g++) {
+                const int64_t d = dg + g, row = (b * d_inner + d) * L;
+                const vf Dd = vset(D ? D[d] : 0.0f);
+                for (int64_t t = 0; t < L; t += W) {
+                    vf o = vfma(Dd, vload_part(u + row + t, L - t), vload(y[g] + t));
+                    if (z) {
+                        const vf zz = vload_part(z + row + t, L - t);
+                        o = vmul(o, vmul(zz, vsigmoid(zz)));
+                    }
+                    vstore_part(out + row + t, o, L - t);
+                }
+            }
+            dg += G;
         }
     }
 }
@@ -369,12 +428,19 @@ void scan_backward(const float *u, const float *delta, const float *bias, int64_
                    float *work, int64_t batch, int64_t d_inner, int64_t L, int64_t NP, int64_t d0, int64_t d1)
 {
     if (L == 0) return;
-    const int64_t Lp = PAD16(L), NV = NP / W;
-    float *dt = work, *dsp = dt + Lp, *dtu = dsp + Lp, *gyb = dtu + Lp, *sz = gyb + Lp, *y = sz + Lp,
-          *g_dtu = y + Lp, *g_dt = g_dtu + Lp;
-    float *xs = g_dt + Lp + NP, *dAs = xs + L * NP;  /* xs[-1] (the NP floats before xs) is x_{-1} = 0 */
-    memset(xs - NP, 0, (size_t)NP * sizeof(float));
-    vf a[NV], ga[NV];
+    const int64_t Lp = PAD16(L), NV = NP / W, rw = row_work(L, NP);
+    vf *pu = (vf *)(work + GROUP * rw), *pt = pu + GROUP * W, *wide = pt + GROUP * W;
+    float *dt[GROUP], *dsp[GROUP], *dtu[GROUP], *gyb[GROUP], *sz[GROUP], *y[GROUP], *g_dtu[GROUP], *g_dt[GROUP];
+    float *xs[GROUP], *dAs[GROUP];
+    const float *gy[GROUP];
+    for (int i = 0; i < GROUP; i++) {
+        float *r = work + i * rw;
+        dt[i] = r, dsp[i] = r + Lp, dtu[i] = r + 2 * Lp, gyb[i] = r + 3 * Lp, sz[i] = r + 4 * Lp;
+        y[i] = r + 5 * Lp, g_dtu[i] = r + 6 * Lp, g_dt[i] = r + 7 * Lp;
+        xs[i] = r + ROW_BUFFERS * Lp + NP, dAs[i] = xs[i] + L * NP;  /* xs[i][-NP..-1] is x_{-1} = 0 */
+        memset(xs[i] - NP, 0, (size_t)NP * sizeof(float));
+    }
+    vf a[GROUP * NV], ga[GROUP * NV];
     memset(gA + d0 * NP, 0, (size_t)((d1 - d0) * NP) * sizeof(float));
     for (int64_t d = d0; d < d1; d++) {
         if (gbias) gbias[d] = 0.0f;
@@ -383,46 +449,53 @@ void scan_backward(const float *u, const float *delta, const float *bias, int64_
     for (int64_t b = 0; b < batch; b++) {
         const float *Bb = Bt + b * L * NP, *Cb = Ct + b * L * NP;
         float *gBb = gB + b * L * NP, *gCb = gC + b * L * NP;
-        for (int64_t d = d0; d < d1; d++) {
-            const int64_t row = (b * d_inner + d) * L;
-            row_dt(delta + row, u + row, bias ? bias[d] : 0.0f, (int)softplus, L, dt, dtu, dsp);
-            const float *gy = g + row;  /* the gradient wrt the core plus the D skip: g * silu(z) */
-            if (z) {
+        for (int64_t dg = d0; dg < d1;) {
+            const int G = d1 - dg >= GROUP ? GROUP : 1;
+            for (int i = 0; i < G; i++) {
+                const int64_t d = dg + i, row = (b * d_inner + d) * L;
+                row_dt(delta + row, u + row, bias ? bias[d] : 0.0f, (int)softplus, L, dt[i], dtu[i], dsp[i]);
+                gy[i] = g + row;  /* the gradient wrt the core plus the D skip: g * silu(z) */
+                if (z) {
+                    for (int64_t t = 0; t < L; t += W) {
+                        const vf zz = vload_part(z + row + t, L - t), s = vsigmoid(zz);
+                        vstore(sz[i] + t, s);
+                        vstore(gyb[i] + t, vmul(vload_part(g + row + t, L - t), vmul(zz, s)));
+                    }
+                    gy[i] = gyb[i];
+                }
+                for (int64_t k = 0; k < NV; k++) {
+                    a[i * NV + k] = vload(A + d * NP + k * W);
+                    ga[i * NV + k] = vload(gA + d * NP + k * W);
+                }
+            }
+            /* the core output is needed only for the gate's gradient */
+            DISPATCH(G, NV, group_states(g_, nv_, a, dt, dtu, Bb, Cb, L, gz ? y : NULL, xs, dAs, pu, wide));
+            DISPATCH(G, NV, group_adjoint(g_, nv_, a, dt, dtu, gy, Bb, Cb, xs, dAs, L, gBb, gCb, ga, g_dtu, g_dt, pu, pt, wide));
+            for (int i = 0; i < G; i++) {
+                const int64_t d = dg + i, row = (b * d_inner + d) * L;
+                for (int64_t k = 0; k < NV; k++) vstore(gA + d * NP + k * W, ga[i * NV + k]);
+                const vf Dd = vset(D ? D[d] : 0.0f);
+                vf sum_gd = vzero(), sum_gyu = vzero();
                 for (int64_t t = 0; t < L; t += W) {
-                    const vf zz = vload_part(z + row + t, L - t), s = vsigmoid(zz);
-                    vstore(sz + t, s);
-                    vstore(gyb + t, vmul(vload_part(g + row + t, L - t), vmul(zz, s)));
+                    const int64_t n = L - t;
+                    /* the padded rows are zero past L (u, g loaded as zeros there), so the sums need no mask */
+                    const vf uu = vload_part(u + row + t, n), gyt = vload_part(gy[i] + t, n), gdtu = vload(g_dtu[i] + t);
+                    const vf gd = vmul(vfma(gdtu, uu, vload(g_dt[i] + t)), vload(dsp[i] + t));
+                    vstore_part(gdelta + row + t, gd, n);
+                    vstore_part(gu + row + t, vfma(gdtu, vload(dt[i] + t), vmul(gyt, Dd)), n);
+                    sum_gd = vadd(sum_gd, gd);
+                    sum_gyu = vfma(gyt, uu, sum_gyu);
+                    if (gz) {  /* g (y + D u) d silu/dz, d silu/dz = sigmoid(z) (1 + z (1 - sigmoid(z))) */
+                        const vf zz = vload_part(z + row + t, n), s = vload(sz[i] + t);
+                        const vf dsilu = vmul(s, vfma(zz, vsub(vset(1.0f), s), vset(1.0f)));
+                        const vf full = vfma(Dd, uu, vload(y[i] + t));
+                        vstore_part(gz + row + t, vmul(vmul(vload_part(g + row + t, n), full), dsilu), n);
+                    }
                 }
-                gy = gyb;
+                if (gbias) gbias[d] += vsum(sum_gd);
+                if (gD) gD[d] += vsum(sum_gyu);
             }
-            for (int64_t k = 0; k < NV; k++) {
-                a[k] = vload(A + d * NP + k * W);
-                ga[k] = vload(gA + d * NP + k * W);
-            }
-            float *yrow = gz ? y : NULL;  /* the core output is needed only for the gate's gradient */
-            DISPATCH_NV(NV, row_states(nv_, a, dt, dtu, Bb, Cb, L, yrow, xs, dAs));
-            DISPATCH_NV(NV, row_adjoint(nv_, a, dt, dtu, gy, Bb, Cb, xs, dAs, L, gBb, gCb, ga, g_dtu, g_dt));
-            for (int64_t k = 0; k < NV; k++) vstore(gA + d * NP + k * W, ga[k]);
-            const vf Dd = vset(D ? D[d] : 0.0f);
-            vf sum_gd = vzero(), sum_gyu = vzero();
-            for (int64_t t = 0; t < L; t += W) {
-                const int64_t n = L - t;
-                const vf uu = vload_part(u + row + t, n), gyt = vload_part(gy + t, n);
-                const vf gdtu = vload(g_dtu + t);  /* zero past L, like every padded row here */
-                const vf gd = vmul(vfma(gdtu, uu, vload(g_dt + t)), vload(dsp + t));
-                vstore_part(gdelta + row + t, gd, n);
-                vstore_part(gu + row + t, vfma(gdtu, vload(dt + t), vmul(gyt, Dd)), n);
-                sum_gd = vadd(sum_gd, gd);
-                sum_gyu = vfma(gyt, uu, sum_gyu);
-                if (gz) {  /* g (y + D u) d silu/dz, d silu/dz = sigmoid(z) (1 + z (1 - sigmoid(z))) */
-                    const vf zz = vload_part(z + row + t, n), s = vload(sz + t);
-                    const vf dsilu = vmul(s, vfma(zz, vsub(vset(1.0f), s), vset(1.0f)));
-                    const vf full = vfma(Dd, uu, vload(y + t));
-                    vstore_part(gz + row + t, vmul(vmul(vload_part(g + row + t, n), full), dsilu), n);
-                }
-            }
-            if (gbias) gbias[d] += vsum(sum_gd);
-            if (gD) gD[d] += vsum(sum_gyu);
+            dg += G;
         }
     }
 }
