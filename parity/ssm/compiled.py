@@ -165,8 +165,9 @@ def _work(lib, size_fn, ranges, L: int, NP: int) -> torch.Tensor:
 
 
 class _CompiledScan(torch.autograd.Function):
-    """Saves only the inputs, like mamba_ssm's kernel: dt, the states, the core output and silu(z)
-    are recomputed in backward, so a training step keeps no (batch, d_inner, L) intermediates."""
+    """Saves only the inputs: dt, the states, the core output and silu(z) are recomputed in backward, so a
+    training step keeps no (batch, d_inner, L) intermediates. (mamba_ssm's kernel also keeps the output
+    before the gate; recomputing it costs a little compute and saves a tensor per call.)"""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):

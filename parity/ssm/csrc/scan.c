@@ -13,8 +13,9 @@
  * (sum_lanes) that turns W vectors into one vector of their W sums, stored contiguously in t. Sums over d
  * (gB, gC) need no reduction at all: with lanes over n they are plain vector adds.
  *
- * Backward recomputes a few rows' states and decays into a per-thread buffer ((L + 1) x NP floats each per
- * row, 64 KiB at L=512, d_state=16: L2-resident) and runs the adjoint recurrence in reverse.
+ * Backward recomputes a few rows' states into a per-thread buffer (2 L NP floats per row: 64 KiB at L=512,
+ * d_state=16, L2-resident) and runs the adjoint recurrence in reverse; with a gate, it recomputes the output
+ * too (for the gate's gradient) rather than keep a (batch, d_inner, L) tensor from forward.
  *
  * Layouts (contiguous float32): u, delta, z, out and their gradients: (batch, d_inner, L); A: (d_inner, NP);
  * Bt, Ct: (batch, L, NP), time-major; bias, D: (d_inner,) or NULL. Every function handles d in [d0, d1), so
@@ -22,8 +23,8 @@
  * by one range only; gB and gC (sums over d) go to a per-range partial buffer that the caller sums.
  *
  * The width comes from the compiler's target (-march=native): AVX-512 (W=16), AVX2+FMA (W=8), or plain C
- * (W=1, also forced by -DSCAN_SCALAR for tests). exp is our own (range reduction and a degree-6
- * polynomial, about 1 ulp) so that it inlines into the loops and keeps the state in registers.
+ * (W=1, also forced by -DSCAN_SCALAR for tests). exp is our own (2^y: a degree-6 polynomial for the fraction
+ * and an exponent scale, about 1 ulp) so that it inlines into the loops and keeps the state in registers.
  */
 #include <math.h>
 #include <stdint.h>
@@ -31,16 +32,15 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
-/* exp(r) on [-ln2/2, ln2/2] ~ 1 + r + EXP_C2 r^2 + ... + EXP_C6 r^6 (relative error 3e-9, fitted for this
- * file by reweighted least squares); ln2 split in two for an exact enough range reduction. */
-#define EXP_C2 0.49999994f
-#define EXP_C3 0.16666521f
-#define EXP_C4 0.04166839f
-#define EXP_C5 0.00836871f
-#define EXP_C6 0.0013814602f
+/* 2^f on [0, 1) ~ 1 + f (EXP2_C1 + f (EXP2_C2 + ... f EXP2_C6)): relative error 2e-9 (fitted for this file by
+ * reweighted least squares), so with float rounding exp is within about 1 ulp. */
+#define EXP2_C1 0.6931470632553101f
+#define EXP2_C2 0.2402293086051941f
+#define EXP2_C3 0.055485282093286514f
+#define EXP2_C4 0.009675451554358006f
+#define EXP2_C5 0.0012467845808714628f
+#define EXP2_C6 0.0002161291631637141f
 #define LOG2E 1.44269504088896341f
-#define LN2_HI 0.693359375f
-#define LN2_LO (-2.12194440e-4f)
 
 #if defined(__AVX512F__) && !defined(SCAN_SCALAR)
 #include <immintrin.h>
@@ -61,22 +61,19 @@ INLINE float vsum(vf a) { return _mm512_reduce_add_ps(a); }
 /* x >= 0 ? a : b */
 INLINE vf vselect_nonneg(vf x, vf a, vf b) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, vzero(), _CMP_GE_OQ), b, a); }
 
-INLINE vf vexp(vf x)
+/* p 2^floor(n): scalef floors its exponent itself and produces 0, subnormals and inf exactly where the
+ * product is */
+#define VLDEXP_FLOORS 1
+INLINE vf vldexp(vf p, vf n) { return _mm512_scalef_ps(p, n); }
+INLINE vf vfloor(vf y) { return _mm512_roundscale_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+/* y - floor(y), exactly, in one instruction */
+INLINE vf vfraction(vf y) { return _mm512_reduce_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+
+/* 1 / x: the 14-bit estimate and one Newton step (error about 2^-28), a few times cheaper than a divide. */
+INLINE vf vrcp(vf x)
 {
-    /* scalef gives 0, subnormals or inf exactly where exp does; only far below float's range the reduced
-     * argument would lose its accuracy and blow up, so clamp there (NaN passes: max returns its second
-     * operand on NaN; far above, the polynomial and scalef both overflow to inf, as they should) */
-    x = _mm512_max_ps(vset(-160.0f), x);
-    const vf n = _mm512_roundscale_ps(vmul(x, vset(LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    vf r = vfma(n, vset(-LN2_HI), x);
-    r = vfma(n, vset(-LN2_LO), r);
-    vf p = vfma(vset(EXP_C6), r, vset(EXP_C5));
-    p = vfma(p, r, vset(EXP_C4));
-    p = vfma(p, r, vset(EXP_C3));
-    p = vfma(p, r, vset(EXP_C2));
-    p = vfma(p, r, vset(1.0f));
-    p = vfma(p, r, vset(1.0f));
-    return _mm512_scalef_ps(p, n);
+    const vf r = _mm512_rcp14_ps(x);
+    return vmul(r, _mm512_fnmadd_ps(x, r, vset(2.0f)));
 }
 
 /* vsum_lanes(p): lane j of the result is the sum of p[j]'s lanes, for W vectors p[0..W-1] (W time steps).
@@ -127,28 +124,20 @@ INLINE float vsum(vf a)
 }
 INLINE vf vselect_nonneg(vf x, vf a, vf b) { return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, vzero(), _CMP_GE_OQ)); }
 
-INLINE vf vexp(vf x)
+/* p 2^n for integral n, with 2^n built in the exponent bits: exact for n in [-126, 127]; below, 0 (where the
+ * product would be subnormal or 0: flushed), above, inf. */
+INLINE vf vldexp(vf p, vf n)
 {
-    /* no scalef here: build 2^n in the exponent bits, so keep n in the normal range and flush below it */
-    const vf under = _mm256_cmp_ps(x, vset(-87.33654f), _CMP_LT_OQ);
-    x = _mm256_min_ps(vset(88.72283f), _mm256_max_ps(vset(-87.33654f), x));
-    const vf n = _mm256_round_ps(vmul(x, vset(LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    vf r = vfma(n, vset(-LN2_HI), x);
-    r = vfma(n, vset(-LN2_LO), r);
-    vf p = vfma(vset(EXP_C6), r, vset(EXP_C5));
-    p = vfma(p, r, vset(EXP_C4));
-    p = vfma(p, r, vset(EXP_C3));
-    p = vfma(p, r, vset(EXP_C2));
-    p = vfma(p, r, vset(1.0f));
-    p = vfma(p, r, vset(1.0f));
-    /* n = 128 (x near 88.7) would overflow the exponent field: scale by 2^(n-1), then by 2 */
-    const vf big = _mm256_cmp_ps(n, vset(127.0f), _CMP_GT_OQ);
-    const vf m = vsub(n, _mm256_and_ps(big, vset(1.0f)));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(m), _mm256_set1_epi32(127)), 23);
-    p = vmul(p, _mm256_castsi256_ps(e));
-    p = vmul(p, _mm256_blendv_ps(vset(1.0f), vset(2.0f), big));
-    return _mm256_andnot_ps(under, p);
+    const vf under = _mm256_cmp_ps(n, vset(-126.0f), _CMP_LT_OQ), over = _mm256_cmp_ps(n, vset(127.0f), _CMP_GT_OQ);
+    n = _mm256_min_ps(vset(127.0f), _mm256_max_ps(vset(-126.0f), n));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    const vf r = _mm256_andnot_ps(under, vmul(p, _mm256_castsi256_ps(e)));
+    return _mm256_blendv_ps(r, vset(INFINITY), over);
 }
+INLINE vf vfloor(vf y) { return _mm256_floor_ps(y); }
+INLINE vf vfraction(vf y) { return vsub(y, vfloor(y)); }
+
+INLINE vf vrcp(vf x) { return vdiv(vset(1.0f), x); }
 
 /* As the AVX-512 version; this tree leaves the sum of its input k in lane 4 (k mod 2) + k / 2. */
 #define TREE_INPUT(k) ((((k) & 1) << 2) | ((k) >> 1))
@@ -181,9 +170,50 @@ INLINE vf vmax(vf a, vf b) { return a > b ? a : b; }
 INLINE vf vmin(vf a, vf b) { return a < b ? a : b; }
 INLINE float vsum(vf a) { return a; }
 INLINE vf vselect_nonneg(vf x, vf a, vf b) { return x >= 0.0f ? a : b; }
-INLINE vf vexp(vf x) { return expf(x); }
+INLINE vf vldexp(vf p, vf n) { return ldexpf(p, (int)n); }
+INLINE vf vfloor(vf y) { return floorf(y); }
+INLINE vf vfraction(vf y) { return y - floorf(y); }
+INLINE vf vrcp(vf x) { return 1.0f / x; }
 INLINE vf vsum_lanes(const vf *p) { return p[0]; }
 #endif
+
+INLINE vf vexp2_fraction(vf f)  /* 2^f for f in [0, 1) */
+{
+    vf p = vfma(vset(EXP2_C6), f, vset(EXP2_C5));
+    p = vfma(p, f, vset(EXP2_C4));
+    p = vfma(p, f, vset(EXP2_C3));
+    p = vfma(p, f, vset(EXP2_C2));
+    p = vfma(p, f, vset(EXP2_C1));
+    return vfma(p, f, vset(1.0f));
+}
+
+/* 2^y for any finite y (|y| >= 2^23 is integral: fraction 0). The hot loops take exp(dt A) as
+ * 2^(dt * (A log2 e)): that exponent carries a relative rounding error of about 2^-23, so the result is within
+ * |dt A| 2^-23 (relative) of exp of the exact product, the same order as rounding dt * A itself (what the
+ * reference does before its exp), and it saves the range reduction. */
+INLINE vf vexp2(vf y)
+{
+#ifdef VLDEXP_FLOORS
+    return vldexp(vexp2_fraction(vfraction(y)), y);
+#else
+    const vf n = vfloor(y);
+    return vldexp(vexp2_fraction(vsub(y, n)), n);
+#endif
+}
+
+/* exp(x) to about 1 ulp for the elementwise parts: floor(x log2 e) and the remainder with ln 2 in two parts
+ * (LN2_HI has few bits, so n LN2_HI is exact); clamped where exp is 0 or inf in float anyway (and where the
+ * remainder would lose accuracy); NaN passes (max and min return their second operand on NaN). */
+#define LN2_HI 0.693359375f
+#define LN2_LO (-2.12194440e-4f)
+INLINE vf vexp(vf x)
+{
+    x = vmin(vset(89.0f), vmax(vset(-104.0f), x));
+    const vf n = vfloor(vmul(x, vset(LOG2E)));
+    vf r = vfma(n, vset(-LN2_HI), x);
+    r = vfma(n, vset(-LN2_LO), r);
+    return vldexp(vexp2_fraction(vmul(r, vset(LOG2E))), n);
+}
 
 /* Row buffers are padded to a multiple of 16 floats (the widest W), which keeps every row 64-byte aligned. */
 #define PAD16(n) (((n) + 15) / 16 * 16)
@@ -211,7 +241,7 @@ INLINE void vstore_part(float *p, vf a, int64_t n)
  * term; exact in relative terms for tiny e, where forming 1 + e would lose e's digits. */
 INLINE vf vlog1p_unit(vf e)
 {
-    const vf s = vdiv(e, vadd(vset(2.0f), e)), s2 = vmul(s, s);
+    const vf s = vmul(e, vrcp(vadd(vset(2.0f), e))), s2 = vmul(s, s);
     vf p = vfma(vset(1.0f / 15), s2, vset(1.0f / 13));
     p = vfma(p, s2, vset(1.0f / 11));
     p = vfma(p, s2, vset(1.0f / 9));
@@ -226,7 +256,7 @@ INLINE vf vlog1p_unit(vf e)
 INLINE vf vsigmoid(vf x)
 {
     const vf e = vexp(vmin(x, vsub(vzero(), x)));
-    return vdiv(vselect_nonneg(x, vset(1.0f), e), vadd(vset(1.0f), e));
+    return vmul(vselect_nonneg(x, vset(1.0f), e), vrcp(vadd(vset(1.0f), e)));
 }
 
 /* One row's dt, dt * u and, when dsp is not NULL, softplus' derivative (sigmoid of the argument). */
@@ -239,7 +269,7 @@ static void row_dt(const float *delta, const float *u, float bias, int softplus,
         if (softplus) {  /* softplus(x) = max(x, 0) + log(1 + exp(-|x|)) */
             const vf e = vexp(vmin(pre, vsub(vzero(), pre)));
             d = vadd(vmax(pre, vzero()), vlog1p_unit(e));
-            if (dsp) vstore(dsp + t, vdiv(vselect_nonneg(pre, vset(1.0f), e), vadd(vset(1.0f), e)));
+            if (dsp) vstore(dsp + t, vmul(vselect_nonneg(pre, vset(1.0f), e), vrcp(vadd(vset(1.0f), e))));
         } else if (dsp) {
             vstore(dsp + t, vset(1.0f));
         }
@@ -253,17 +283,54 @@ static void row_dt(const float *delta, const float *u, float bias, int softplus,
  * backward pass wait on L2, and its G independent chains keep the vector pipes busy. */
 #define GROUP 4
 
+/* The (batch, d_inner, L) rows a group reads and writes are read in short bursts between long compute loops,
+ * too short for the hardware prefetchers to run ahead, so the compute loops fetch them into L2 ahead of time
+ * instead, one cache line per step: the next group's input rows and this group's output rows. Consecutive
+ * channels' rows are contiguous, so a group's rows of one tensor are one block. */
+#define PREFETCH_BLOCKS 8
+typedef struct {
+    const char *start[PREFETCH_BLOCKS];
+    int64_t bytes[PREFETCH_BLOCKS];
+    int write[PREFETCH_BLOCKS];
+    int n, block;          /* blocks listed; the block being fetched */
+    int64_t offset;        /* within it */
+} prefetcher;
+
+static void prefetch_add(prefetcher *pf, const float *start, int64_t floats, int write)
+{
+    if (!start || floats <= 0 || pf->n == PREFETCH_BLOCKS) return;
+    pf->start[pf->n] = (const char *)start;
+    pf->bytes[pf->n] = floats * (int64_t)sizeof(float);
+    pf->write[pf->n++] = write;
+}
+
+INLINE void prefetch_line(prefetcher *pf)
+{
+    if (pf->block >= pf->n) return;
+    const char *line = pf->start[pf->block] + pf->offset;
+    if (pf->write[pf->block])
+        __builtin_prefetch(line, 1, 2);
+    else
+        __builtin_prefetch(line, 0, 2);
+    pf->offset += 64;
+    if (pf->offset >= pf->bytes[pf->block]) {
+        pf->offset = 0;
+        pf->block++;
+    }
+}
+
 /* Fixed-size local arrays (no variable-length ones: GCC would keep those on the stack even where inlining
  * makes their size constant) hold the states of up to NV_LOCAL vectors per row; wider states use scratch. */
 #define NV_LOCAL 2
 
-/* The recurrence over G rows of one batch. a: G x NV vectors of A[d]; dt[g], dtu[g]: row g's dt and dt * u;
- * Bt, Ct: this batch's (L, NP). Writes, when not NULL, y[g] (the core output sum_n C x) and the states and
- * decays xs[g][t], dAs[g][t] (NP floats per step). p: G x W vectors of scratch; wide: G x NV more when
- * NV > NV_LOCAL. */
-INLINE void group_states(const int G, const int NV, const vf *a, float *const *dt, float *const *dtu,
-                         const float *Bt, const float *Ct, int64_t L, float *const *y, float *const *xs,
-                         float *const *dAs, vf *p, vf *wide)
+/* The recurrence over G rows of one batch. a2: G x NV vectors of A[d] log2(e) (see vexp2); dt[g], dtu[g]: row
+ * g's dt and dt * u; Bt, Ct: this batch's (L, NP). Forward (y not NULL): writes y[g], the core output sum_n C x.
+ * Backward (ws not NULL): writes, per step (NP floats), the decays dAs[g] = exp(dt A) and ws[g] = dAs[g] x_{t-1}
+ * (what the adjoint pass needs of the state), and adds x_t gy[g]_t, summed over the group, into gC.
+ * p: G x W vectors of scratch; wide: G x NV more when NV > NV_LOCAL. */
+INLINE void group_states(const int G, const int NV, const vf *a2, float *const *dt, float *const *dtu,
+                         const float *Bt, const float *Ct, int64_t L, float *const *y, float *const *ws,
+                         float *const *dAs, const float *const *gy, float *gC, vf *p, vf *wide, prefetcher *pf)
 {
     const int64_t NP = (int64_t)NV * W;
     vf x_local[GROUP * NV_LOCAL];
@@ -273,20 +340,25 @@ INLINE void group_states(const int G, const int NV, const vf *a, float *const *d
         const int T = L - t0 < W ? (int)(L - t0) : W;
         for (int j = 0; j < T; j++) {
             const int64_t t = t0 + j;
+            prefetch_line(pf);
             vf acc[GROUP];
             for (int g = 0; g < G; g++) acc[g] = vzero();
             for (int k = 0; k < NV; k++) {
                 const int64_t o = t * NP + k * W;
-                const vf Bk = vload(Bt + o), Ck = vload(Ct + o);
+                const vf Bk = vload(Bt + o);
+                vf gCk = ws ? vload(gC + o) : vzero();
                 for (int g = 0; g < G; g++) {
-                    const vf dA = vexp(vmul(vset(dt[g][t]), a[g * NV + k]));
-                    x[g * NV + k] = vfma(dA, x[g * NV + k], vmul(vset(dtu[g][t]), Bk));
-                    if (y) acc[g] = vfma(Ck, x[g * NV + k], acc[g]);
-                    if (xs) {
-                        vstore(xs[g] + o, x[g * NV + k]);
+                    const int i = g * NV + k;
+                    const vf dA = vexp2(vmul(vset(dt[g][t]), a2[i])), w = vmul(dA, x[i]);
+                    x[i] = vfma(vset(dtu[g][t]), Bk, w);
+                    if (y) acc[g] = vfma(vload(Ct + o), x[i], acc[g]);
+                    if (ws) {
+                        vstore(ws[g] + o, w);
                         vstore(dAs[g] + o, dA);
+                        gCk = vfma(x[i], vset(gy[g][t]), gCk);
                     }
                 }
+                if (ws) vstore(gC + o, gCk);
             }
             if (y)
                 for (int g = 0; g < G; g++) p[g * W + j] = acc[g];
@@ -299,14 +371,14 @@ INLINE void group_states(const int G, const int NV, const vf *a, float *const *d
     }
 }
 
-/* The adjoint recurrence h_t = C_t gy_t + exp(dt_{t+1} A) h_{t+1} over G rows, in reverse. xs[g]: row g's
- * states with one zero row before t = 0 (x_{-1}); dAs[g]: its decays. Adds into gB, gC (this batch's (L, NP))
- * and ga (G x NV vectors of gA[d]); writes per row the per-t gradients wrt dt * u (g_dtu) and wrt dt through
- * the decay (g_dt). pu, pt: G x W vectors of scratch each; wide: 3 G NV more when NV > NV_LOCAL. */
+/* The adjoint recurrence h_t = C_t gy_t + exp(dt_{t+1} A) h_{t+1} over G rows, in reverse, on what
+ * group_states stored (ws, dAs). Adds into gB (this batch's (L, NP)) and ga_out (G x NV vectors of gA[d]);
+ * writes per row the per-t gradients wrt dt * u (g_dtu) and wrt dt through the decay (g_dt).
+ * pu, pt: G x W vectors of scratch each; wide: 3 G NV more when NV > NV_LOCAL. */
 INLINE void group_adjoint(const int G, const int NV, const vf *a, float *const *dt, float *const *dtu,
-                          const float *const *gy, const float *Bt, const float *Ct, float *const *xs, float *const *dAs,
-                          int64_t L, float *gB, float *gC, vf *ga_out, float *const *g_dtu, float *const *g_dt,
-                          vf *pu, vf *pt, vf *wide)
+                          const float *const *gy, const float *Bt, const float *Ct, float *const *ws,
+                          float *const *dAs, int64_t L, float *gB, vf *ga_out, float *const *g_dtu,
+                          float *const *g_dt, vf *pu, vf *pt, vf *wide, prefetcher *pf)
 {
     const int64_t NP = (int64_t)NV * W;
     vf h_local[GROUP * NV_LOCAL], dA_next_local[GROUP * NV_LOCAL], ga_local[GROUP * NV_LOCAL];
@@ -320,27 +392,26 @@ INLINE void group_adjoint(const int G, const int NV, const vf *a, float *const *
             for (int j = T; j < W; j++) pu[g * W + j] = pt[g * W + j] = vzero();
         for (int j = T - 1; j >= 0; j--) {
             const int64_t t = t0 + j;
+            prefetch_line(pf);
             vf su[GROUP], st[GROUP];
             for (int g = 0; g < G; g++) su[g] = st[g] = vzero();
             for (int k = 0; k < NV; k++) {
                 const int64_t o = t * NP + k * W;
                 const vf Bk = vload(Bt + o), Ck = vload(Ct + o);
-                vf gBk = vload(gB + o), gCk = vload(gC + o);
+                vf gBk = vload(gB + o);
                 for (int g = 0; g < G; g++) {
                     const int i = g * NV + k;
-                    const vf gyt = vset(gy[g][t]), x = vload(xs[g] + o), dA = vload(dAs[g] + o);
-                    h[i] = vfma(dA_next[i], h[i], vmul(Ck, gyt));
-                    gCk = vfma(x, gyt, gCk);
+                    const vf dA = vload(dAs[g] + o);
+                    h[i] = vfma(dA_next[i], h[i], vmul(Ck, vset(gy[g][t])));
                     gBk = vfma(h[i], vset(dtu[g][t]), gBk);
                     su[g] = vfma(h[i], Bk, su[g]);
                     /* q = h_t exp(dt_t A) x_{t-1}: the gradient wrt dt_t * A */
-                    const vf q = vmul(vmul(h[i], dA), vload(xs[g] + o - NP));
+                    const vf q = vmul(h[i], vload(ws[g] + o));
                     st[g] = vfma(q, a[i], st[g]);
                     ga[i] = vfma(q, vset(dt[g][t]), ga[i]);
                     dA_next[i] = dA;
                 }
                 vstore(gB + o, gBk);
-                vstore(gC + o, gCk);
             }
             for (int g = 0; g < G; g++) {
                 pu[g * W + j] = su[g];
@@ -365,10 +436,10 @@ INLINE void group_adjoint(const int G, const int NV, const vf *a, float *const *
         else { const int g_ = 1, nv_ = (int)(NV); call; } \
     } while (0)
 
-/* Per-row scratch: dt, softplus', dt * u, gy, sigmoid(z), y, g_dtu, g_dt (L floats each, padded), then the
- * states with a zero row before them ((L + 1) x NP) and the decays (L x NP). */
+/* Per-row scratch: backward's dt, softplus', dt * u, gy, sigmoid(z), g_dtu, g_dt, y (L floats each, padded),
+ * then ws and the decays (L x NP each); forward uses the first three rows for dt, dt * u and y. */
 #define ROW_BUFFERS 8
-static int64_t row_work(int64_t L, int64_t NP) { return ROW_BUFFERS * PAD16(L) + PAD16((2 * L + 1) * NP); }
+static int64_t row_work(int64_t L, int64_t NP) { return ROW_BUFFERS * PAD16(L) + 2 * L * NP; }
 
 int64_t scan_lanes(void) { return W; }
 
@@ -388,10 +459,10 @@ void scan_forward(const float *u, const float *delta, const float *bias, int64_t
     float *dt[GROUP], *dtu[GROUP], *y[GROUP];
     for (int g = 0; g < GROUP; g++) {
         dt[g] = work + g * rw;
-        dtu[g] = dt[g] + 2 * Lp;
-        y[g] = dt[g] + 5 * Lp;
+        dtu[g] = dt[g] + Lp;
+        y[g] = dt[g] + 2 * Lp;
     }
-    vf a[GROUP * NV];
+    vf a2[GROUP * NV];
     for (int64_t b = 0; b < batch; b++) {
         const float *Bb = Bt + b * L * NP, *Cb = Ct + b * L * NP;
         for (int64_t dg = d0; dg < d1;) {
@@ -399,9 +470,18 @@ void scan_forward(const float *u, const float *delta, const float *bias, int64_t
             for (int g = 0; g < G; g++) {
                 const int64_t d = dg + g, row = (b * d_inner + d) * L;
                 row_dt(delta + row, u + row, bias ? bias[d] : 0.0f, (int)softplus, L, dt[g], dtu[g], NULL);
-                for (int64_t k = 0; k < NV; k++) a[g * NV + k] = vload(A + d * NP + k * W);
+                for (int64_t k = 0; k < NV; k++) a2[g * NV + k] = vmul(vload(A + d * NP + k * W), vset(LOG2E));
             }
-            DISPATCH(G, NV, group_states(g_, nv_, a, dt, dtu, Bb, Cb, L, y, NULL, NULL, p, wide));
+            /* fetched ahead: this group's gate and output rows, the next group's inputs */
+            prefetcher pf = {0};
+            const int64_t here = (b * d_inner + dg) * L, next_d = dg + G < d1 ? dg + G : d0;
+            const int64_t next = ((dg + G < d1 ? b : b + 1) * d_inner + next_d) * L;
+            const int64_t next_n = (b + 1 < batch || dg + G < d1) ? (d1 - next_d >= GROUP ? GROUP : 1) * L : 0;
+            prefetch_add(&pf, z ? z + here : NULL, G * L, 0);
+            prefetch_add(&pf, out + here, G * L, 1);
+            prefetch_add(&pf, delta + next, next_n, 0);
+            prefetch_add(&pf, u + next, next_n, 0);
+            DISPATCH(G, NV, group_states(g_, nv_, a2, dt, dtu, Bb, Cb, L, y, NULL, NULL, NULL, NULL, p, wide, &pf));
             for (int g = 0; g < G; g++) {
                 const int64_t d = dg + g, row = (b * d_inner + d) * L;
                 const vf Dd = vset(D ? D[d] : 0.0f);
@@ -420,8 +500,8 @@ void scan_forward(const float *u, const float *delta, const float *bias, int64_t
 }
 
 /* g: gradient wrt out. Writes gu, gdelta (batch, d_inner, L), gA (d_inner, NP) and, when not NULL, gbias,
- * gD (d_inner,) and gz (batch, d_inner, L; needs z) for d in [d0, d1); adds into gB, gC (batch, L, NP), this
- * range's partial sums. work: scan_backward_work floats, 64-byte aligned. */
+ * gD (d_inner,) and gz (batch, d_inner, L; needs z) for d in [d0, d1); adds
+ * into gB, gC (batch, L, NP), this range's partial sums. work: scan_backward_work floats, 64-byte aligned. */
 void scan_backward(const float *u, const float *delta, const float *bias, int64_t softplus, const float *A,
                    const float *Bt, const float *Ct, const float *D, const float *z, const float *g,
                    float *gu, float *gdelta, float *gA, float *gbias, float *gD, float *gz, float *gB, float *gC,
@@ -430,17 +510,16 @@ void scan_backward(const float *u, const float *delta, const float *bias, int64_
     if (L == 0) return;
     const int64_t Lp = PAD16(L), NV = NP / W, rw = row_work(L, NP);
     vf *pu = (vf *)(work + GROUP * rw), *pt = pu + GROUP * W, *wide = pt + GROUP * W;
-    float *dt[GROUP], *dsp[GROUP], *dtu[GROUP], *gyb[GROUP], *sz[GROUP], *y[GROUP], *g_dtu[GROUP], *g_dt[GROUP];
-    float *xs[GROUP], *dAs[GROUP];
+    float *dt[GROUP], *dsp[GROUP], *dtu[GROUP], *gyb[GROUP], *sz[GROUP], *g_dtu[GROUP], *g_dt[GROUP], *y[GROUP];
+    float *ws[GROUP], *dAs[GROUP];
     const float *gy[GROUP];
     for (int i = 0; i < GROUP; i++) {
         float *r = work + i * rw;
         dt[i] = r, dsp[i] = r + Lp, dtu[i] = r + 2 * Lp, gyb[i] = r + 3 * Lp, sz[i] = r + 4 * Lp;
-        y[i] = r + 5 * Lp, g_dtu[i] = r + 6 * Lp, g_dt[i] = r + 7 * Lp;
-        xs[i] = r + ROW_BUFFERS * Lp + NP, dAs[i] = xs[i] + L * NP;  /* xs[i][-NP..-1] is x_{-1} = 0 */
-        memset(xs[i] - NP, 0, (size_t)NP * sizeof(float));
+        g_dtu[i] = r + 5 * Lp, g_dt[i] = r + 6 * Lp, y[i] = r + 7 * Lp;
+        ws[i] = r + ROW_BUFFERS * Lp, dAs[i] = ws[i] + L * NP;
     }
-    vf a[GROUP * NV], ga[GROUP * NV];
+    vf a[GROUP * NV], a2[GROUP * NV], ga[GROUP * NV];
     memset(gA + d0 * NP, 0, (size_t)((d1 - d0) * NP) * sizeof(float));
     for (int64_t d = d0; d < d1; d++) {
         if (gbias) gbias[d] = 0.0f;
@@ -465,12 +544,25 @@ void scan_backward(const float *u, const float *delta, const float *bias, int64_
                 }
                 for (int64_t k = 0; k < NV; k++) {
                     a[i * NV + k] = vload(A + d * NP + k * W);
+                    a2[i * NV + k] = vmul(a[i * NV + k], vset(LOG2E));
                     ga[i * NV + k] = vload(gA + d * NP + k * W);
                 }
             }
-            /* the core output is needed only for the gate's gradient */
-            DISPATCH(G, NV, group_states(g_, nv_, a, dt, dtu, Bb, Cb, L, gz ? y : NULL, xs, dAs, pu, wide));
-            DISPATCH(G, NV, group_adjoint(g_, nv_, a, dt, dtu, gy, Bb, Cb, xs, dAs, L, gBb, gCb, ga, g_dtu, g_dt, pu, pt, wide));
+            float *const *yrow = gz ? y : NULL;  /* the core output, needed only for the gate's gradient */
+            /* fetched ahead: this group's output rows, the next group's inputs */
+            prefetcher pf = {0};
+            const int64_t here = (b * d_inner + dg) * L, next_d = dg + G < d1 ? dg + G : d0;
+            const int64_t next = ((dg + G < d1 ? b : b + 1) * d_inner + next_d) * L;
+            const int64_t next_n = (b + 1 < batch || dg + G < d1) ? (d1 - next_d >= GROUP ? GROUP : 1) * L : 0;
+            prefetch_add(&pf, gu + here, G * L, 1);
+            prefetch_add(&pf, gdelta + here, G * L, 1);
+            prefetch_add(&pf, gz ? gz + here : NULL, G * L, 1);
+            prefetch_add(&pf, delta + next, next_n, 0);
+            prefetch_add(&pf, u + next, next_n, 0);
+            prefetch_add(&pf, g + next, next_n, 0);
+            prefetch_add(&pf, z ? z + next : NULL, next_n, 0);
+            DISPATCH(G, NV, group_states(g_, nv_, a2, dt, dtu, Bb, Cb, L, yrow, ws, dAs, gy, gCb, pu, wide, &pf));
+            DISPATCH(G, NV, group_adjoint(g_, nv_, a, dt, dtu, gy, Bb, Cb, ws, dAs, L, gBb, ga, g_dtu, g_dt, pu, pt, wide, &pf));
             for (int i = 0; i < G; i++) {
                 const int64_t d = dg + i, row = (b * d_inner + d) * L;
                 for (int64_t k = 0; k < NV; k++) vstore(gA + d * NP + k * W, ga[i * NV + k]);
