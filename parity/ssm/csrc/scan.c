@@ -101,6 +101,21 @@ INLINE vf vsum_lanes(const vf *p)
     return pair_halves(s3[0], s3[1], 0x5555, i4);
 }
 
+/* out[4 t + g] = r[g][t] for W steps t of 4 rows (4 vectors): pairs of rows interleaved, then the pairs. */
+INLINE void vstore_interleaved4(float *out, const vf *r)
+{
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    const __m512i pairs_lo = _mm512_set_epi32(23, 22, 7, 6, 21, 20, 5, 4, 19, 18, 3, 2, 17, 16, 1, 0);
+    const __m512i pairs_hi = _mm512_set_epi32(31, 30, 15, 14, 29, 28, 13, 12, 27, 26, 11, 10, 25, 24, 9, 8);
+    const vf a_lo = _mm512_permutex2var_ps(r[0], lo, r[1]), a_hi = _mm512_permutex2var_ps(r[0], hi, r[1]);
+    const vf b_lo = _mm512_permutex2var_ps(r[2], lo, r[3]), b_hi = _mm512_permutex2var_ps(r[2], hi, r[3]);
+    vstore(out, _mm512_permutex2var_ps(a_lo, pairs_lo, b_lo));
+    vstore(out + 16, _mm512_permutex2var_ps(a_lo, pairs_hi, b_lo));
+    vstore(out + 32, _mm512_permutex2var_ps(a_hi, pairs_lo, b_hi));
+    vstore(out + 48, _mm512_permutex2var_ps(a_hi, pairs_hi, b_hi));
+}
+
 #elif defined(__AVX2__) && defined(__FMA__) && !defined(SCAN_SCALAR)
 #include <immintrin.h>
 #define W 8
@@ -154,6 +169,19 @@ INLINE vf vsum_lanes(const vf *p)
     return vadd(_mm256_shuffle_ps(s2[0], s2[1], 0x88), _mm256_shuffle_ps(s2[0], s2[1], 0xDD));
 }
 
+/* out[4 t + g] = r[g][t] for W steps t of 4 rows: the classic 4 x 8 transpose. */
+INLINE void vstore_interleaved4(float *out, const vf *r)
+{
+    const vf a_lo = _mm256_unpacklo_ps(r[0], r[1]), a_hi = _mm256_unpackhi_ps(r[0], r[1]);
+    const vf b_lo = _mm256_unpacklo_ps(r[2], r[3]), b_hi = _mm256_unpackhi_ps(r[2], r[3]);
+    const vf t04 = _mm256_shuffle_ps(a_lo, b_lo, 0x44), t15 = _mm256_shuffle_ps(a_lo, b_lo, 0xEE);
+    const vf t26 = _mm256_shuffle_ps(a_hi, b_hi, 0x44), t37 = _mm256_shuffle_ps(a_hi, b_hi, 0xEE);
+    vstore(out, _mm256_permute2f128_ps(t04, t15, 0x20));
+    vstore(out + 8, _mm256_permute2f128_ps(t26, t37, 0x20));
+    vstore(out + 16, _mm256_permute2f128_ps(t04, t15, 0x31));
+    vstore(out + 24, _mm256_permute2f128_ps(t26, t37, 0x31));
+}
+
 #else
 #define W 1
 typedef float vf;
@@ -175,6 +203,10 @@ INLINE vf vfloor(vf y) { return floorf(y); }
 INLINE vf vfraction(vf y) { return y - floorf(y); }
 INLINE vf vrcp(vf x) { return 1.0f / x; }
 INLINE vf vsum_lanes(const vf *p) { return p[0]; }
+INLINE void vstore_interleaved4(float *out, const vf *r)
+{
+    for (int g = 0; g < 4; g++) out[g] = r[g];
+}
 #endif
 
 INLINE vf vexp2_fraction(vf f)  /* 2^f for f in [0, 1) */
@@ -217,6 +249,21 @@ INLINE vf vexp(vf x)
 
 /* Row buffers are padded to a multiple of 16 floats (the widest W), which keeps every row 64-byte aligned. */
 #define PAD16(n) (((n) + 15) / 16 * 16)
+
+/* dst[t G + g] = rows[g][t], t < Lp (a multiple of W): the group's per-step scalars next to each other, so that
+ * the recurrences reach all of them from one pointer. */
+static void interleave_rows(float *dst, float *const *rows, int G, int64_t Lp)
+{
+    for (int64_t t = 0; t < Lp; t += W) {
+        if (G == 4) {
+            const vf r[4] = {vload(rows[0] + t), vload(rows[1] + t), vload(rows[2] + t), vload(rows[3] + t)};
+            vstore_interleaved4(dst + t * 4, r);
+        } else {
+            for (int g = 0; g < G; g++)
+                for (int64_t i = t; i < t + W; i++) dst[i * G + g] = rows[g][i];
+        }
+    }
+}
 
 INLINE vf vload_part(const float *p, int64_t n)
 {
@@ -282,6 +329,7 @@ static void row_dt(const float *delta, const float *u, float bias, int softplus,
  * group shares each step's loads of B, C and its read-modify-write of gB, gC, which otherwise make the
  * backward pass wait on L2, and its G independent chains keep the vector pipes busy. */
 #define GROUP 4
+_Static_assert(GROUP == 4, "interleave_rows and vstore_interleaved4 handle groups of 4");
 
 /* The (batch, d_inner, L) rows a group reads and writes are read in short bursts between long compute loops,
  * too short for the hardware prefetchers to run ahead, so the compute loops fetch them into L2 ahead of time
@@ -323,14 +371,16 @@ INLINE void prefetch_line(prefetcher *pf)
  * makes their size constant) hold the states of up to NV_LOCAL vectors per row; wider states use scratch. */
 #define NV_LOCAL 2
 
-/* The recurrence over G rows of one batch. a2: G x NV vectors of A[d] log2(e) (see vexp2); dt[g], dtu[g]: row
- * g's dt and dt * u; Bt, Ct: this batch's (L, NP). Forward (y not NULL): writes y[g], the core output sum_n C x.
- * Backward (ws not NULL): writes, per step (NP floats), the decays dAs[g] = exp(dt A) and ws[g] = dAs[g] x_{t-1}
- * (what the adjoint pass needs of the state), and adds x_t gy[g]_t, summed over the group, into gC.
+/* The recurrence over G rows of one batch. Per-step inputs are interleaved, [t][g]: dt and dtu (dt * u) at
+ * [t G + g]; a2: G x NV vectors of A[d] log2(e) (see vexp2); Bt, Ct: this batch's (L, NP).
+ * want_y (a constant): writes y[g], the core output sum_n C x, per row. backward (a constant): writes, per
+ * step and row (NP floats at [(t G + g) NP]), the decay dAs = exp(dt A) and ws = dAs x_{t-1} (what the adjoint
+ * needs of the state), and adds x_t gy_t (gy at [t G + g]), summed over the group, into gC.
  * p: G x W vectors of scratch; wide: G x NV more when NV > NV_LOCAL. */
-INLINE void group_states(const int G, const int NV, const vf *a2, float *const *dt, float *const *dtu,
-                         const float *Bt, const float *Ct, int64_t L, float *const *y, float *const *ws,
-                         float *const *dAs, const float *const *gy, float *gC, vf *p, vf *wide, prefetcher *pf)
+INLINE void group_states(const int G, const int NV, const int want_y, const int backward, const vf *a2,
+                         const float *dtg, const float *dtug, const float *Bt, const float *Ct, int64_t L,
+                         float *const *y, float *ws, float *dAs, const float *gyg, float *gC, vf *p, vf *wide,
+                         prefetcher *pf)
 {
     const int64_t NP = (int64_t)NV * W;
     vf x_local[GROUP * NV_LOCAL];
@@ -344,26 +394,26 @@ INLINE void group_states(const int G, const int NV, const vf *a2, float *const *
             vf acc[GROUP];
             for (int g = 0; g < G; g++) acc[g] = vzero();
             for (int k = 0; k < NV; k++) {
-                const int64_t o = t * NP + k * W;
+                const int64_t o = t * NP + k * W, og = t * G * NP + k * W;
                 const vf Bk = vload(Bt + o);
-                vf gCk = ws ? vload(gC + o) : vzero();
+                vf gCk = backward ? vload(gC + o) : vzero();
                 for (int g = 0; g < G; g++) {
                     const int i = g * NV + k;
-                    const vf dA = vexp2(vmul(vset(dt[g][t]), a2[i])), w = vmul(dA, x[i]);
-                    x[i] = vfma(vset(dtu[g][t]), Bk, w);
-                    if (y) acc[g] = vfma(vload(Ct + o), x[i], acc[g]);
-                    if (ws) {
-                        vstore(ws[g] + o, w);
-                        vstore(dAs[g] + o, dA);
-                        gCk = vfma(x[i], vset(gy[g][t]), gCk);
+                    const vf dA = vexp2(vmul(vset(dtg[t * G + g]), a2[i])), w = vmul(dA, x[i]);
+                    x[i] = vfma(vset(dtug[t * G + g]), Bk, w);
+                    if (want_y) acc[g] = vfma(vload(Ct + o), x[i], acc[g]);
+                    if (backward) {
+                        vstore(ws + og + g * NP, w);
+                        vstore(dAs + og + g * NP, dA);
+                        gCk = vfma(x[i], vset(gyg[t * G + g]), gCk);
                     }
                 }
-                if (ws) vstore(gC + o, gCk);
+                if (backward) vstore(gC + o, gCk);
             }
-            if (y)
+            if (want_y)
                 for (int g = 0; g < G; g++) p[g * W + j] = acc[g];
         }
-        if (y)
+        if (want_y)
             for (int g = 0; g < G; g++) {
                 for (int j = T; j < W; j++) p[g * W + j] = vzero();
                 vstore(y[g] + t0, vsum_lanes(p + g * W));  /* y is padded: lanes past L land in the padding */
@@ -372,13 +422,13 @@ INLINE void group_states(const int G, const int NV, const vf *a2, float *const *
 }
 
 /* The adjoint recurrence h_t = C_t gy_t + exp(dt_{t+1} A) h_{t+1} over G rows, in reverse, on what
- * group_states stored (ws, dAs). Adds into gB (this batch's (L, NP)) and ga_out (G x NV vectors of gA[d]);
- * writes per row the per-t gradients wrt dt * u (g_dtu) and wrt dt through the decay (g_dt).
- * pu, pt: G x W vectors of scratch each; wide: 3 G NV more when NV > NV_LOCAL. */
-INLINE void group_adjoint(const int G, const int NV, const vf *a, float *const *dt, float *const *dtu,
-                          const float *const *gy, const float *Bt, const float *Ct, float *const *ws,
-                          float *const *dAs, int64_t L, float *gB, vf *ga_out, float *const *g_dtu,
-                          float *const *g_dt, vf *pu, vf *pt, vf *wide, prefetcher *pf)
+ * group_states stored (ws, dAs; dt, dtu, gy interleaved as there). Adds into gB (this batch's (L, NP)) and
+ * ga_out (G x NV vectors of gA[d]); writes per row the per-t gradients wrt dt * u (g_dtu) and wrt dt through
+ * the decay (g_dt). pu, pt: G x W vectors of scratch each; wide: 3 G NV more when NV > NV_LOCAL. */
+INLINE void group_adjoint(const int G, const int NV, const vf *a, const float *dtg, const float *dtug,
+                          const float *gyg, const float *Bt, const float *Ct, const float *ws, const float *dAs,
+                          int64_t L, float *gB, vf *ga_out, float *const *g_dtu, float *const *g_dt, vf *pu, vf *pt,
+                          vf *wide, prefetcher *pf)
 {
     const int64_t NP = (int64_t)NV * W;
     vf h_local[GROUP * NV_LOCAL], dA_next_local[GROUP * NV_LOCAL], ga_local[GROUP * NV_LOCAL];
@@ -396,19 +446,19 @@ INLINE void group_adjoint(const int G, const int NV, const vf *a, float *const *
             vf su[GROUP], st[GROUP];
             for (int g = 0; g < G; g++) su[g] = st[g] = vzero();
             for (int k = 0; k < NV; k++) {
-                const int64_t o = t * NP + k * W;
+                const int64_t o = t * NP + k * W, og = t * G * NP + k * W;
                 const vf Bk = vload(Bt + o), Ck = vload(Ct + o);
                 vf gBk = vload(gB + o);
                 for (int g = 0; g < G; g++) {
                     const int i = g * NV + k;
-                    const vf dA = vload(dAs[g] + o);
-                    h[i] = vfma(dA_next[i], h[i], vmul(Ck, vset(gy[g][t])));
-                    gBk = vfma(h[i], vset(dtu[g][t]), gBk);
+                    const vf dA = vload(dAs + og + g * NP);
+                    h[i] = vfma(dA_next[i], h[i], vmul(Ck, vset(gyg[t * G + g])));
+                    gBk = vfma(h[i], vset(dtug[t * G + g]), gBk);
                     su[g] = vfma(h[i], Bk, su[g]);
                     /* q = h_t exp(dt_t A) x_{t-1}: the gradient wrt dt_t * A */
-                    const vf q = vmul(h[i], vload(ws[g] + o));
+                    const vf q = vmul(h[i], vload(ws + og + g * NP));
                     st[g] = vfma(q, a[i], st[g]);
-                    ga[i] = vfma(q, vset(dt[g][t]), ga[i]);
+                    ga[i] = vfma(q, vset(dtg[t * G + g]), ga[i]);
                     dA_next[i] = dA;
                 }
                 vstore(gB + o, gBk);
@@ -436,17 +486,27 @@ INLINE void group_adjoint(const int G, const int NV, const vf *a, float *const *
         else { const int g_ = 1, nv_ = (int)(NV); call; } \
     } while (0)
 
-/* Per-row scratch: backward's dt, softplus', dt * u, gy, sigmoid(z), g_dtu, g_dt, y (L floats each, padded),
- * then ws and the decays (L x NP each); forward uses the first three rows for dt, dt * u and y. */
+/* Per-row scratch: dt, softplus', dt * u, gy, sigmoid(z), g_dtu, g_dt, y (L floats each, padded); then for the
+ * group: dt, dt * u, gy interleaved (GROUP L each, padded) and ws, the decays (GROUP L NP each). */
 #define ROW_BUFFERS 8
-static int64_t row_work(int64_t L, int64_t NP) { return ROW_BUFFERS * PAD16(L) + 2 * L * NP; }
+static int64_t group_work(int64_t L, int64_t NP) { return GROUP * (ROW_BUFFERS + 3) * PAD16(L) + 2 * GROUP * L * NP; }
 
 int64_t scan_lanes(void) { return W; }
 
 /* Then the trees' inputs (2 x GROUP x W vectors) and the states of wide rows (3 x GROUP x NV vectors). */
-int64_t scan_forward_work(int64_t L, int64_t NP) { return GROUP * row_work(L, NP) + (2 * GROUP * W + 3 * GROUP * NP / W) * W; }
+int64_t scan_forward_work(int64_t L, int64_t NP) { return group_work(L, NP) + (2 * GROUP * W + 3 * GROUP * NP / W) * W; }
 
 int64_t scan_backward_work(int64_t L, int64_t NP) { return scan_forward_work(L, NP); }
+
+/* Where the next group after (b, dg, G rows) in [d0, d1) starts, and its size (0 after the last one). */
+static void next_group(int64_t b, int64_t dg, int G, int64_t batch, int64_t d_inner, int64_t L, int64_t d0,
+                       int64_t d1, int64_t *start, int64_t *floats)
+{
+    const int same_batch = dg + G < d1;
+    const int64_t nb = same_batch ? b : b + 1, nd = same_batch ? dg + G : d0;
+    *start = (nb * d_inner + nd) * L;
+    *floats = nb < batch ? (d1 - nd >= GROUP ? GROUP : 1) * L : 0;
+}
 
 /* out: (batch, d_inner, L). work: scan_forward_work floats, 64-byte aligned. */
 void scan_forward(const float *u, const float *delta, const float *bias, int64_t softplus, const float *A,
@@ -454,14 +514,15 @@ void scan_forward(const float *u, const float *delta, const float *bias, int64_t
                   int64_t batch, int64_t d_inner, int64_t L, int64_t NP, int64_t d0, int64_t d1)
 {
     if (L == 0) return;
-    const int64_t Lp = PAD16(L), NV = NP / W, rw = row_work(L, NP);
-    vf *p = (vf *)(work + GROUP * rw), *wide = p + 2 * GROUP * W;
+    const int64_t Lp = PAD16(L), NV = NP / W;
     float *dt[GROUP], *dtu[GROUP], *y[GROUP];
     for (int g = 0; g < GROUP; g++) {
-        dt[g] = work + g * rw;
+        dt[g] = work + g * ROW_BUFFERS * Lp;
         dtu[g] = dt[g] + Lp;
         y[g] = dt[g] + 2 * Lp;
     }
+    float *dtg = work + GROUP * ROW_BUFFERS * Lp, *dtug = dtg + GROUP * Lp;
+    vf *p = (vf *)(work + group_work(L, NP)), *wide = p + 2 * GROUP * W;
     vf a2[GROUP * NV];
     for (int64_t b = 0; b < batch; b++) {
         const float *Bb = Bt + b * L * NP, *Cb = Ct + b * L * NP;
@@ -472,16 +533,17 @@ void scan_forward(const float *u, const float *delta, const float *bias, int64_t
                 row_dt(delta + row, u + row, bias ? bias[d] : 0.0f, (int)softplus, L, dt[g], dtu[g], NULL);
                 for (int64_t k = 0; k < NV; k++) a2[g * NV + k] = vmul(vload(A + d * NP + k * W), vset(LOG2E));
             }
+            interleave_rows(dtg, dt, G, Lp);
+            interleave_rows(dtug, dtu, G, Lp);
             /* fetched ahead: this group's gate and output rows, the next group's inputs */
             prefetcher pf = {0};
-            const int64_t here = (b * d_inner + dg) * L, next_d = dg + G < d1 ? dg + G : d0;
-            const int64_t next = ((dg + G < d1 ? b : b + 1) * d_inner + next_d) * L;
-            const int64_t next_n = (b + 1 < batch || dg + G < d1) ? (d1 - next_d >= GROUP ? GROUP : 1) * L : 0;
+            int64_t here = (b * d_inner + dg) * L, next, next_n;
+            next_group(b, dg, G, batch, d_inner, L, d0, d1, &next, &next_n);
             prefetch_add(&pf, z ? z + here : NULL, G * L, 0);
             prefetch_add(&pf, out + here, G * L, 1);
             prefetch_add(&pf, delta + next, next_n, 0);
             prefetch_add(&pf, u + next, next_n, 0);
-            DISPATCH(G, NV, group_states(g_, nv_, a2, dt, dtu, Bb, Cb, L, y, NULL, NULL, NULL, NULL, p, wide, &pf));
+            DISPATCH(G, NV, group_states(g_, nv_, 1, 0, a2, dtg, dtug, Bb, Cb, L, y, NULL, NULL, NULL, NULL, p, wide, &pf));
             for (int g = 0; g < G; g++) {
                 const int64_t d = dg + g, row = (b * d_inner + d) * L;
                 const vf Dd = vset(D ? D[d] : 0.0f);
@@ -500,25 +562,24 @@ void scan_forward(const float *u, const float *delta, const float *bias, int64_t
 }
 
 /* g: gradient wrt out. Writes gu, gdelta (batch, d_inner, L), gA (d_inner, NP) and, when not NULL, gbias,
- * gD (d_inner,) and gz (batch, d_inner, L; needs z) for d in [d0, d1); adds
- * into gB, gC (batch, L, NP), this range's partial sums. work: scan_backward_work floats, 64-byte aligned. */
+ * gD (d_inner,) and gz (batch, d_inner, L; needs z) for d in [d0, d1); adds into gB, gC (batch, L, NP), this
+ * range's partial sums. work: scan_backward_work floats, 64-byte aligned. */
 void scan_backward(const float *u, const float *delta, const float *bias, int64_t softplus, const float *A,
                    const float *Bt, const float *Ct, const float *D, const float *z, const float *g,
                    float *gu, float *gdelta, float *gA, float *gbias, float *gD, float *gz, float *gB, float *gC,
                    float *work, int64_t batch, int64_t d_inner, int64_t L, int64_t NP, int64_t d0, int64_t d1)
 {
     if (L == 0) return;
-    const int64_t Lp = PAD16(L), NV = NP / W, rw = row_work(L, NP);
-    vf *pu = (vf *)(work + GROUP * rw), *pt = pu + GROUP * W, *wide = pt + GROUP * W;
-    float *dt[GROUP], *dsp[GROUP], *dtu[GROUP], *gyb[GROUP], *sz[GROUP], *g_dtu[GROUP], *g_dt[GROUP], *y[GROUP];
-    float *ws[GROUP], *dAs[GROUP];
-    const float *gy[GROUP];
+    const int64_t Lp = PAD16(L), NV = NP / W;
+    float *dt[GROUP], *dsp[GROUP], *dtu[GROUP], *gy[GROUP], *sz[GROUP], *g_dtu[GROUP], *g_dt[GROUP], *y[GROUP];
     for (int i = 0; i < GROUP; i++) {
-        float *r = work + i * rw;
-        dt[i] = r, dsp[i] = r + Lp, dtu[i] = r + 2 * Lp, gyb[i] = r + 3 * Lp, sz[i] = r + 4 * Lp;
+        float *r = work + i * ROW_BUFFERS * Lp;
+        dt[i] = r, dsp[i] = r + Lp, dtu[i] = r + 2 * Lp, gy[i] = r + 3 * Lp, sz[i] = r + 4 * Lp;
         g_dtu[i] = r + 5 * Lp, g_dt[i] = r + 6 * Lp, y[i] = r + 7 * Lp;
-        ws[i] = r + ROW_BUFFERS * Lp, dAs[i] = ws[i] + L * NP;
     }
+    float *dtg = work + GROUP * ROW_BUFFERS * Lp, *dtug = dtg + GROUP * Lp, *gyg = dtug + GROUP * Lp;
+    float *ws = gyg + GROUP * Lp, *dAs = ws + GROUP * L * NP;
+    vf *pu = (vf *)(work + group_work(L, NP)), *pt = pu + GROUP * W, *wide = pt + GROUP * W;
     vf a[GROUP * NV], a2[GROUP * NV], ga[GROUP * NV];
     memset(gA + d0 * NP, 0, (size_t)((d1 - d0) * NP) * sizeof(float));
     for (int64_t d = d0; d < d1; d++) {
@@ -533,14 +594,16 @@ void scan_backward(const float *u, const float *delta, const float *bias, int64_
             for (int i = 0; i < G; i++) {
                 const int64_t d = dg + i, row = (b * d_inner + d) * L;
                 row_dt(delta + row, u + row, bias ? bias[d] : 0.0f, (int)softplus, L, dt[i], dtu[i], dsp[i]);
-                gy[i] = g + row;  /* the gradient wrt the core plus the D skip: g * silu(z) */
-                if (z) {
-                    for (int64_t t = 0; t < L; t += W) {
+                /* the gradient wrt the core plus the D skip: g * silu(z) */
+                for (int64_t t = 0; t < L; t += W) {
+                    const vf gg = vload_part(g + row + t, L - t);
+                    if (z) {
                         const vf zz = vload_part(z + row + t, L - t), s = vsigmoid(zz);
                         vstore(sz[i] + t, s);
-                        vstore(gyb[i] + t, vmul(vload_part(g + row + t, L - t), vmul(zz, s)));
+                        vstore(gy[i] + t, vmul(gg, vmul(zz, s)));
+                    } else {
+                        vstore(gy[i] + t, gg);
                     }
-                    gy[i] = gyb[i];
                 }
                 for (int64_t k = 0; k < NV; k++) {
                     a[i * NV + k] = vload(A + d * NP + k * W);
@@ -548,12 +611,13 @@ void scan_backward(const float *u, const float *delta, const float *bias, int64_
                     ga[i * NV + k] = vload(gA + d * NP + k * W);
                 }
             }
-            float *const *yrow = gz ? y : NULL;  /* the core output, needed only for the gate's gradient */
+            interleave_rows(dtg, dt, G, Lp);
+            interleave_rows(dtug, dtu, G, Lp);
+            interleave_rows(gyg, gy, G, Lp);
             /* fetched ahead: this group's output rows, the next group's inputs */
             prefetcher pf = {0};
-            const int64_t here = (b * d_inner + dg) * L, next_d = dg + G < d1 ? dg + G : d0;
-            const int64_t next = ((dg + G < d1 ? b : b + 1) * d_inner + next_d) * L;
-            const int64_t next_n = (b + 1 < batch || dg + G < d1) ? (d1 - next_d >= GROUP ? GROUP : 1) * L : 0;
+            int64_t here = (b * d_inner + dg) * L, next, next_n;
+            next_group(b, dg, G, batch, d_inner, L, d0, d1, &next, &next_n);
             prefetch_add(&pf, gu + here, G * L, 1);
             prefetch_add(&pf, gdelta + here, G * L, 1);
             prefetch_add(&pf, gz ? gz + here : NULL, G * L, 1);
@@ -561,8 +625,12 @@ void scan_backward(const float *u, const float *delta, const float *bias, int64_
             prefetch_add(&pf, u + next, next_n, 0);
             prefetch_add(&pf, g + next, next_n, 0);
             prefetch_add(&pf, z ? z + next : NULL, next_n, 0);
-            DISPATCH(G, NV, group_states(g_, nv_, a2, dt, dtu, Bb, Cb, L, yrow, ws, dAs, gy, gCb, pu, wide, &pf));
-            DISPATCH(G, NV, group_adjoint(g_, nv_, a, dt, dtu, gy, Bb, Cb, ws, dAs, L, gBb, ga, g_dtu, g_dt, pu, pt, wide, &pf));
+            if (gz)  /* the core output, needed only for the gate's gradient */
+                DISPATCH(G, NV, group_states(g_, nv_, 1, 1, a2, dtg, dtug, Bb, Cb, L, y, ws, dAs, gyg, gCb, pu, wide, &pf));
+            else
+                DISPATCH(G, NV, group_states(g_, nv_, 0, 1, a2, dtg, dtug, Bb, Cb, L, y, ws, dAs, gyg, gCb, pu, wide, &pf));
+            DISPATCH(G, NV, group_adjoint(g_, nv_, a, dtg, dtug, gyg, Bb, Cb, ws, dAs, L, gBb, ga, g_dtu, g_dt, pu, pt,
+                                          wide, &pf));
             for (int i = 0; i < G; i++) {
                 const int64_t d = dg + i, row = (b * d_inner + d) * L;
                 for (int64_t k = 0; k < NV; k++) vstore(gA + d * NP + k * W, ga[i * NV + k]);
@@ -571,7 +639,7 @@ void scan_backward(const float *u, const float *delta, const float *bias, int64_
                 for (int64_t t = 0; t < L; t += W) {
                     const int64_t n = L - t;
                     /* the padded rows are zero past L (u, g loaded as zeros there), so the sums need no mask */
-                    const vf uu = vload_part(u + row + t, n), gyt = vload_part(gy[i] + t, n), gdtu = vload(g_dtu[i] + t);
+                    const vf uu = vload_part(u + row + t, n), gyt = vload(gy[i] + t), gdtu = vload(g_dtu[i] + t);
                     const vf gd = vmul(vfma(gdtu, uu, vload(g_dt[i] + t)), vload(dsp[i] + t));
                     vstore_part(gdelta + row + t, gd, n);
                     vstore_part(gu + row + t, vfma(gdtu, vload(dt[i] + t), vmul(gyt, Dd)), n);
@@ -594,11 +662,12 @@ void scan_backward(const float *u, const float *delta, const float *bias, int64_
 
 /* Throughput probes for parity.bench.scanbound, compiled exactly like the kernel. */
 
-/* reps passes of this kernel's exp over x[0, n) into y. */
+/* reps passes over x[0, n) into y of exp as the recurrences compute exp(dt A): 2^(x * log2 e), one multiply
+ * and vexp2. */
 void bench_exp(const float *x, float *y, int64_t n, int64_t reps)
 {
     for (int64_t r = 0; r < reps; r++)
-        for (int64_t i = 0; i + W <= n; i += W) vstore(y + i, vexp(vload(x + i)));
+        for (int64_t i = 0; i + W <= n; i += W) vstore(y + i, vexp2(vmul(vload(x + i), vset(LOG2E))));
 }
 
 /* iters rounds of 12 independent vector FMA chains (enough to fill two FMA pipes of latency 4 to 6):
