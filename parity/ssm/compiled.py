@@ -97,6 +97,7 @@ def _library(variant: str = "native"):
         getattr(lib, name).argtypes = [i64, i64]
     lib.scan_forward.argtypes = [ptr] * 3 + [i64] + [ptr] * 7 + [i64] * 6
     lib.scan_backward.argtypes = [ptr] * 3 + [i64] + [ptr] * 15 + [i64] * 6
+    lib.scan_sum_partials.argtypes = [ptr] + [i64] * 5 + [ptr]
     lib.bench_exp.argtypes = [ptr, ptr, i64, i64]
     lib.bench_fma.restype = ctypes.c_float
     lib.bench_fma.argtypes = [i64]
@@ -206,15 +207,16 @@ class _CompiledScan(torch.autograd.Function):
         gbias = torch.empty_like(bias) if bias is not None else None
         gD = torch.empty_like(D) if D is not None and need[5] else None
         gz = torch.empty_like(z) if z is not None and need[6] else None
-        gB = torch.zeros((len(ranges), batch, L, NP), dtype=u.dtype)  # partial sums over d, one per range
-        gC = torch.zeros_like(gB)
+        gB_parts = torch.empty((len(ranges), batch, L, NP), dtype=u.dtype)  # sums over each range's channels
+        gC_parts = torch.empty_like(gB_parts)
         work = _work(lib, lib.scan_backward_work, ranges, L, NP)
         _run([functools.partial(lib.scan_backward, _p(u), _p(delta), _p(bias), int(ctx.delta_softplus), _p(A_p),
                                 _p(Bt), _p(Ct), _p(D), _p(z), _p(g), _p(gu), _p(gdelta), _p(gA), _p(gbias), _p(gD),
-                                _p(gz), _p(gB[i]), _p(gC[i]), _p(work[i]), batch, d_inner, L, NP, d0, d1)
+                                _p(gz), _p(gB_parts[i]), _p(gC_parts[i]), _p(work[i]), batch, d_inner, L, NP, d0, d1)
               for i, (d0, d1) in enumerate(ranges)])
-        gB = rearrange(gB.sum(0)[..., :N], "b l n -> b n l")
-        gC = rearrange(gC.sum(0)[..., :N], "b l n -> b n l")
+        gB, gC = u.new_empty((batch, N, L)), u.new_empty((batch, N, L))
+        for parts, out in ((gB_parts, gB), (gC_parts, gC)):
+            lib.scan_sum_partials(_p(parts), len(ranges), batch, L, NP, N, _p(out))
         return gu, gdelta, gA[:, :N], gB, gC, gD, gz, gbias, None
 
 

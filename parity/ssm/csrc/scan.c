@@ -562,8 +562,9 @@ void scan_forward(const float *u, const float *delta, const float *bias, int64_t
 }
 
 /* g: gradient wrt out. Writes gu, gdelta (batch, d_inner, L), gA (d_inner, NP) and, when not NULL, gbias,
- * gD (d_inner,) and gz (batch, d_inner, L; needs z) for d in [d0, d1); adds into gB, gC (batch, L, NP), this
- * range's partial sums. work: scan_backward_work floats, 64-byte aligned. */
+ * gD (d_inner,) and gz (batch, d_inner, L; needs z) for d in [d0, d1), and gB, gC (batch, L, NP): this range's
+ * partial sums over its channels (scan_sum_partials adds the ranges up). work: scan_backward_work floats,
+ * 64-byte aligned. */
 void scan_backward(const float *u, const float *delta, const float *bias, int64_t softplus, const float *A,
                    const float *Bt, const float *Ct, const float *D, const float *z, const float *g,
                    float *gu, float *gdelta, float *gA, float *gbias, float *gD, float *gz, float *gB, float *gC,
@@ -582,6 +583,8 @@ void scan_backward(const float *u, const float *delta, const float *bias, int64_
     vf *pu = (vf *)(work + group_work(L, NP)), *pt = pu + GROUP * W, *wide = pt + GROUP * W;
     vf a[GROUP * NV], a2[GROUP * NV], ga[GROUP * NV];
     memset(gA + d0 * NP, 0, (size_t)((d1 - d0) * NP) * sizeof(float));
+    memset(gB, 0, (size_t)(batch * L * NP) * sizeof(float));  /* this range's partial sums, zeroed by its own thread */
+    memset(gC, 0, (size_t)(batch * L * NP) * sizeof(float));
     for (int64_t d = d0; d < d1; d++) {
         if (gbias) gbias[d] = 0.0f;
         if (gD) gD[d] = 0.0f;
@@ -658,6 +661,20 @@ void scan_backward(const float *u, const float *delta, const float *bias, int64_
             dg += G;
         }
     }
+}
+
+/* out (batch, N, L), contiguous = the sum of parts (nparts, batch, L, NP) over parts, d_state back in its place
+ * and without the padding: the gradients wrt B or C from the ranges' partial sums. */
+void scan_sum_partials(const float *parts, int64_t nparts, int64_t batch, int64_t L, int64_t NP, int64_t N, float *out)
+{
+    const int64_t part = batch * L * NP;
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t t = 0; t < L; t++) {
+                float sum = 0.0f;
+                for (int64_t p = 0; p < nparts; p++) sum += parts[p * part + (b * L + t) * NP + n];
+                out[(b * N + n) * L + t] = sum;
+            }
 }
 
 /* Throughput probes for parity.bench.scanbound, compiled exactly like the kernel. */
