@@ -1,7 +1,7 @@
 """Compiled selective scan for CPU: a small C kernel (``csrc/scan.c``) that, like mamba_ssm's CUDA
 kernel, keeps each sequence's state in registers, never materialises the (batch, d_inner, L, d_state)
-tensor, and applies the D skip and the silu(z) gate in the same pass. Backward recomputes one sequence's
-states at a time into an L x d_state buffer. The kernel is vectorised over d_state (one SIMD lane per
+tensor, and applies the D skip and the silu(z) gate in the same pass. Backward recomputes a few sequences'
+states at a time into per-thread L x d_state buffers. The kernel is vectorised over d_state (one SIMD lane per
 state index, AVX-512 or AVX2 as the CPU allows, plain C otherwise).
 
 The kernel is built with the system's C compiler the first time it is needed (about a second) and

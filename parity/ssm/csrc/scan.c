@@ -10,20 +10,21 @@
  * independent vector operations with no gather and no transpose: the inputs stay (batch, d_inner, L),
  * their t-contiguous rows are read as broadcast scalars, and the per-t sums over n (the output, and in
  * backward the gradients wrt dt*u and dt) are taken W time steps at a time by one transposing reduction
- * (sum_lanes) that turns W vectors into one vector of their W sums, stored contiguously in t. Sums over d
- * (gB, gC) need no reduction at all: with lanes over n they are plain vector adds.
+ * (vsum_lanes) that turns W vectors into one vector of their W sums, stored contiguously in t. Sums over d
+ * (gB, gC) need no reduction: with lanes over n they are plain vector adds. Channels go through the
+ * recurrences in groups of 4 that share each step's loads of B and C and updates of gB and gC.
  *
- * Backward recomputes a few rows' states into a per-thread buffer (2 L NP floats per row: 64 KiB at L=512,
+ * Backward recomputes a group's states into a per-thread buffer (2 L NP floats per row: 64 KiB at L=512,
  * d_state=16, L2-resident) and runs the adjoint recurrence in reverse; with a gate, it recomputes the output
  * too (for the gate's gradient) rather than keep a (batch, d_inner, L) tensor from forward.
  *
  * Layouts (contiguous float32): u, delta, z, out and their gradients: (batch, d_inner, L); A: (d_inner, NP);
  * Bt, Ct: (batch, L, NP), time-major; bias, D: (d_inner,) or NULL. Every function handles d in [d0, d1), so
  * Python runs disjoint ranges on several threads (ctypes releases the GIL). Outputs indexed by d are written
- * by one range only; gB and gC (sums over d) go to a per-range partial buffer that the caller sums.
+ * by one range only; gB and gC (sums over d) go to a per-range partial buffer, added up by scan_sum_partials.
  *
  * The width comes from the compiler's target (-march=native): AVX-512 (W=16), AVX2+FMA (W=8), or plain C
- * (W=1, also forced by -DSCAN_SCALAR for tests). exp is our own (2^y: a degree-6 polynomial for the fraction
+ * (W=1); -mno-avx512f and -DSCAN_SCALAR force the narrower ones, so tests can check every path on one machine. exp is our own (2^y: a degree-6 polynomial for the fraction
  * and an exponent scale, about 1 ulp) so that it inlines into the loops and keeps the state in registers.
  */
 #include <math.h>
@@ -198,7 +199,8 @@ INLINE vf vmax(vf a, vf b) { return a > b ? a : b; }
 INLINE vf vmin(vf a, vf b) { return a < b ? a : b; }
 INLINE float vsum(vf a) { return a; }
 INLINE vf vselect_nonneg(vf x, vf a, vf b) { return x >= 0.0f ? a : b; }
-INLINE vf vldexp(vf p, vf n) { return ldexpf(p, (int)n); }
+/* beyond +-300 the result is 0 or inf anyway; the clamp keeps the conversion to int defined */
+INLINE vf vldexp(vf p, vf n) { return ldexpf(p, (int)fmaxf(-300.0f, fminf(300.0f, n))); }
 INLINE vf vfloor(vf y) { return floorf(y); }
 INLINE vf vfraction(vf y) { return y - floorf(y); }
 INLINE vf vrcp(vf x) { return 1.0f / x; }
