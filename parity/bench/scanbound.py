@@ -41,10 +41,10 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 EXP_ARRAY = 4096  # floats: 16 KiB, in L1
-EXP_REPS = 4000  # passes per timed call: about 10 ms
-FMA_ITERS = 1_000_000  # rounds of 12 FMAs per timed call: about 10 ms
+EXP_REPS = 40_000  # passes per timed call: about 20 ms (shorter calls measured the clock ramping up)
+FMA_ITERS = 8_000_000  # rounds of 12 FMAs per timed call: about 20 ms
 FMA_CHAINS = 12  # bench_fma's independent chains
-REPEATS = 5  # timed runs per rate; the best counts
+REPEATS = 7  # timed runs per rate; the best counts
 
 
 def scan_work(batch: int, length: int, d_inner: int, d_state: int, gated: bool = True) -> dict:
@@ -88,8 +88,7 @@ def _compute_rates(threads: int) -> dict:
     def fmas(i):
         lib.bench_fma(FMA_ITERS)
 
-    exps(0)  # warm-up
-    fmas(0)
+    _timed_parallel(exps, threads)  # warm-up: the cores at their working clock
     exp_s, fma_s = _timed_parallel(exps, threads), _timed_parallel(fmas, threads)
     return {"exp_per_s": threads * EXP_ARRAY * EXP_REPS / exp_s,
             "flop_per_s": threads * FMA_ITERS * FMA_CHAINS * lanes * 2 / fma_s, "lanes": lanes}
