@@ -90,8 +90,9 @@ def _library(variant: str = "native"):
                             "reason": f"building the scan kernel failed ({detail}); using the chunked scan"}
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    lib.scan_lanes.restype = i64
-    lib.scan_lanes.argtypes = []
+    for name in ("scan_lanes", "scan_group"):
+        getattr(lib, name).restype = i64
+        getattr(lib, name).argtypes = []
     for name in ("scan_forward_work", "scan_backward_work"):
         getattr(lib, name).restype = i64
         getattr(lib, name).argtypes = [i64, i64]
@@ -126,9 +127,11 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(workers, thread_name_prefix="parity-scan")
 
 
-def _ranges(d_inner: int) -> list[tuple[int, int]]:
+def _ranges(d_inner: int, group: int = 1) -> list[tuple[int, int]]:
+    """One channel range per thread, its bounds multiples of ``group`` (the kernel takes channels in groups;
+    a range that ends mid-group runs its last channels one at a time)."""
     k = max(1, min(torch.get_num_threads(), d_inner))
-    bounds = [d_inner * i // k for i in range(k + 1)]
+    bounds = sorted({min(d_inner, round(d_inner * i / k / group) * group) for i in range(k)} | {d_inner})
     return list(zip(bounds[:-1], bounds[1:]))
 
 
@@ -182,7 +185,7 @@ class _CompiledScan(torch.autograd.Function):
         bias = delta_bias.contiguous() if delta_bias is not None else None
         D = D.contiguous() if D is not None else None
         z = z.contiguous() if z is not None else None
-        ranges = _ranges(d_inner)
+        ranges = _ranges(d_inner, lib.scan_group())
         out = torch.empty_like(u)
         work = _work(lib, lib.scan_forward_work, ranges, L, NP)
         _run([functools.partial(lib.scan_forward, _p(u), _p(delta), _p(bias), int(delta_softplus), _p(A_p), _p(Bt),
@@ -202,7 +205,7 @@ class _CompiledScan(torch.autograd.Function):
         batch, d_inner, L = u.shape
         N, NP = ctx.d_state, A_p.shape[1]
         g = g.contiguous()
-        ranges = _ranges(d_inner)
+        ranges = _ranges(d_inner, lib.scan_group())
         gu, gdelta, gA = torch.empty_like(u), torch.empty_like(u), torch.empty_like(A_p)
         gbias = torch.empty_like(bias) if bias is not None else None
         gD = torch.empty_like(D) if D is not None and need[5] else None

@@ -252,21 +252,6 @@ INLINE vf vexp(vf x)
 /* Row buffers are padded to a multiple of 16 floats (the widest W), which keeps every row 64-byte aligned. */
 #define PAD16(n) (((n) + 15) / 16 * 16)
 
-/* dst[t G + g] = rows[g][t], t < Lp (a multiple of W): the group's per-step scalars next to each other, so that
- * the recurrences reach all of them from one pointer. */
-static void interleave_rows(float *dst, float *const *rows, int G, int64_t Lp)
-{
-    for (int64_t t = 0; t < Lp; t += W) {
-        if (G == 4) {
-            const vf r[4] = {vload(rows[0] + t), vload(rows[1] + t), vload(rows[2] + t), vload(rows[3] + t)};
-            vstore_interleaved4(dst + t * 4, r);
-        } else {
-            for (int g = 0; g < G; g++)
-                for (int64_t i = t; i < t + W; i++) dst[i * G + g] = rows[g][i];
-        }
-    }
-}
-
 INLINE vf vload_part(const float *p, int64_t n)
 {
     if (n >= W) return vload(p);
@@ -308,30 +293,61 @@ INLINE vf vsigmoid(vf x)
     return vmul(vselect_nonneg(x, vset(1.0f), e), vrcp(vadd(vset(1.0f), e)));
 }
 
-/* One row's dt, dt * u and, when dsp is not NULL, softplus' derivative (sigmoid of the argument). */
-static void row_dt(const float *delta, const float *u, float bias, int softplus, int64_t L,
-                   float *dt, float *dtu, float *dsp)
-{
-    for (int64_t t = 0; t < L; t += W) {
-        const vf pre = vadd(vload_part(delta + t, L - t), vset(bias));
-        vf d = pre;
-        if (softplus) {  /* softplus(x) = max(x, 0) + log(1 + exp(-|x|)) */
-            const vf e = vexp(vmin(pre, vsub(vzero(), pre)));
-            d = vadd(vmax(pre, vzero()), vlog1p_unit(e));
-            if (dsp) vstore(dsp + t, vmul(vselect_nonneg(pre, vset(1.0f), e), vrcp(vadd(vset(1.0f), e))));
-        } else if (dsp) {
-            vstore(dsp + t, vset(1.0f));
-        }
-        vstore(dt + t, d);
-        vstore(dtu + t, vmul(d, vload_part(u + t, L - t)));
-    }
-}
-
 /* Channels go through the recurrences in groups of G = GROUP (or single ones for the rest of a range): the
  * group shares each step's loads of B, C and its read-modify-write of gB, gC, which otherwise make the
  * backward pass wait on L2, and its G independent chains keep the vector pipes busy. */
 #define GROUP 4
-_Static_assert(GROUP == 4, "interleave_rows and vstore_interleaved4 handle groups of 4");
+_Static_assert(GROUP == 4, "vstore_group interleaves groups of 4");
+
+/* out[t G + g] = r[g][t] for W steps t of the G rows: the group's per-step scalars next to each other, so that
+ * the recurrences reach all of them from one pointer. */
+INLINE void vstore_group(float *out, const vf *r, const int G)
+{
+    if (G == 4)
+        vstore_interleaved4(out, r);
+    else
+        vstore(out, r[0]);
+}
+
+/* The per-step inputs of a group of G rows (row g at offset row0 + g L of delta, u, z, g), a block of W steps of
+ * all rows at a time (their exp chains side by side). For the recurrences, interleaved [t G + g]: dt, dt * u
+ * and, in backward (gyg not NULL), gy = g silu(z) (g itself without a gate). For backward's epilogue, per row:
+ * dt, softplus' derivative (sigmoid of its argument), sigmoid(z) and gy. */
+INLINE void group_prologue(const int G, const float *delta, const float *u, const float *z, const float *g,
+                           const float *bias, int softplus, int64_t L, int64_t row0, float *dtg, float *dtug,
+                           float *gyg, float *const *dt, float *const *dsp, float *const *sz, float *const *gy)
+{
+    for (int64_t t = 0; t < L; t += W) {
+        const int64_t n = L - t;
+        vf vdt[GROUP], vdtu[GROUP], vgy[GROUP];
+        for (int i = 0; i < G; i++) {
+            const int64_t at = row0 + i * L + t;
+            const vf pre = vadd(vload_part(delta + at, n), vset(bias ? bias[i] : 0.0f));
+            vf d = pre, s = vset(1.0f);
+            if (softplus) {  /* softplus(x) = max(x, 0) + log(1 + exp(-|x|)), its derivative sigmoid(x) */
+                const vf e = vexp(vmin(pre, vsub(vzero(), pre)));
+                d = vadd(vmax(pre, vzero()), vlog1p_unit(e));
+                if (gyg) s = vmul(vselect_nonneg(pre, vset(1.0f), e), vrcp(vadd(vset(1.0f), e)));
+            }
+            vdt[i] = d;
+            vdtu[i] = vmul(d, vload_part(u + at, n));
+            if (gyg) {
+                vstore(dt[i] + t, d);
+                vstore(dsp[i] + t, s);
+                vgy[i] = vload_part(g + at, n);
+                if (z) {
+                    const vf zz = vload_part(z + at, n), sig = vsigmoid(zz);
+                    vstore(sz[i] + t, sig);
+                    vgy[i] = vmul(vgy[i], vmul(zz, sig));
+                }
+                vstore(gy[i] + t, vgy[i]);
+            }
+        }
+        vstore_group(dtg + t * G, vdt, G);
+        vstore_group(dtug + t * G, vdtu, G);
+        if (gyg) vstore_group(gyg + t * G, vgy, G);
+    }
+}
 
 /* The (batch, d_inner, L) rows a group reads and writes are read in short bursts between long compute loops,
  * too short for the hardware prefetchers to run ahead, so the compute loops fetch them into L2 ahead of time
@@ -488,12 +504,15 @@ INLINE void group_adjoint(const int G, const int NV, const vf *a, const float *d
         else { const int g_ = 1, nv_ = (int)(NV); call; } \
     } while (0)
 
-/* Per-row scratch: dt, softplus', dt * u, gy, sigmoid(z), g_dtu, g_dt, y (L floats each, padded); then for the
- * group: dt, dt * u, gy interleaved (GROUP L each, padded) and ws, the decays (GROUP L NP each). */
-#define ROW_BUFFERS 8
+/* Per-row scratch: backward's dt, softplus', gy, sigmoid(z), g_dtu, g_dt, y (L floats each, padded; forward
+ * uses the first for y); then for the group: dt, dt * u, gy interleaved (GROUP L each, padded) and ws, the
+ * decays (GROUP L NP each). */
+#define ROW_BUFFERS 7
 static int64_t group_work(int64_t L, int64_t NP) { return GROUP * (ROW_BUFFERS + 3) * PAD16(L) + 2 * GROUP * L * NP; }
 
 int64_t scan_lanes(void) { return W; }
+
+int64_t scan_group(void) { return GROUP; }
 
 /* Then the trees' inputs (2 x GROUP x W vectors) and the states of wide rows (3 x GROUP x NV vectors). */
 int64_t scan_forward_work(int64_t L, int64_t NP) { return group_work(L, NP) + (2 * GROUP * W + 3 * GROUP * NP / W) * W; }
@@ -517,12 +536,8 @@ void scan_forward(const float *u, const float *delta, const float *bias, int64_t
 {
     if (L == 0) return;
     const int64_t Lp = PAD16(L), NV = NP / W;
-    float *dt[GROUP], *dtu[GROUP], *y[GROUP];
-    for (int g = 0; g < GROUP; g++) {
-        dt[g] = work + g * ROW_BUFFERS * Lp;
-        dtu[g] = dt[g] + Lp;
-        y[g] = dt[g] + 2 * Lp;
-    }
+    float *y[GROUP];
+    for (int g = 0; g < GROUP; g++) y[g] = work + g * ROW_BUFFERS * Lp;
     float *dtg = work + GROUP * ROW_BUFFERS * Lp, *dtug = dtg + GROUP * Lp;
     vf *p = (vf *)(work + group_work(L, NP)), *wide = p + 2 * GROUP * W;
     vf a2[GROUP * NV];
@@ -530,13 +545,14 @@ void scan_forward(const float *u, const float *delta, const float *bias, int64_t
         const float *Bb = Bt + b * L * NP, *Cb = Ct + b * L * NP;
         for (int64_t dg = d0; dg < d1;) {
             const int G = d1 - dg >= GROUP ? GROUP : 1;
-            for (int g = 0; g < G; g++) {
-                const int64_t d = dg + g, row = (b * d_inner + d) * L;
-                row_dt(delta + row, u + row, bias ? bias[d] : 0.0f, (int)softplus, L, dt[g], dtu[g], NULL);
-                for (int64_t k = 0; k < NV; k++) a2[g * NV + k] = vmul(vload(A + d * NP + k * W), vset(LOG2E));
-            }
-            interleave_rows(dtg, dt, G, Lp);
-            interleave_rows(dtug, dtu, G, Lp);
+            for (int g = 0; g < G; g++)
+                for (int64_t k = 0; k < NV; k++) a2[g * NV + k] = vmul(vload(A + (dg + g) * NP + k * W), vset(LOG2E));
+            const int64_t row0 = (b * d_inner + dg) * L;
+            const float *bias_g = bias ? bias + dg : NULL;
+            if (G == GROUP)
+                group_prologue(GROUP, delta, u, NULL, NULL, bias_g, (int)softplus, L, row0, dtg, dtug, NULL, NULL, NULL, NULL, NULL);
+            else
+                group_prologue(1, delta, u, NULL, NULL, bias_g, (int)softplus, L, row0, dtg, dtug, NULL, NULL, NULL, NULL, NULL);
             /* fetched ahead: this group's gate and output rows, the next group's inputs */
             prefetcher pf = {0};
             int64_t here = (b * d_inner + dg) * L, next, next_n;
@@ -574,11 +590,11 @@ void scan_backward(const float *u, const float *delta, const float *bias, int64_
 {
     if (L == 0) return;
     const int64_t Lp = PAD16(L), NV = NP / W;
-    float *dt[GROUP], *dsp[GROUP], *dtu[GROUP], *gy[GROUP], *sz[GROUP], *g_dtu[GROUP], *g_dt[GROUP], *y[GROUP];
+    float *dt[GROUP], *dsp[GROUP], *gy[GROUP], *sz[GROUP], *g_dtu[GROUP], *g_dt[GROUP], *y[GROUP];
     for (int i = 0; i < GROUP; i++) {
         float *r = work + i * ROW_BUFFERS * Lp;
-        dt[i] = r, dsp[i] = r + Lp, dtu[i] = r + 2 * Lp, gy[i] = r + 3 * Lp, sz[i] = r + 4 * Lp;
-        g_dtu[i] = r + 5 * Lp, g_dt[i] = r + 6 * Lp, y[i] = r + 7 * Lp;
+        dt[i] = r, dsp[i] = r + Lp, gy[i] = r + 2 * Lp, sz[i] = r + 3 * Lp;
+        g_dtu[i] = r + 4 * Lp, g_dt[i] = r + 5 * Lp, y[i] = r + 6 * Lp;
     }
     float *dtg = work + GROUP * ROW_BUFFERS * Lp, *dtug = dtg + GROUP * Lp, *gyg = dtug + GROUP * Lp;
     float *ws = gyg + GROUP * Lp, *dAs = ws + GROUP * L * NP;
@@ -596,29 +612,19 @@ void scan_backward(const float *u, const float *delta, const float *bias, int64_
         float *gBb = gB + b * L * NP, *gCb = gC + b * L * NP;
         for (int64_t dg = d0; dg < d1;) {
             const int G = d1 - dg >= GROUP ? GROUP : 1;
-            for (int i = 0; i < G; i++) {
-                const int64_t d = dg + i, row = (b * d_inner + d) * L;
-                row_dt(delta + row, u + row, bias ? bias[d] : 0.0f, (int)softplus, L, dt[i], dtu[i], dsp[i]);
-                /* the gradient wrt the core plus the D skip: g * silu(z) */
-                for (int64_t t = 0; t < L; t += W) {
-                    const vf gg = vload_part(g + row + t, L - t);
-                    if (z) {
-                        const vf zz = vload_part(z + row + t, L - t), s = vsigmoid(zz);
-                        vstore(sz[i] + t, s);
-                        vstore(gy[i] + t, vmul(gg, vmul(zz, s)));
-                    } else {
-                        vstore(gy[i] + t, gg);
-                    }
-                }
+            for (int i = 0; i < G; i++)
                 for (int64_t k = 0; k < NV; k++) {
+                    const int64_t d = dg + i;
                     a[i * NV + k] = vload(A + d * NP + k * W);
                     a2[i * NV + k] = vmul(a[i * NV + k], vset(LOG2E));
                     ga[i * NV + k] = vload(gA + d * NP + k * W);
                 }
-            }
-            interleave_rows(dtg, dt, G, Lp);
-            interleave_rows(dtug, dtu, G, Lp);
-            interleave_rows(gyg, gy, G, Lp);
+            const int64_t row0 = (b * d_inner + dg) * L;
+            const float *bias_g = bias ? bias + dg : NULL;
+            if (G == GROUP)
+                group_prologue(GROUP, delta, u, z, g, bias_g, (int)softplus, L, row0, dtg, dtug, gyg, dt, dsp, sz, gy);
+            else
+                group_prologue(1, delta, u, z, g, bias_g, (int)softplus, L, row0, dtg, dtug, gyg, dt, dsp, sz, gy);
             /* fetched ahead: this group's output rows, the next group's inputs */
             prefetcher pf = {0};
             int64_t here = (b * d_inner + dg) * L, next, next_n;

@@ -141,13 +141,13 @@ def test_dispatcher_uses_the_chosen_scan(impl):
 
 
 def test_compiled_threads_split_channels_without_changing_results():
-    inputs = {k: v.requires_grad_() for k, v in make_inputs(batch=3, d_inner=7, length=40, seed=37).items()}
+    inputs = {k: v.requires_grad_() for k, v in make_inputs(batch=3, d_inner=13, length=40, seed=37).items()}
     args = [inputs[k] for k in NAMES[:6]]
     kwargs = {"z": inputs["z"], "delta_bias": inputs["delta_bias"], "delta_softplus": True}
     before = torch.get_num_threads()
     results = []
     try:
-        for threads in (1, 3):  # 3 ranges of 7 channels: uneven split, partial gB/gC sums
+        for threads in (1, 3):  # 3 ranges of 13 channels (4, 4, 5: groups and a single one): partial gB/gC sums
             torch.set_num_threads(threads)
             out = selective_scan_compiled(*args, **kwargs)
             results.append([out, *torch.autograd.grad(out.sum(), list(inputs.values()))])
