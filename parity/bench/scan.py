@@ -3,6 +3,9 @@
 All implementations see the same inputs (fixed seed, Mamba-like ranges) and the same output
 gradient. The sequential reference is slow: at the default shape one forward + backward takes on
 the order of a minute or more on 2 CPU cores, so ``repeats`` multiplies into many minutes.
+
+The compiled kernel's row also states its time as a multiple of its hardware bound on this machine
+(``parity.bench.scanbound``), which means the same on any machine.
 """
 
 from __future__ import annotations
@@ -79,8 +82,14 @@ def _inputs(batch: int, length: int, d_inner: int, d_state: int) -> dict:
     return data
 
 
-def _fwd_bwd(fn, data: dict) -> None:
-    leaves = {k: v.detach().clone().requires_grad_() for k, v in data.items() if k != "grad"}
+def _leaves(data: dict) -> dict:
+    """Fresh leaf copies of the inputs, made before a timed run: copying them (and, on a machine where
+    first-touch page faults are slow, faulting in their pages) is not part of the scan."""
+    return {k: v.detach().clone().requires_grad_() for k, v in data.items() if k != "grad"}
+
+
+def _fwd_bwd(fn, data: dict, leaves: dict | None = None) -> None:
+    leaves = leaves if leaves is not None else _leaves(data)
     out = fn(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], leaves["D"],
              z=leaves["z"], delta_bias=leaves["delta_bias"], delta_softplus=True)
     out.backward(data["grad"])
@@ -104,28 +113,48 @@ def bench_scan(batch: int = 16, length: int = 512, d_inner: int = 512, d_state: 
             _fwd_bwd(fn, data)
         times = []
         for _ in range(ref_repeats if impl == "ref" else repeats):
+            leaves = _leaves(data)
             t0 = time.perf_counter()
-            _fwd_bwd(fn, data)
+            _fwd_bwd(fn, data, leaves)
             times.append(time.perf_counter() - t0)
-        rows.append({"impl": impl, "median_s": statistics.median(times), "min_s": min(times),
-                     "max_s": max(times), "runs": len(times), "shape": (batch, d_inner, length, d_state),
-                     "threads": torch.get_num_threads()})
+            del leaves
+        row = {"impl": impl, "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+               "runs": len(times), "shape": (batch, d_inner, length, d_state), "threads": torch.get_num_threads()}
+        if impl == "compiled":
+            from .scanbound import scan_bound
+
+            bound = scan_bound(batch, length, d_inner, d_state)
+            row.update(bound_s=bound["bound_s"], x_bound=row["median_s"] / bound["bound_s"], bound=bound)
+        rows.append(row)
     return rows
 
 
+def bound_summary(bound: dict) -> str:
+    """One line on how the bound was derived: the work counted and the rates measured."""
+    return (f"{bound['exps'] / 1e6:.3g} M exps, {bound['flops'] / 1e9:.3g} GFLOP, {bound['bytes'] / 1e6:.3g} MB; "
+            f"measured on {bound['threads']} thread(s): {bound['exp_per_s'] / 1e9:.3g} G exp/s, "
+            f"{bound['flop_per_s'] / 1e9:.3g} GFLOP/s, {bound['bytes_per_s'] / 1e9:.3g} GB/s -> compute "
+            f"{bound['compute_s'] * 1e3:.3g} ms, memory {bound['memory_s'] * 1e3:.3g} ms, bound "
+            f"{bound['bound_s'] * 1e3:.3g} ms ({bound['limit']})")
+
+
 def scan_table(rows: list[dict]):
-    """A rich table of ``bench_scan`` rows; speed-up is the reference's median over each median."""
+    """A rich table of ``bench_scan`` rows; speed-up is the reference's median over each median, 'x bound'
+    the compiled kernel's median over its hardware bound (``parity.bench.scanbound``)."""
     from rich.table import Table
 
     ref = next((r["median_s"] for r in rows if r["impl"] == "ref"), None)
-    table = Table(title="Selective scan, forward + backward (batch, d_inner, L, d_state)")
-    for name in ("scan", "shape", "runs", "median s", "min s", "max s", "speed-up vs ref"):
+    bound = next((r["bound"] for r in rows if r.get("bound")), None)
+    table = Table(title="Selective scan, forward + backward (batch, d_inner, L, d_state)",
+                  caption=f"bound: {bound_summary(bound)}" if bound else None)
+    for name in ("scan", "shape", "runs", "median s", "min s", "max s", "speed-up vs ref", "x bound"):
         table.add_column(name, justify="left" if name in ("scan", "shape") else "right")
     for r in rows:
         if r["median_s"] is None:
-            table.add_row(r["impl"], " x ".join(map(str, r["shape"])), "0", "-", "-", "-", r["note"])
+            table.add_row(r["impl"], " x ".join(map(str, r["shape"])), "0", "-", "-", "-", r["note"], "-")
             continue
         speedup = f"{ref / r['median_s']:.1f}x" if ref is not None and r["median_s"] > 0 else "-"
+        x_bound = f"{r['x_bound']:.2f}x" if r.get("x_bound") else "-"
         table.add_row(r["impl"], " x ".join(map(str, r["shape"])), str(r["runs"]), f"{r['median_s']:.4f}",
-                      f"{r['min_s']:.4f}", f"{r['max_s']:.4f}", speedup)
+                      f"{r['min_s']:.4f}", f"{r['max_s']:.4f}", speedup, x_bound)
     return table

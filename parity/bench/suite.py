@@ -3,7 +3,8 @@
 min and max, the issue's targets next to what was measured, and two plots.
 
 Cases: the selective scan (sequential reference, chunked PyTorch, compiled kernel, mambapy's parallel
-scan as an outside peer); one training step of each port's CIFAR-10 configuration (images/s, peak
+scan as an outside peer; the compiled kernel also as a multiple of its hardware bound here, see
+``scanbound``); one training step of each port's CIFAR-10 configuration (images/s, peak
 memory); decoding at 32/64/128/256 (32 images); the whole smoke one-at-a-time matrix. Every step
 and decode case runs in a fresh process so that its peak memory is its own.
 """
@@ -45,6 +46,7 @@ class SuiteConfig:
 TARGETS = {
     "scan": "fast scan >= 8x the reference (B=16, L=512, d_inner=512, d_state=16)",
     "scan-peer": "fast scan faster than mambapy's parallel scan, same shape",
+    "scan-bound": "compiled scan within 2x of its hardware bound on this machine, same shape",
     "step-original": "original CIFAR step at B=16: >= 2 images/s",
     "memory-original": "original CIFAR step at B=16: peak memory < 4 GiB",
     "step-notebook": "notebook CIFAR step at B=32: >= 10 images/s",
@@ -132,6 +134,7 @@ def run_suite(cfg: SuiteConfig, progress=print) -> dict:
 def target_rows(results: dict) -> list[dict]:
     """Each target with its measurement and whether it is met (None: not measured)."""
     scan = {r["impl"]: r["median_s"] for r in results["scan"] if tuple(r["shape"]) == (16, 512, 512, 16)}
+    bounded = next((r for r in results["scan"] if r.get("x_bound") and tuple(r["shape"]) == (16, 512, 512, 16)), None)
     fast = min((scan[k] for k in ("compiled", "chunked") if scan.get(k)), default=None)
     steps = {(r["port"], r["scan"]): r for r in results["step"]}
     orig, nb = steps.get(("original", "compiled")), steps.get(("notebook", "compiled"))
@@ -146,6 +149,9 @@ def target_rows(results: dict) -> list[dict]:
     if fast and scan.get("mambapy"):
         add("scan-peer", f"{scan['mambapy'] / fast:.1f}x faster ({fast:.3f} s vs {scan['mambapy']:.3f} s)",
             fast < scan["mambapy"])
+    if bounded:
+        add("scan-bound", f"{bounded['x_bound']:.2f}x its bound ({bounded['median_s']:.4f} s vs {bounded['bound_s']:.4f} s)",
+            bounded["x_bound"] <= 2)
     if orig and orig["batch"] == 16:
         add("step-original", f"{orig['images_per_s']:.2f} images/s", orig["images_per_s"] >= 2)
         add("memory-original", f"{orig['peak_rss_mb'] / 1024:.2f} GiB peak RSS (process baseline "
@@ -226,8 +232,8 @@ def render(results: dict, out: Path, command: str) -> str:
         df = pd.DataFrame(targets)
         df["met"] = df["met"].map({True: "yes", False: "**no**", None: "-"})
         lines += ["## Targets", "", _fmt(df), ""]
-    scan = pd.DataFrame([{k: v for k, v in r.items() if k != "shape"} | {"shape": " x ".join(map(str, r["shape"]))}
-                         for r in results["scan"]])
+    scan = pd.DataFrame([{k: v for k, v in r.items() if k not in ("shape", "bound")}
+                         | {"shape": " x ".join(map(str, r["shape"]))} for r in results["scan"]])
     ref = next((r["median_s"] for r in results["scan"] if r["impl"] == "ref" and r["median_s"]), None)
     if ref:
         scan["speed-up vs ref"] = [f"{ref / s:.0f}x" if s else "-" for s in scan["median_s"]]
@@ -236,6 +242,15 @@ def render(results: dict, out: Path, command: str) -> str:
               "`selective_scan_ref` semantics); `chunked`: pure PyTorch, chunks of steps; `compiled`: the C kernel "
               "(states never materialised; the default); `mambapy`: mambapy's Blelloch parallel scan with the "
               "same softplus and gate, as an outside peer.", "", _fmt(scan), ""]
+    bound = next((r["bound"] for r in results["scan"] if r.get("bound")), None)
+    if bound:
+        from .scan import bound_summary
+
+        lines += ["`x_bound`: the compiled kernel's median over its hardware bound on this machine, from measurement "
+                  "(`parity/bench/scanbound.py`: per element (b, d, t, n) 2 exps and "
+                  f"{bound['flops_per_element']} FLOPs for forward + backward, the bytes of every (batch, d_inner, L) "
+                  "tensor read or written once; the kernel's own exp rate, the FMA peak and a torch copy's "
+                  "bandwidth measured here; bound = max(compute, memory)): " + bound_summary(bound) + ".", ""]
     step = pd.DataFrame(results["step"])
     lines += ["## One training step of each port's CIFAR-10 configuration", "",
               "Forward + backward + AdamW on 32x32 images, the sources' full model sizes. Peak RSS is "

@@ -9,6 +9,7 @@ import torch
 
 from parity.bench.decode import measure_decode
 from parity.bench.scan import _inputs, bench_scan, mambapy_scan, scan_available
+from parity.bench.scanbound import scan_bound, scan_work
 from parity.bench.suite import SuiteConfig, render, target_rows
 from parity.core.ssm.scan import selective_scan_ref
 from parity.testing import rel_err
@@ -30,6 +31,26 @@ def test_bench_scan_rows_for_every_implementation():
             assert r["runs"] == (1 if r["impl"] == "ref" else 2) and r["min_s"] <= r["median_s"] <= r["max_s"]
         else:  # not installed here: a row that says why, no numbers
             assert r["median_s"] is None and r["note"]
+    compiled = rows[2]
+    if compiled["median_s"] is not None:  # the compiled row also states its multiple of the bound
+        assert compiled["x_bound"] == pytest.approx(compiled["median_s"] / compiled["bound_s"])
+
+
+def test_scan_work_counts():
+    work = scan_work(2, 3, 5, 7)
+    assert work["elements"] == 2 * 3 * 5 * 7 and work["exps"] == 2 * work["elements"]
+    assert work["flops"] == 27 * work["elements"] and scan_work(2, 3, 5, 7, gated=False)["flops"] == 25 * work["elements"]
+    # 11 (batch, d_inner, L) tensors gated (u, delta, z, out; u, delta, z, g, gu, gdelta, gz), 8 without the gate,
+    # plus B, C twice and gB, gC once
+    assert work["bytes"] == 4 * (11 * 2 * 5 * 3 + 6 * 2 * 7 * 3)
+    assert scan_work(2, 3, 5, 7, gated=False)["bytes"] == 4 * (8 * 2 * 5 * 3 + 6 * 2 * 7 * 3)
+
+
+def test_scan_bound_is_positive_and_names_its_limit():
+    bound = scan_bound(1, 32, 8, 4, threads=1)
+    assert bound["bound_s"] == max(bound["compute_s"], bound["memory_s"]) > 0
+    assert bound["limit"] in ("compute", "memory")
+    assert bound["exp_per_s"] > 0 and bound["flop_per_s"] > 0 and bound["bytes_per_s"] > 0
 
 
 def test_decode_case_in_a_fresh_process():
@@ -38,10 +59,19 @@ def test_decode_case_in_a_fresh_process():
     assert row["peak_rss_mb"] >= row["baseline_rss_mb"] > 0
 
 
-def _results(ref_s=100.0, fast_s=1.0, peer_s=2.0, ips=2.5, rss=3000.0, nb_ips=12.0, decode_rss=2000.0):
+def scan_bound_example(bound_s: float) -> dict:
+    """A bound dict shaped like ``scan_bound``'s, without measuring anything."""
+    work = scan_work(16, 512, 512, 16)
+    return {**work, "exp_per_s": 1e10, "flop_per_s": 4e11, "bytes_per_s": 5e10, "lanes": 16, "threads": 2,
+            "compute_s": bound_s, "memory_s": bound_s / 3, "bound_s": bound_s, "limit": "compute"}
+
+
+def _results(ref_s=100.0, fast_s=1.0, peer_s=2.0, ips=2.5, rss=3000.0, nb_ips=12.0, decode_rss=2000.0, bound_s=0.6):
     shape = (16, 512, 512, 16)
     scan = [{"impl": i, "median_s": s, "min_s": s, "max_s": s, "runs": 1, "shape": shape, "threads": 2}
             for i, s in (("ref", ref_s), ("chunked", 2 * fast_s), ("compiled", fast_s), ("mambapy", peer_s))]
+    bound = scan_bound_example(bound_s)
+    scan[2].update(bound_s=bound_s, x_bound=fast_s / bound_s, bound=bound)
     step = [{"port": "original", "batch": 16, "scan": "compiled", "threads": 2, "median_s": 16 / ips, "min_s": 1,
              "max_s": 9, "images_per_s": ips, "peak_rss_mb": rss, "baseline_rss_mb": 700},
             {"port": "notebook", "batch": 32, "scan": "compiled", "threads": 2, "median_s": 32 / nb_ips, "min_s": 1,
@@ -57,15 +87,16 @@ def _results(ref_s=100.0, fast_s=1.0, peer_s=2.0, ips=2.5, rss=3000.0, nb_ips=12
 
 def test_targets_met_and_missed():
     met = {r["target"]: r["met"] for r in target_rows(_results())}
-    assert len(met) == 6 and all(met.values())
+    assert len(met) == 7 and all(met.values())
     missed = {r["target"]: r["met"] for r in target_rows(_results(ref_s=5.0, peer_s=0.5, ips=1.5, rss=5000.0,
-                                                                    nb_ips=8.0, decode_rss=4500.0))}
+                                                                    nb_ips=8.0, decode_rss=4500.0, bound_s=0.4))}
     assert not any(missed.values())
 
 
 def test_report_names_the_gpu_gap_and_embeds_plots(tmp_path):
     text = render(_results(), tmp_path / "benchmarks.md", "parity bench")
     assert "No GPU was lent" in text and "`parity bench`" in text
+    assert "x_bound" in text and "GFLOP/s" in text  # the compiled scan against its bound, and how it was derived
     assert "![" in text and (tmp_path / "benchmarks_files" / "scan.png").exists()
     assert (tmp_path / "benchmarks_files" / "decode.png").exists()
     assert "**no**" not in text  # every target met in this synthetic run...

@@ -141,13 +141,13 @@ def test_dispatcher_uses_the_chosen_scan(impl):
 
 
 def test_compiled_threads_split_channels_without_changing_results():
-    inputs = {k: v.requires_grad_() for k, v in make_inputs(batch=3, d_inner=7, length=40, seed=37).items()}
+    inputs = {k: v.requires_grad_() for k, v in make_inputs(batch=3, d_inner=13, length=40, seed=37).items()}
     args = [inputs[k] for k in NAMES[:6]]
     kwargs = {"z": inputs["z"], "delta_bias": inputs["delta_bias"], "delta_softplus": True}
     before = torch.get_num_threads()
     results = []
     try:
-        for threads in (1, 3):  # 3 ranges of 7 channels: uneven split, partial gB/gC sums
+        for threads in (1, 3):  # 3 ranges of 13 channels (4, 4, 5: groups and a single one): partial gB/gC sums
             torch.set_num_threads(threads)
             out = selective_scan_compiled(*args, **kwargs)
             results.append([out, *torch.autograd.grad(out.sum(), list(inputs.values()))])
@@ -207,3 +207,77 @@ def test_loading_the_kernel_keeps_subnormal_floats():
     assert compiled_scan_status()["compiled"]
     tiny = torch.tensor([1e-39], dtype=torch.float32)  # subnormal in float32
     assert (tiny * 1.0).item() > 0 and (tiny / 2).item() > 0
+
+
+# The compiled kernel's shapes that take other code paths than the usual one: channels go through it in groups
+# of 4 (13 and 37 leave single channels over), d_state is padded to the vector width (5: one vector of zero
+# padding, 16: exact on AVX-512, 17 and 40: two and three vectors, the last through the wide-state path),
+# L not a multiple of the width leaves a partial block of time steps.
+KERNEL_SHAPES = [(13, 5, 37), (37, 16, 20), (13, 17, 33), (6, 40, 9)]
+KERNEL_INPUTS = {
+    "all": (NAMES, True),
+    "bare": (("u", "delta", "A", "B", "C"), False),
+    "gate only": (("u", "delta", "A", "B", "C", "z"), False),
+    "bias and D": (("u", "delta", "A", "B", "C", "D", "delta_bias"), True),
+}
+
+
+def compiled_kernel(variant: str, monkeypatch):
+    """selective_scan_compiled on the kernel build ``variant`` (native, avx2, scalar), or skip where that build
+    cannot be made here."""
+    from parity.ssm import compiled
+
+    monkeypatch.setenv("PARITY_SCAN_KERNEL", variant)
+    status = compiled_scan_status()
+    if not status["compiled"]:
+        if variant == "native":
+            raise AssertionError(status["reason"])  # CI has a C compiler
+        pytest.skip(f"{variant} build not available here: {status['reason']}")
+    assert compiled.kernel_variant() == variant
+    return selective_scan_compiled
+
+
+@pytest.mark.parametrize("variant", ["native", "avx2", "scalar"])
+@pytest.mark.parametrize("d_inner, d_state, length", KERNEL_SHAPES)
+@pytest.mark.parametrize("inputs", list(KERNEL_INPUTS))
+def test_compiled_kernel_paths_match_reference(variant, d_inner, d_state, length, inputs, monkeypatch):
+    fn = compiled_kernel(variant, monkeypatch)
+    use, softplus = KERNEL_INPUTS[inputs]
+    data = make_inputs(batch=2, d_inner=d_inner, d_state=d_state, length=length, seed=d_inner + d_state + length)
+    if not softplus:  # keep dt positive like a real layer would, so the scan decays
+        data["delta"] = data["delta"].abs() * 0.1
+        data["delta_bias"] = data["delta_bias"].exp()
+    assert_parity(run_both(data, use=use, softplus=softplus, fast=fn))
+
+
+@pytest.mark.parametrize("variant", ["avx2", "scalar"])
+def test_other_kernel_builds_agree_with_the_native_one(variant, monkeypatch):
+    """Every build computes the same function: the plain-C one (no explicit vectors) and the AVX2 one against the
+    native build, with three threads' channel ranges and gradients included."""
+    inputs = make_inputs(batch=3, d_inner=11, d_state=16, length=45, seed=47)
+    results = {}
+    for v in ("native", variant):
+        fn = compiled_kernel(v, monkeypatch)
+        leaves = {k: x.clone().requires_grad_() for k, x in inputs.items()}
+        args = [leaves[k] for k in NAMES[:6]]
+        before = torch.get_num_threads()
+        torch.set_num_threads(3)
+        try:
+            out = fn(*args, z=leaves["z"], delta_bias=leaves["delta_bias"], delta_softplus=True)
+            results[v] = [out, *torch.autograd.grad(out.sum(), list(leaves.values()))]
+        finally:
+            torch.set_num_threads(before)
+    for native, other in zip(results["native"], results[variant]):
+        assert rel_err(other, native) <= 1e-5
+
+
+def test_compiled_kernel_handles_extreme_decays():
+    """exp(dt A) from underflow (dt A far below -87: zero, subnormal) to exactly 1 (dt = 0) stays finite and
+    matches the reference."""
+    data = make_inputs(batch=1, d_inner=9, d_state=16, length=30, seed=53)
+    data["A"] = data["A"] * torch.logspace(-3, 3, 9).unsqueeze(1)  # A from about -1e-3 to -1.8e4
+    data["delta"] = data["delta"].abs()
+    data["delta"][..., 5] = 0.0
+    results = run_both(data, use=("u", "delta", "A", "B", "C", "D"), softplus=False, fast=selective_scan_compiled)
+    assert all(torch.isfinite(g).all() for g in results[1][1].values())
+    assert_parity(results)

@@ -1,0 +1,128 @@
+"""The selective scan's hardware bound on the machine it runs on, from measurement, so that the benchmark
+can state the compiled scan's time as a multiple of the least time this machine could take for the same
+work: a number that means the same on any machine.
+
+Work, for the compiled kernel's algorithm (``parity/ssm/csrc/scan.c``: backward recomputes the states and,
+with a gate, the output, rather than keep anything of size (batch, d_inner, L) from forward), counted per
+element (b, d, t, n), a multiply-add as 2 FLOPs (as the FMA rate counts it):
+
+- forward: 1 exp (exp(dt A)); 6 FLOPs: dt A, the decay times the state, (dt u) B, their sum, C x and the
+  sum over n;
+- backward: 1 exp (the states again); 4 FLOPs for the states, 2 for the output when gated (the gate's
+  gradient needs it); the adjoint 15: h_t = C_t gy_t + exp(dt A) h_{t+1} (3), and 2 each for gC, gB, the
+  gradients wrt dt u and wrt dt (through the decay), gA, and q = h exp(dt A) x_{t-1}.
+
+So 2 exps and 25 FLOPs per element (27 gated). The elementwise work per (b, d, t) (softplus, gate, D skip:
+1/d_state as much) is left out, which keeps the bound a lower bound.
+
+Bytes: every (batch, d_inner, L) tensor read or written once per pass: forward reads u, delta (and z) and
+writes the output; backward reads u, delta (and z) and the output's gradient and writes the gradients of u,
+delta (and z). B and C ((batch, d_state, L)) are read in both passes, their gradients written once.
+
+Rates, measured here on ``threads`` threads at once (the kernel's own thread split):
+
+- exp: the vector exp the kernel's recurrences run (``bench_exp`` in the kernel library, built with its flags) over an
+  array in L1, so it is the exp the kernel runs;
+- FLOPs: vector fused multiply-adds, 12 independent chains (``bench_fma``), the FMA pipes' peak;
+- bandwidth: a torch copy of one (batch, d_inner, L) float32 tensor into another (2 x its bytes per copy),
+  the size of the scan's operands.
+
+bound = max(compute, memory), compute = exps / exp rate + FLOPs / FMA rate (exp is itself work for the
+same vector pipes, so the two add), memory = bytes / bandwidth.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+EXP_ARRAY = 4096  # floats: 16 KiB, in L1
+EXP_REPS = 40_000  # passes per timed call: about 20 ms (shorter calls measured the clock ramping up)
+FMA_ITERS = 8_000_000  # rounds of 12 FMAs per timed call: about 20 ms
+FMA_CHAINS = 12  # bench_fma's independent chains
+REPEATS = 7  # timed runs per rate; the best counts
+
+
+def scan_work(batch: int, length: int, d_inner: int, d_state: int, gated: bool = True) -> dict:
+    """Exps, FLOPs and bytes of one forward + backward of the compiled scan at this shape (see the module
+    docstring for what is counted)."""
+    elements = batch * d_inner * length * d_state
+    rows = batch * d_inner * length  # elements of one (batch, d_inner, L) tensor
+    flops_per = 6 + 4 + (2 if gated else 0) + 15
+    big_tensors = (3 if gated else 2) + 1 + (4 if gated else 3) + (3 if gated else 2)  # fwd in, out; bwd in, out
+    small = batch * d_state * length  # one of B, C, gB, gC
+    return {"elements": elements, "exps": 2 * elements, "flops": flops_per * elements, "flops_per_element": flops_per,
+            "bytes": 4 * (big_tensors * rows + 6 * small)}
+
+
+def _timed_parallel(fn, threads: int) -> float:
+    """Best wall time of fn(0), ..., fn(threads - 1) run at once on as many threads (ctypes releases the GIL)."""
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(REPEATS):
+            t0 = time.perf_counter()
+            for f in [pool.submit(fn, i) for i in range(threads)]:
+                f.result()
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@functools.cache
+def _compute_rates(threads: int) -> dict:
+    from ..ssm.compiled import compiled_scan_status, kernel_library
+
+    lib = kernel_library()
+    if lib is None:
+        raise RuntimeError(f"no compiled kernel to measure: {compiled_scan_status()['reason']}")
+    lanes = lib.scan_lanes()
+    x = -torch.rand(EXP_ARRAY, generator=torch.Generator().manual_seed(0)) * 20  # like dt A: in [-20, 0]
+    ys = [torch.empty_like(x) for _ in range(threads)]  # each thread its own output array
+
+    def exps(i):
+        lib.bench_exp(ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(ys[i].data_ptr()), EXP_ARRAY, EXP_REPS)
+
+    def fmas(i):
+        lib.bench_fma(FMA_ITERS)
+
+    _timed_parallel(exps, threads)  # warm-up: the cores at their working clock
+    exp_s, fma_s = _timed_parallel(exps, threads), _timed_parallel(fmas, threads)
+    return {"exp_per_s": threads * EXP_ARRAY * EXP_REPS / exp_s,
+            "flop_per_s": threads * FMA_ITERS * FMA_CHAINS * lanes * 2 / fma_s, "lanes": lanes}
+
+
+@functools.cache
+def _bandwidth(threads: int, elements: int) -> float:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        src = torch.randn(elements, generator=torch.Generator().manual_seed(0))
+        dst = torch.empty_like(src)
+        dst.copy_(src)  # first touch outside the timing
+        best = float("inf")
+        for _ in range(REPEATS):
+            t0 = time.perf_counter()
+            dst.copy_(src)
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
+    return 2 * src.numel() * src.element_size() / best
+
+
+def scan_bound(batch: int, length: int, d_inner: int, d_state: int, threads: int | None = None,
+               gated: bool = True) -> dict:
+    """The least time one forward + backward of the compiled scan could take here: the work (``scan_work``),
+    the measured rates, compute and memory times and ``bound_s`` = the larger ('limit' says which).
+    Measures once per thread count (about a second) and reuses that in this process."""
+    threads = threads or torch.get_num_threads()
+    work = scan_work(batch, length, d_inner, d_state, gated)
+    rates = _compute_rates(threads)
+    bandwidth = _bandwidth(threads, batch * d_inner * length)
+    compute_s = work["exps"] / rates["exp_per_s"] + work["flops"] / rates["flop_per_s"]
+    memory_s = work["bytes"] / bandwidth
+    return {**work, **rates, "bytes_per_s": bandwidth, "threads": threads, "compute_s": compute_s,
+            "memory_s": memory_s, "bound_s": max(compute_s, memory_s),
+            "limit": "compute" if compute_s >= memory_s else "memory"}
