@@ -2,7 +2,7 @@
 can state the compiled scan's time as a multiple of the least time this machine could take for the same
 work: a number that means the same on any machine.
 
-Work, for the compiled kernel's algorithm (``parity/ssm/csrc/scan.c``: backward recomputes the states and,
+Work, for the compiled kernel's algorithm (``parity/core/ssm/csrc/scan.c``: backward recomputes the states and,
 with a gate, the output, rather than keep anything of size (batch, d_inner, L) from forward), counted per
 element (b, d, t, n), a multiply-add as 2 FLOPs (as the FMA rate counts it):
 
@@ -73,7 +73,7 @@ def _timed_parallel(fn, threads: int) -> float:
 
 @functools.cache
 def _compute_rates(threads: int) -> dict:
-    from ..ssm.compiled import compiled_scan_status, kernel_library
+    from ..core.ssm.compiled import compiled_scan_status, kernel_library
 
     lib = kernel_library()
     if lib is None:

@@ -225,7 +225,7 @@ KERNEL_INPUTS = {
 def compiled_kernel(variant: str, monkeypatch):
     """selective_scan_compiled on the kernel build ``variant`` (native, avx2, scalar), or skip where that build
     cannot be made here."""
-    from parity.ssm import compiled
+    from parity.core.ssm import compiled
 
     monkeypatch.setenv("PARITY_SCAN_KERNEL", variant)
     status = compiled_scan_status()
