@@ -95,10 +95,29 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
 
     step_gflop = gflop(step, model)  # matrix products and convolutions of one step, whatever kernels run
     gemm = dense_gemm_gflops(gemm_size)
+    profile = profile_ops(step)
     return {"port": port, "batch": batch, "scan": scan, "threads": torch.get_num_threads(),
             "median_s": med, "min_s": min(times), "max_s": max(times), "images_per_s": batch / med,
             "peak_rss_mb": peak, "baseline_rss_mb": baseline, "gflop_per_step": step_gflop,
-            "gemm_gflops": gemm, "fraction_of_gemm": step_gflop / med / gemm}
+            "gemm_gflops": gemm, "fraction_of_gemm": step_gflop / med / gemm, "profile": profile}
+
+
+def profile_ops(step, top: int = 10) -> list[dict]:
+    """Where one step's time goes: torch.profiler's self CPU time per op over one step, the ``top`` largest
+    and the rest summed ({'op', 'ms', 'calls', 'share'}). The compiled kernels show as their autograd
+    Functions (``_CompiledScan``, ``_CompiledScanBackward``)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    ops = sorted(((e.key, e.self_cpu_time_total / 1e3, e.count) for e in prof.key_averages()), key=lambda r: -r[1])
+    total = sum(ms for _, ms, _ in ops) or 1.0
+    rows = [{"op": op, "ms": ms, "calls": calls, "share": ms / total} for op, ms, calls in ops[:top]]
+    rest = ops[top:]
+    if rest:
+        ms = sum(r[1] for r in rest)
+        rows.append({"op": f"{len(rest)} other ops", "ms": ms, "calls": sum(r[2] for r in rest), "share": ms / total})
+    return rows
 
 
 def measure_step(port: str, batch: int, repeats: int = 3, scan: str = "compiled", threads: int | None = None,

@@ -48,8 +48,10 @@ TARGETS = {
     "scan-peer": "fast scan faster than mambapy's parallel scan, same shape",
     "scan-bound": "compiled scan within 2x of its hardware bound on this machine, same shape",
     "step-original": "original CIFAR step at B=16: >= 2 images/s",
+    "roofline-original": "original CIFAR step at B=16: >= 0.8 of the dense-GEMM rate measured in the same run",
     "memory-original": "original CIFAR step at B=16: peak memory < 4 GiB",
     "step-notebook": "notebook CIFAR step at B=32: >= 10 images/s",
+    "roofline-notebook": "notebook CIFAR step at B=32: > 0.7 of the dense-GEMM rate measured in the same run",
     "decode-256": "256x256 decoding of 32 images: peak memory < 4 GiB (both ports)",
 }
 
@@ -154,10 +156,16 @@ def target_rows(results: dict) -> list[dict]:
             bounded["x_bound"] <= 2)
     if orig and orig["batch"] == 16:
         add("step-original", f"{orig['images_per_s']:.2f} images/s", orig["images_per_s"] >= 2)
+        add("roofline-original", f"{orig['fraction_of_gemm']:.2f} ({orig['gflop_per_step']:.0f} GFLOP in "
+                                 f"{orig['median_s']:.2f} s; GEMM {orig['gemm_gflops']:.0f} GFLOP/s)",
+            orig["fraction_of_gemm"] >= 0.8)
         add("memory-original", f"{orig['peak_rss_mb'] / 1024:.2f} GiB peak RSS (process baseline "
                                f"{orig['baseline_rss_mb'] / 1024:.2f} GiB)", orig["peak_rss_mb"] < 4096)
     if nb and nb["batch"] == 32:
         add("step-notebook", f"{nb['images_per_s']:.1f} images/s", nb["images_per_s"] >= 10)
+        add("roofline-notebook", f"{nb['fraction_of_gemm']:.2f} ({nb['gflop_per_step']:.0f} GFLOP in "
+                                 f"{nb['median_s']:.2f} s; GEMM {nb['gemm_gflops']:.0f} GFLOP/s)",
+            nb["fraction_of_gemm"] > 0.7)
     if big and big[0]["batch"] == 32:
         peak = max(r["peak_rss_mb"] for r in big)
         add("decode-256", f"{peak / 1024:.2f} GiB peak RSS (largest of the two)", peak < 4096)
@@ -216,6 +224,24 @@ def _plots(results: dict, files: Path) -> list[tuple[str, str]]:
     return made
 
 
+def step_profiles(steps: list[dict]) -> list[str]:
+    """Markdown: where each step's time goes (torch.profiler, one step, self CPU time per op)."""
+    lines = []
+    for r in steps:
+        if not r.get("profile"):
+            continue
+        if not lines:
+            lines += ["### Where a step's time goes", "",
+                      "torch.profiler over one more step of the same process: self CPU time per op, the largest "
+                      "first (the profiler's own overhead included, so the total exceeds the median above a little). "
+                      "`aten::mm`/`aten::addmm`: the matrix products (the roofline's work); `_CompiledScan*`: the "
+                      "selective scan kernel; `aten::copy_`: layout copies.", ""]
+        prof = pd.DataFrame(r["profile"])
+        prof["share"] = [f"{s:.0%}" for s in prof["share"]]
+        lines += [f"**{r['port']}, B={r['batch']}, {r['scan']} scan**", "", _fmt(prof), ""]
+    return lines
+
+
 def render(results: dict, out: Path, command: str) -> str:
     files = out.parent / f"{out.stem}_files"
     m = results["machine"]
@@ -251,11 +277,15 @@ def render(results: dict, out: Path, command: str) -> str:
                   f"{bound['flops_per_element']} FLOPs for forward + backward, the bytes of every (batch, d_inner, L) "
                   "tensor read or written once; the kernel's own exp rate, the FMA peak and a torch copy's "
                   "bandwidth measured here; bound = max(compute, memory)): " + bound_summary(bound) + ".", ""]
-    step = pd.DataFrame(results["step"])
+    step = pd.DataFrame([{k: v for k, v in r.items() if k != "profile"} for r in results["step"]])
     lines += ["## One training step of each port's CIFAR-10 configuration", "",
-              "Forward + backward + AdamW on 32x32 images, the sources' full model sizes. Peak RSS is "
-              "`ru_maxrss` of a fresh process (interpreter, torch and model included; its baseline before the "
-              "first step is shown too).", "", _fmt(step), ""]
+              "Forward + backward + AdamW on 32x32 images, the sources' full model sizes. Peak RSS is the "
+              "high-water mark of a fresh process (interpreter, torch and model included; its baseline before the "
+              "first step is shown too). `fraction_of_gemm`: the step's FLOPs (matrix products and convolutions, "
+              "counted by torch's FlopCounterMode with grouped convolutions' backward counted right) per second, "
+              "over a 2048^3 fp32 matmul's rate measured in the same process: the share of this machine's "
+              "dense-GEMM roofline the step reaches, comparable across machines.", "", _fmt(step), ""]
+    lines += step_profiles(results["step"])
     dec = pd.DataFrame(results["decode"])
     lines += ["## Decoding at any resolution", "",
               "Encode once, then decode the whole batch on an S x S grid; queries go through the decoder "

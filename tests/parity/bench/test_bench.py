@@ -66,16 +66,21 @@ def scan_bound_example(bound_s: float) -> dict:
             "compute_s": bound_s, "memory_s": bound_s / 3, "bound_s": bound_s, "limit": "compute"}
 
 
-def _results(ref_s=100.0, fast_s=1.0, peer_s=2.0, ips=2.5, rss=3000.0, nb_ips=12.0, decode_rss=2000.0, bound_s=0.6):
+def _results(ref_s=100.0, fast_s=1.0, peer_s=2.0, ips=2.5, rss=3000.0, nb_ips=12.0, decode_rss=2000.0, bound_s=0.6,
+             roofline=0.85, nb_roofline=0.75):
     shape = (16, 512, 512, 16)
     scan = [{"impl": i, "median_s": s, "min_s": s, "max_s": s, "runs": 1, "shape": shape, "threads": 2}
             for i, s in (("ref", ref_s), ("chunked", 2 * fast_s), ("compiled", fast_s), ("mambapy", peer_s))]
     bound = scan_bound_example(bound_s)
     scan[2].update(bound_s=bound_s, x_bound=fast_s / bound_s, bound=bound)
     step = [{"port": "original", "batch": 16, "scan": "compiled", "threads": 2, "median_s": 16 / ips, "min_s": 1,
-             "max_s": 9, "images_per_s": ips, "peak_rss_mb": rss, "baseline_rss_mb": 700},
+             "max_s": 9, "images_per_s": ips, "peak_rss_mb": rss, "baseline_rss_mb": 700, "gflop_per_step": 450.0,
+             "gemm_gflops": 450.0 * ips / 16 / roofline, "fraction_of_gemm": roofline,
+             "profile": [{"op": "aten::mm", "ms": 1500.0, "calls": 193, "share": 0.5},
+                         {"op": "3 other ops", "ms": 1500.0, "calls": 40, "share": 0.5}]},
             {"port": "notebook", "batch": 32, "scan": "compiled", "threads": 2, "median_s": 32 / nb_ips, "min_s": 1,
-             "max_s": 9, "images_per_s": nb_ips, "peak_rss_mb": 1200, "baseline_rss_mb": 700}]
+             "max_s": 9, "images_per_s": nb_ips, "peak_rss_mb": 1200, "baseline_rss_mb": 700, "gflop_per_step": 128.0,
+             "gemm_gflops": 128.0 * nb_ips / 32 / nb_roofline, "fraction_of_gemm": nb_roofline}]
     decode = [{"port": p, "size": s, "batch": 32, "queries": 32 * s * s, "chunk": 32768, "median_s": 0.1 * s,
                "min_s": 0.1, "max_s": 0.2, "runs": 3, "megapixels_per_s": 1.0, "peak_rss_mb": decode_rss,
                "baseline_rss_mb": 600, "output_mb": 1.0, "threads": 2}
@@ -87,9 +92,10 @@ def _results(ref_s=100.0, fast_s=1.0, peer_s=2.0, ips=2.5, rss=3000.0, nb_ips=12
 
 def test_targets_met_and_missed():
     met = {r["target"]: r["met"] for r in target_rows(_results())}
-    assert len(met) == 7 and all(met.values())
+    assert len(met) == 9 and all(met.values())
     missed = {r["target"]: r["met"] for r in target_rows(_results(ref_s=5.0, peer_s=0.5, ips=1.5, rss=5000.0,
-                                                                    nb_ips=8.0, decode_rss=4500.0, bound_s=0.4))}
+                                                                    nb_ips=8.0, decode_rss=4500.0, bound_s=0.4,
+                                                                    roofline=0.79, nb_roofline=0.7))}
     assert not any(missed.values())
 
 
@@ -97,6 +103,7 @@ def test_report_names_the_gpu_gap_and_embeds_plots(tmp_path):
     text = render(_results(), tmp_path / "benchmarks.md", "parity bench")
     assert "No GPU was lent" in text and "`parity bench`" in text
     assert "x_bound" in text and "GFLOP/s" in text  # the compiled scan against its bound, and how it was derived
+    assert "### Where a step's time goes" in text and "| aten::mm" in text  # the profile, where it was taken
     assert "![" in text and (tmp_path / "benchmarks_files" / "scan.png").exists()
     assert (tmp_path / "benchmarks_files" / "decode.png").exists()
     assert "**no**" not in text  # every target met in this synthetic run...
@@ -118,6 +125,8 @@ def test_step_case_reports_its_fraction_of_the_gemm_rate():
     row = measure_step("notebook", batch=1, repeats=1, gemm_size=256)
     assert row["gflop_per_step"] > 0 and row["gemm_gflops"] > 0
     assert row["fraction_of_gemm"] == pytest.approx(row["gflop_per_step"] / row["median_s"] / row["gemm_gflops"])
+    ops = row["profile"]
+    assert any(r["op"] == "aten::mm" for r in ops) and sum(r["share"] for r in ops) == pytest.approx(1.0)
 
 
 def test_gpu_check_without_cuda_is_one_line(capsys):
