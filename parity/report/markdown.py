@@ -18,7 +18,7 @@ import pandas as pd
 from ..core.store import atomic_write_bytes, atomic_write_text
 from ..spec.config import notebook_baseline, original_baseline
 from ..spec.differences import DEFECTS, DIFFERENCES, GROUPS, IMPROVEMENTS, NOT_IN_SEED
-from ..spec.kinds import KINDS
+from ..spec.kinds import KINDS, TABLE
 from . import stats
 from .effects import PSNR_COLUMN, aggregation_effect, compute_effects, factorial, group_leave_one_out, paired
 from .plots import attribution_waterfall, plot_matrix
@@ -658,7 +658,8 @@ def _schedule_limits(setting: dict, source_epochs: tuple[int, int]) -> list[str]
 # ------------------------------------------------------------------------------------------ baselines
 
 
-BASELINE_IDS = {"notebook": ("with-none", "notebook", "step-00-notebook"), "original": ("original",)}
+BASELINE_IDS = {side: tuple(dict.fromkeys(k.baseline for k in TABLE if k.side == side))
+                for side in ("notebook", "original")}  # each side's reference runs, from the matrix kinds' table
 
 
 def find_baselines(results: Results) -> dict[str, dict]:

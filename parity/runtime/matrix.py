@@ -15,8 +15,8 @@ from pathlib import Path
 from ..core.errors import ParityError, did_you_mean
 from ..core.store import read_json, write_json
 from ..spec.config import ExperimentConfig, validate
-from ..spec.differences import DIFFERENCES, GROUPS, IMPROVEMENTS, REGISTRY, by_severity
-from ..spec.kinds import KINDS, RUN_ORDER
+from ..spec.differences import DIFFERENCES, GROUPS, IMPROVEMENTS, REGISTRY, by_severity, config_name
+from ..spec.kinds import KINDS, RUN_ORDER, cumulative_step_id, factorial_cell_id
 from ..spec.presets import preset
 
 
@@ -40,11 +40,6 @@ class Variant:
         if self.fixed:
             out["fixed"] = self.fixed
         return out
-
-
-def cell_id(groups) -> str:
-    """A factorial cell's variant id: 'with-none', 'with-decoder+encoder'."""
-    return "with-" + ("+".join(groups) if groups else "none")
 
 
 def factorial_cells(groups: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -86,31 +81,32 @@ def matrix_variants(kind: str, pair: tuple[ExperimentConfig, ExperimentConfig], 
                 for diff_id in GROUPS[g]:
                     cfg = REGISTRY[diff_id].apply(cfg, "original", pair)
             role = "baseline" if not cell else "variant"
-            out.append(Variant(cell_id(cell), " + ".join(cell) or "notebook", "notebook",
+            out.append(Variant(factorial_cell_id(cell), " + ".join(cell) or "notebook", "notebook",
                                [d for g in cell for d in GROUPS[g]], cfg, role=role, groups=list(cell)))
     elif kind == "one-at-a-time":
-        out.append(Variant("notebook", "notebook", "notebook", [], nb, role="baseline"))
+        out.append(Variant(KINDS[kind].baseline, "notebook", "notebook", [], nb, role="baseline"))
         for d in DIFFERENCES:
             cfg = d.apply(nb, "original", pair)
-            out.append(Variant(f"notebook+{d.id}", f"+ {d.id}", "notebook", [d.id], cfg, skipped=d.applicable(cfg)))
+            out.append(Variant(config_name("notebook", ("+", d.id)), f"+ {d.id}", "notebook", [d.id], cfg, skipped=d.applicable(cfg)))
     elif kind == "leave-one-out":
-        out.append(Variant("original", "original", "original", [], orig, role="baseline"))
+        out.append(Variant(KINDS[kind].baseline, "original", "original", [], orig, role="baseline"))
         for d in DIFFERENCES:
             cfg = d.apply(orig, "notebook", pair)
-            out.append(Variant(f"original-{d.id}", f"- {d.id}", "original", [d.id], cfg, skipped=d.applicable(cfg)))
+            out.append(Variant(config_name("original", ("-", d.id)), f"- {d.id}", "original", [d.id], cfg,
+                               skipped=d.applicable(cfg)))
     elif kind == "cumulative":
         cfg, toggles = nb, []
-        out.append(Variant("step-00-notebook", "notebook", "notebook", [], nb, role="baseline"))
+        out.append(Variant(KINDS[kind].baseline, "notebook", "notebook", [], nb, role="baseline"))
         for k, d in enumerate(by_severity(), start=1):
             cfg, toggles = d.apply(cfg, "original", pair), toggles + [d.id]
             why = d.applicable(cfg)
-            out.append(Variant(f"step-{k:02d}-{d.id}", f"+ {d.id}", "notebook", list(toggles), cfg,
+            out.append(Variant(cumulative_step_id(k, d.id), f"+ {d.id}", "notebook", list(toggles), cfg,
                                skipped=f"no effect here: {why}" if why else None))
     else:  # improvements
-        out.append(Variant("original", "original", "original", [], orig, role="baseline"))
+        out.append(Variant(KINDS[kind].baseline, "original", "original", [], orig, role="baseline"))
         for imp in IMPROVEMENTS:
             cfg = imp.apply(orig)
-            out.append(Variant(f"original+{imp.id}", f"+ {imp.id}", "original", [imp.id], cfg,
+            out.append(Variant(config_name("original", ("+", imp.id)), f"+ {imp.id}", "original", [imp.id], cfg,
                                skipped=imp.applicable(cfg)))
     for v in out:
         if v.config is not None:

@@ -245,6 +245,13 @@ DEFECTS = (
 BASE_NAMES = ("notebook", "original")
 
 
+def config_name(base: str, *steps: tuple[str, str]) -> str:
+    """The name ``named_config`` reads back: config_name('notebook', ('+', 'coords')) -> 'notebook+coords'."""
+    if base not in BASE_NAMES:
+        raise ValueError(f"base must be one of {', '.join(BASE_NAMES)}, got {base!r}")
+    return base + "".join(sign + entry_id for sign, entry_id in steps)
+
+
 def named_config(name: str, baselines: tuple[ExperimentConfig, ExperimentConfig] | None = None) -> ExperimentConfig:
     """The configuration a variant name describes, as the matrices name their variants: 'notebook',
     'original', then steps '+<id>' (a difference at the original's value, or an improvement) and

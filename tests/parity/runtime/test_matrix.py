@@ -2,9 +2,10 @@
 
 import pytest
 
-from parity.runtime.matrix import BATCH0_FIX, cell_id, factorial_cells, matrix_variants
+from parity.runtime.matrix import BATCH0_FIX, factorial_cells, matrix_variants
 from parity.spec.config import config_diff
 from parity.spec.differences import GROUPS
+from parity.spec.kinds import factorial_cell_id
 from parity.spec.presets import preset
 
 
@@ -29,7 +30,7 @@ def test_factorial_groups_choose_the_factors():
     ids = [v.id for v in matrix_variants("factorial", pair, ("decoder", "optimisation"))]
     assert ids == ["with-none", "with-decoder", "with-optimisation", "with-decoder+optimisation"]
     assert factorial_cells(("a", "b")) == [(), ("a",), ("b",), ("a", "b")]
-    assert cell_id(()) == "with-none"
+    assert factorial_cell_id(()) == "with-none"
 
 
 @pytest.mark.parametrize("faithful", [False, True])

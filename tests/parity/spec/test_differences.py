@@ -151,3 +151,14 @@ def test_parse_groups_names_the_problem():
         parse_groups("decodr,encoder")
     with pytest.raises(ParityError, match="at least two"):
         parse_groups("decoder")
+
+
+def test_config_names_read_back_as_written():
+    """One codec: the names the matrices write are the names named_config reads."""
+    from parity.spec.differences import config_name, named_config
+
+    name = config_name("original", ("-", "coords"), ("+", "jitter-train"))
+    assert name == "original-coords+jitter-train"
+    assert named_config(name).name == name
+    with pytest.raises(ValueError, match="base must be one of notebook, original"):
+        config_name("nb", ("+", "coords"))
