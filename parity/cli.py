@@ -74,7 +74,10 @@ def cmd_bench_step(args) -> int:
                             "in a fresh process..."):
             rows.append(measure_step(port, args.batch, args.repeats, args.scan, args.threads))
     console.print(step_table(rows))
-    console.print("[dim]peak RSS: ru_maxrss of the benchmark's own process (interpreter, torch, model, "
+    for r in rows:
+        top = ", ".join(f"{op['op']} {op['ms']:.0f} ms ({op['share']:.0%})" for op in r["profile"][:6])
+        console.print(f"[bold]{r['port']}[/bold] where the step's time goes (torch.profiler, self CPU): {top}")
+    console.print("[dim]peak RSS: the high-water mark of the benchmark's own process (interpreter, torch, model, "
                   "warm-up step and timed steps included); of GEMM rate: the step's FLOPs (FlopCounterMode) per "
                   "second over a 2048^3 fp32 matmul's rate in the same process[/dim]")
     return 0
