@@ -1,6 +1,7 @@
 """Presets: budgets as configuration. Each is a set of overrides on top of the sources' two baselines
-(``common`` for both, then per side) with a description of how it was chosen; scaled values keep
-every registered difference a difference (e.g. 4 vs 32 LP tokens for 32 vs 256).
+(``common`` for both, then per side) with a description of what it sets; scaled values keep every
+registered difference a difference (e.g. 4 vs 32 LP tokens for 32 vs 256). How the CPU budgets were
+chosen (the pilots behind them) is in docs/presets.md.
 """
 
 from __future__ import annotations
@@ -57,14 +58,7 @@ PRESETS = {
         "width 64 and LP tokens 8 vs 64 (a quarter of the sources', ratios kept), batches 16 vs 8 (halved, ratio "
         "kept), every other size as in the sources; 4 vs 8 epochs of the subset (ratio kept) with warm-up 2 of 8 "
         "and T_max 10 of 4 (the sources' shapes); both learning rates x5 (ratio kept); a light final evaluation "
-        "(SR at 64 only, jitter 0 and 0.01, no probe). How it was chosen: the three matrices are about 135 runs, "
-        "which 2 one-thread workers on 2 cores must finish in about 2 hours, so a run of the original side gets "
-        "about 2 minutes. In trial runs at width 64 with the sources' LP counts and batches, 16 and 64 steps left "
-        "both baselines on the mean-colour plateau (12.4 dB) whatever the learning rate; fewer LP tokens (1.7x "
-        "faster per image) and halved batches (twice the steps) let the original reach about 14.5 dB in 128 steps. "
-        "The notebook side's 32 steps (its protocol has half the epochs and twice the batch) still end on the "
-        "plateau, so the one-at-a-time matrix only shows what speeds up the very first steps; the leave-one-out "
-        "matrix, from the original's 128 steps, is the informative one",
+        "(SR at 64 only, jitter 0 and 0.01, no probe). Why these values: docs/presets.md",
         common={"data.dataset": "imagefolder", "data.train_subset": 128, "data.test_subset": 256,
                 "model.dim": 64, "train.eval_every": 64, "eval.sr_images": 8, "eval.sr_sizes": [64],
                 "eval.jitter_stds": [0.0, 0.01], "eval.probe": False},
@@ -78,9 +72,7 @@ PRESETS = {
         "the same 256 official test images; width 64, depth 2 vs 3, LP tokens 4 vs 32, decoder width 32 vs 64 (the "
         "sources' ratios), patch sizes and every other setting as in the sources; 2 vs 4 epochs at batch 16 vs 8 "
         "(the sources' ratios: 512 vs 2048 steps), warm-up 1 of 4 epochs, T_max 5 for 2 epochs (20 of 50); "
-        "both learning rates x10 (ratio kept). Chosen by a pilot: at this size the original leaves the "
-        "per-image-mean-colour level (15.4 dB) after about 150 steps and passes 18.3 dB by 450; 32x32 would cost "
-        "about 4x per step, more than a 3-seed factorial fits in 100 minutes on 2 cores",
+        "both learning rates x10 (ratio kept). Why these values: docs/presets.md",
         common={"data.dataset": "imagefolder", "data.image_size": 16, "data.source_size": 32,
                 "data.train_subset": 4096, "data.test_subset": 256, "data.eval_split": "official", "model.dim": 64,
                 "train.num_samples": 128, "train.eval_every": 64, "eval.sr_images": 64, "eval.sr_sizes": [32],
