@@ -126,3 +126,17 @@ def test_every_field_takes_a_hostile_value_or_refuses_it_in_one_line(value):
         if path.startswith(("model.", "data.image_size")):
             build_model(cfg)  # no traceback from a constructor
     assert accepted or value in ("nan", "inf", "-inf", "1e12")
+
+
+def test_the_scan_is_configuration_and_reaches_every_mixer():
+    """model.scan picks each Mamba mixer's scan in the model build_model returns; an unknown one is refused."""
+    from parity.core.ssm import Mamba
+    from parity.spec.build import build_model
+    from parity.spec.presets import preset
+
+    cfg = preset("smoke").baselines()[1]
+    cfg.model.scan = "chunked"
+    mixers = [m for m in build_model(cfg).modules() if isinstance(m, Mamba)]
+    assert mixers and {m.scan for m in mixers} == {"chunked"}
+    with pytest.raises(ParityError, match="model.scan='compild' is not one of ref, chunked, compiled, cuda \\(did you mean 'compiled'"):
+        apply_overrides(notebook_baseline(), ["model.scan=compild"])
