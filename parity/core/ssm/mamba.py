@@ -16,6 +16,7 @@ import torch.nn as nn
 from einops import rearrange, repeat
 from torch.utils.checkpoint import checkpoint
 
+from .fused import fused_mixer_usable, mamba_inner
 from .scan import DEFAULT_SCAN, check_scan, selective_scan
 
 
@@ -61,13 +62,18 @@ class Mamba(nn.Module):
     def forward(self, hidden_states, inference_params=None):
         if inference_params is not None:
             raise NotImplementedError("step-by-step inference caches are not supported")
-        seqlen = hidden_states.shape[1]
+        batch, seqlen = hidden_states.shape[:2]
         # Same matmul layout as mamba_ssm: (d, b*l) so float rounding follows the source.
-        xz = rearrange(self.in_proj.weight @ rearrange(hidden_states, "b l d -> d (b l)"),
-                       "d (b l) -> b d l", l=seqlen)
+        xz = self.in_proj.weight @ rearrange(hidden_states, "b l d -> d (b l)")
         if self.in_proj.bias is not None:
             xz = xz + rearrange(self.in_proj.bias.to(xz.dtype), "d -> d 1")
         A = -torch.exp(self.A_log.float())
+        if self.scan == "compiled" and fused_mixer_usable(self, hidden_states):
+            # conv, x_proj, dt_proj and scan as one node on the compiled kernels, nothing copied (fused.py)
+            y = mamba_inner(xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
+                            self.dt_proj.bias.float(), A, self.D.float(), batch)
+            return self.out_proj(y)
+        xz = rearrange(xz, "d (b l) -> b d l", l=seqlen)
         x, z = xz.chunk(2, dim=1)
         x = _recomputed(self._conv_act, x)
         x_dbl = self.x_proj(rearrange(x, "b d l -> (b l) d"))

@@ -1,0 +1,114 @@
+"""The Mamba mixer's core on the compiled CPU kernels: from the in_proj output to the gated scan output, the
+way mamba_ssm's ``mamba_inner_fn`` does it on a GPU (one autograd node, its backward written out).
+
+    xz (2 d_inner, batch L) --conv1d + SiLU--> x --x_proj--> dt, B, C --dt_proj--> delta
+    (x, delta, B, C, z) --selective scan (D skip, silu(z) gate)--> y (batch, L, d_inner)
+
+The layouts are chosen so that nothing is copied: x and z are read in place as channel blocks of xz (each
+(batch, channel) row's steps contiguous), x and delta are made in that (d_inner, batch L) layout too, B and C
+are read in place from x_proj's (batch L, dt_rank + 2 d_state) output, and the scan writes y as (batch, L,
+d_inner), what out_proj reads. Backward writes the gradients of x and z straight into the two blocks of xz's
+gradient (no concatenation), and the gradients of B and C into x_proj's output gradient.
+
+Kept for backward: xz and x_proj's output; x (after the conv) and delta are recomputed into scratch buffers
+(``scratch``), as are the scan's per-call gradients wrt x and delta. The numbers are those of the unfused
+mixer up to float rounding: the same operations, in the same order except for the summation order inside the
+matrix products (x_proj reads x in its (d_inner, batch L) layout).
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch.autograd.function import once_differentiable
+
+from .compiled import (MAX_CONV_TAPS, kernel_library, padded_state, run_conv_backward, run_conv_forward,
+                       run_scan_backward, run_scan_forward, scratch)
+
+
+def rows(t: torch.Tensor, batch: int) -> torch.Tensor:
+    """A (channels, batch L) tensor seen as (batch, channels, L) rows."""
+    return rearrange(t, "d (b l) -> b d l", b=batch)
+
+
+def _state_views(x_dbl: torch.Tensor, batch: int, rank: int, d_state: int):
+    """B and C as (batch, L, d_state) views of x_proj's (batch L, rank + 2 d_state) output."""
+    x = rearrange(x_dbl, "(b l) n -> b l n", b=batch)
+    return x[..., rank:rank + d_state], x[..., rank + d_state:]
+
+
+class MambaInner(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D, batch):
+        d_inner, rank, d_state = A.shape[0], dt_proj_weight.shape[1], A.shape[1]
+        L = xz.shape[1] // batch
+        w = rearrange(conv_weight, "d 1 k -> d k")
+        x = scratch("mixer-x", d_inner, batch * L)
+        run_conv_forward(rows(xz[:d_inner], batch), w, conv_bias, rows(x, batch))
+        x_dbl = torch.mm(x.t(), x_proj_weight.t())
+        delta = torch.mm(dt_proj_weight, x_dbl[:, :rank].t(), out=scratch("mixer-delta", d_inner, batch * L))
+        A_p = padded_state(A, kernel_library().scan_lanes())
+        B, C = (padded_state(t, A_p.shape[1]) if A_p.shape[1] != d_state else t
+                for t in _state_views(x_dbl, batch, rank, d_state))
+        y = xz.new_empty(batch, L, d_inner)
+        run_scan_forward(rows(x, batch), rows(delta, batch), A_p, B, C, D, rows(xz[d_inner:], batch), dt_bias, True,
+                         rearrange(y, "b l d -> b d l"))
+        ctx.save_for_backward(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D, x_dbl)
+        ctx.batch = batch
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy):
+        xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D, x_dbl = ctx.saved_tensors
+        batch = ctx.batch
+        d_inner, rank, d_state = A.shape[0], dt_proj_weight.shape[1], A.shape[1]
+        BL = xz.shape[1]
+        if gy.stride(-1) != 1:
+            gy = gy.contiguous()
+        w = rearrange(conv_weight, "d 1 k -> d k")
+        # the forward's x and delta again
+        x = scratch("mixer-x", d_inner, BL)
+        run_conv_forward(rows(xz[:d_inner], batch), w, conv_bias, rows(x, batch))
+        delta = torch.mm(dt_proj_weight, x_dbl[:, :rank].t(), out=scratch("mixer-delta", d_inner, BL))
+        A_p = padded_state(A, kernel_library().scan_lanes())
+        B, C = (padded_state(t, A_p.shape[1]) if A_p.shape[1] != d_state else t
+                for t in _state_views(x_dbl, batch, rank, d_state))
+
+        gxz = torch.empty_like(xz)
+        gx = scratch("mixer-gx", d_inner, BL)
+        gdelta = scratch("mixer-gdelta", d_inner, BL)
+        gx_dbl = torch.empty_like(x_dbl)
+        gA, gbias, gD = torch.empty_like(A_p), torch.empty_like(dt_bias), torch.empty_like(D)
+        gB, gC = (rearrange(t, "b l n -> b n l") for t in _state_views(gx_dbl, batch, rank, d_state))
+        run_scan_backward(rows(x, batch), rows(delta, batch), A_p, B, C, D, rows(xz[d_inner:], batch), dt_bias, True,
+                          rearrange(gy, "b l d -> b d l"), rows(gx, batch), rows(gdelta, batch),
+                          rows(gxz[d_inner:], batch), gA, gbias, gD, gB, gC)
+        # dt_proj and x_proj, backwards
+        gx_dbl[:, :rank] = torch.mm(gdelta.t(), dt_proj_weight)
+        g_dt_proj = torch.mm(gdelta, x_dbl[:, :rank])
+        gx.addmm_(x_proj_weight.t(), gx_dbl.t())
+        g_x_proj = torch.mm(gx_dbl.t(), x.t())
+        # the conv, backwards, into xz's gradient
+        g_conv_w = torch.empty_like(w)
+        g_conv_b = torch.empty_like(conv_bias) if conv_bias is not None else None
+        run_conv_backward(rows(xz[:d_inner], batch), w, conv_bias, rows(gx, batch), rows(gxz[:d_inner], batch),
+                          g_conv_w, g_conv_b)
+        return (gxz, rearrange(g_conv_w, "d k -> d 1 k"), g_conv_b, g_x_proj, g_dt_proj, gbias, gA[:, :d_state], gD,
+                None)
+
+
+def fused_mixer_usable(mixer, hidden_states: torch.Tensor) -> bool:
+    """Whether ``mamba_inner`` can run this mixer on these inputs: float32 CPU tensors throughout, the kernel
+    built, a conv the kernel handles."""
+    tensors = [hidden_states, *mixer.parameters()]
+    return (all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
+            and mixer.conv1d.kernel_size[0] <= MAX_CONV_TAPS and kernel_library() is not None)
+
+
+def mamba_inner(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D, batch: int):
+    """y (batch, L, d_inner) of a Mamba mixer from its in_proj output xz (2 d_inner, batch L): conv1d + SiLU,
+    x_proj, dt_proj, the selective scan with softplus(delta + dt_bias), D skip and silu(z) gate."""
+    xz = xz if xz.is_contiguous() else xz.contiguous()
+    conv_weight = conv_weight.contiguous()
+    return MambaInner.apply(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D, batch)
