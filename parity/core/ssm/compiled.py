@@ -4,7 +4,8 @@ tensor, and applies the D skip and the silu(z) gate in the same pass. Backward r
 states at a time into per-thread L x d_state buffers. The kernel is vectorised over d_state (one SIMD lane per
 state index, AVX-512 or AVX2 as the CPU allows, plain C otherwise).
 
-The same library holds the mixer's depthwise causal conv1d + SiLU (``csrc/conv.c``, forward and backward);
+The same library holds the mixer's depthwise causal conv1d + SiLU (``csrc/conv.c``, forward and backward) and
+the MLP's GELU (``csrc/gelu.c``);
 ``fused.py`` runs a whole mixer core on the two. Both take strided rows (each (batch, channel) row's time steps
 contiguous), so they read and write the mixer's (d, batch L) matmul results in place.
 
@@ -39,7 +40,7 @@ from einops import rearrange
 from torch.autograd.function import once_differentiable
 
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = [CSRC / "scan.c", CSRC / "conv.c"]  # both include simd.h
+SOURCES = [CSRC / "scan.c", CSRC / "conv.c", CSRC / "gelu.c"]  # all include simd.h
 # -ffast-math at compile time only: it makes glibc declare its vector math (libmvec) for the plain-C build.
 # Linked with it, the library would carry crtfastmath.o, which sets flush-to-zero for the whole process on
 # load and changes every later float computation.
@@ -118,6 +119,8 @@ def _library(variant: str = "native"):
     lib.conv_silu_forward.argtypes = [ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64] + [i64] * 4 + [ptr]
     lib.conv_silu_backward.argtypes = ([ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64, ptr, i64, i64, ptr, ptr] + [i64] * 4
                                        + [ptr])
+    lib.gelu_forward.argtypes = [ptr, ptr, i64]
+    lib.gelu_backward.argtypes = [ptr, ptr, ptr, i64]
     lib.bench_exp.argtypes = [ptr, ptr, i64, i64]
     lib.bench_fma.restype = ctypes.c_float
     lib.bench_fma.argtypes = [i64]
@@ -371,6 +374,27 @@ class _CompiledConvSiLU(torch.autograd.Function):
         gb = torch.empty_like(b) if b is not None else None
         run_conv_backward(x, w, b, g, gx, gw, gb)
         return gx, rearrange(gw, "d k -> d 1 k"), gb
+
+
+def _flat_ranges(n: int) -> list[tuple[int, int]]:
+    """One range of a flat array per thread, bounds on 16-float (cache line) boundaries."""
+    return [(a * 16, min(n, b * 16)) for a, b in _ranges(-(-n // 16))]
+
+
+def run_gelu_forward(h, a) -> None:
+    """a <- gelu(h) (the erf form), both contiguous float32 of one size."""
+    lib = kernel_library()
+    h, a = h.view(-1), a.view(-1)
+    _run([functools.partial(lib.gelu_forward, _p(h[i:j]), _p(a[i:j]), j - i) for i, j in _flat_ranges(h.numel())])
+
+
+def run_gelu_backward(h, ga, a=None) -> None:
+    """ga <- ga gelu'(h) in place and, unless a is None, a <- gelu(h); all contiguous float32 of one size."""
+    lib = kernel_library()
+    h, ga = h.view(-1), ga.view(-1)
+    a = a.view(-1) if a is not None else None
+    _run([functools.partial(lib.gelu_backward, _p(h[i:j]), _p(ga[i:j]), _p(a[i:j] if a is not None else None), j - i)
+          for i, j in _flat_ranges(h.numel())])
 
 
 def _usable(*tensors) -> bool:

@@ -23,7 +23,7 @@ from einops import rearrange
 from torch.autograd.function import once_differentiable
 
 from .compiled import (MAX_CONV_TAPS, kernel_library, padded_state, run_conv_backward, run_conv_forward,
-                       run_scan_backward, run_scan_forward, scratch)
+                       run_gelu_backward, run_gelu_forward, run_scan_backward, run_scan_forward, scratch)
 
 
 def rows(t: torch.Tensor, batch: int) -> torch.Tensor:
@@ -98,12 +98,13 @@ class MambaInner(torch.autograd.Function):
                 None)
 
 
-def fused_mixer_usable(mixer, hidden_states: torch.Tensor) -> bool:
-    """Whether ``mamba_inner`` can run this mixer on these inputs: float32 CPU tensors throughout, the kernel
-    built, a conv the kernel handles."""
-    tensors = [hidden_states, *mixer.parameters()]
+def fused_usable(module: torch.nn.Module, x: torch.Tensor) -> bool:
+    """Whether the compiled kernels can run ``module`` (a Mamba mixer for ``mamba_inner``, an MLP for
+    ``feedforward_gelu``) on ``x``: float32 CPU tensors throughout, the kernel built, a conv (if any) it handles."""
+    tensors = [x, *module.parameters()]
+    conv = getattr(module, "conv1d", None)
     return (all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
-            and mixer.conv1d.kernel_size[0] <= MAX_CONV_TAPS and kernel_library() is not None)
+            and (conv is None or conv.kernel_size[0] <= MAX_CONV_TAPS) and kernel_library() is not None)
 
 
 def mamba_inner(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D, batch: int):
@@ -112,3 +113,39 @@ def mamba_inner(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bi
     xz = xz if xz.is_contiguous() else xz.contiguous()
     conv_weight = conv_weight.contiguous()
     return MambaInner.apply(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D, batch)
+
+
+class FeedForwardGELU(torch.autograd.Function):
+    """Linear -> GELU -> Linear with GELU on the compiled kernel. Keeps the input and the first layer's output;
+    backward recomputes the GELU (in the same pass as its derivative) instead of keeping its output, and needs
+    no second-layer output, so nothing is computed twice but the GELU."""
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2):
+        x2 = rearrange(x, "... d -> (...) d")
+        h = torch.addmm(b1, x2, w1.t()) if b1 is not None else torch.mm(x2, w1.t())
+        a = scratch("mlp-a", *h.shape)
+        run_gelu_forward(h, a)
+        out = torch.addmm(b2, a, w2.t()) if b2 is not None else torch.mm(a, w2.t())
+        ctx.save_for_backward(x2, h, w1, w2)
+        ctx.shape, ctx.biases = x.shape, (b1 is not None, b2 is not None)
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        x2, h, w1, w2 = ctx.saved_tensors
+        g2 = rearrange(g, "... d -> (...) d")
+        g2 = g2 if g2.is_contiguous() else g2.contiguous()
+        gh = torch.mm(g2, w2, out=scratch("mlp-gh", *h.shape))
+        a = scratch("mlp-a", *h.shape)
+        run_gelu_backward(h, gh, a)  # gh: the gradient wrt GELU's output, then wrt its input
+        gw2, gw1 = torch.mm(g2.t(), a), torch.mm(gh.t(), x2)
+        gb2 = g2.sum(0) if ctx.biases[1] else None
+        gb1 = gh.sum(0) if ctx.biases[0] else None
+        return torch.mm(gh, w1).view(ctx.shape), gw1, gb1, gw2, gb2
+
+
+def feedforward_gelu(x, w1, b1, w2, b2):
+    """``linear(gelu(linear(x, w1, b1)), w2, b2)`` (exact GELU) for float32 CPU tensors, on the compiled kernel."""
+    return FeedForwardGELU.apply(x.contiguous(), w1, b1, w2, b2)

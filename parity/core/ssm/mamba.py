@@ -16,7 +16,7 @@ import torch.nn as nn
 from einops import rearrange, repeat
 from torch.utils.checkpoint import checkpoint
 
-from .fused import fused_mixer_usable, mamba_inner
+from .fused import feedforward_gelu, fused_usable, mamba_inner
 from .scan import DEFAULT_SCAN, check_scan, selective_scan
 
 
@@ -68,7 +68,7 @@ class Mamba(nn.Module):
         if self.in_proj.bias is not None:
             xz = xz + rearrange(self.in_proj.bias.to(xz.dtype), "d -> d 1")
         A = -torch.exp(self.A_log.float())
-        if self.scan == "compiled" and fused_mixer_usable(self, hidden_states):
+        if self.scan == "compiled" and fused_usable(self, hidden_states):
             # conv, x_proj, dt_proj and scan as one node on the compiled kernels, nothing copied (fused.py)
             y = mamba_inner(xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
                             self.dt_proj.bias.float(), A, self.D.float(), batch)
@@ -146,15 +146,23 @@ class Block(nn.Module):
 
 
 class FeedForward(nn.Sequential):
-    """The MLP both sources give each Block (indices 0 and 3 carry the weights); everything after the
-    first linear layer is recomputed in backward (``_recomputed``)."""
+    """The MLP both sources give each Block (indices 0 and 3 carry the weights). On float32 CPU tensors the GELU
+    runs on the compiled kernel and the layer is one autograd node (``feedforward_gelu``: the GELU recomputed in
+    backward, not kept); otherwise everything after the first linear layer is recomputed in backward
+    (``_recomputed``)."""
 
     def __init__(self, dim, ff_dim, dropout=0.0):
         super().__init__(nn.Linear(dim, ff_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff_dim, dim),
                          nn.Dropout(dropout))
 
     def forward(self, x):
+        if self._fused_usable(x):
+            return feedforward_gelu(x, self[0].weight, self[0].bias, self[3].weight, self[3].bias)
         return _recomputed(self._tail, self[0](x))
+
+    def _fused_usable(self, x):
+        no_dropout = not self.training or (self[2].p == 0 and self[4].p == 0)
+        return (no_dropout and self[1].approximate == "none" and fused_usable(self, x))
 
     def _tail(self, h):
         for layer in list(self)[1:]:
