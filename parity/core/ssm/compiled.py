@@ -16,8 +16,11 @@ but float32 CPU tensors, ``selective_scan_compiled`` falls back to the pure-PyTo
 ``native`` (default: the widest vectors this CPU has), ``avx2`` (AVX-512 disabled) or ``scalar`` (no
 explicit vectors); the last two exist so that tests can check every code path on one machine.
 
-Threads: the d_inner channels are split into ``torch.get_num_threads()`` ranges that run in a thread
-pool; ctypes releases the GIL for the duration of each C call.
+Threads: each kernel call runs ``torch.get_num_threads()`` OpenMP threads, each on its share of the channels
+(or of a flat array). The library links the OpenMP runtime torch has loaded, so the kernels run on the same
+worker threads as torch's operators: right after a matrix product those are still awake (spinning), and a
+separate pool of threads would compete with them for the cores. ctypes releases the GIL during each call.
+Without OpenMP support in the compiler the kernels are built single-threaded.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -46,6 +48,7 @@ SOURCES = [CSRC / "scan.c", CSRC / "conv.c", CSRC / "gelu.c"]  # all include sim
 # load and changes every later float computation.
 CFLAGS = ["-O3", "-ffast-math", "-march=native", "-fPIC", "-std=c11"]
 LDFLAGS = ["-shared", "-lm"]
+OPENMP = ["-fopenmp"]  # tried first, then without (single-threaded kernels)
 KERNEL_VARIANTS = {"native": [], "avx2": ["-mno-avx512f"], "scalar": ["-DSCAN_SCALAR"]}
 _status: dict[str, dict] = {}  # per kernel variant
 
@@ -77,6 +80,16 @@ def _cpu_signature() -> str:
     return f"{platform.machine()} {flags}"
 
 
+def _build(cc: str, flags: list[str], ldflags: list[str], target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # atomic: build, then rename
+        built, objs = Path(tmp) / target.name, [Path(tmp) / f"{src.stem}.o" for src in SOURCES]
+        cmds = [[cc, *flags, "-c", str(src), "-o", str(obj)] for src, obj in zip(SOURCES, objs)]
+        for cmd in [*cmds, [cc, *map(str, objs), "-o", str(built), *ldflags]]:
+            subprocess.run(cmd, check=True, capture_output=True, text=True)
+        os.replace(built, target)
+
+
 @functools.cache
 def _library(variant: str = "native"):
     """The loaded kernel build ``variant``, or None (reason in ``_status[variant]``)."""
@@ -85,25 +98,23 @@ def _library(variant: str = "native"):
         _status[variant] = {"compiled": False,
                             "reason": "no C compiler (gcc/cc) on PATH; using the chunked PyTorch scan"}
         return None
-    flags = CFLAGS + KERNEL_VARIANTS[variant]
     source = b"".join(path.read_bytes() for path in sorted(CSRC.iterdir()) if path.suffix in (".c", ".h"))
-    # -march=native: a cache shared between machines (a cluster's home) needs one build per CPU kind
-    key = hashlib.sha256(source + " ".join([cc, *flags, *LDFLAGS, _cpu_signature()]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"scan-{key}.so"
-    try:
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # atomic: build, then rename
-                built, objs = Path(tmp) / target.name, [Path(tmp) / f"{src.stem}.o" for src in SOURCES]
-                cmds = [[cc, *flags, "-c", str(src), "-o", str(obj)] for src, obj in zip(SOURCES, objs)]
-                for cmd in [*cmds, [cc, *map(str, objs), "-o", str(built), *LDFLAGS]]:
-                    subprocess.run(cmd, check=True, capture_output=True, text=True)
-                os.replace(built, target)
-        lib = ctypes.CDLL(str(target))
-    except (OSError, subprocess.CalledProcessError) as e:
-        detail = e.stderr.strip().splitlines()[-1] if isinstance(e, subprocess.CalledProcessError) and e.stderr else e
+    lib, failure = None, None
+    for extra in (OPENMP, []):
+        flags, ldflags = CFLAGS + KERNEL_VARIANTS[variant] + extra, LDFLAGS + extra
+        # -march=native: a cache shared between machines (a cluster's home) needs one build per CPU kind
+        key = hashlib.sha256(source + " ".join([cc, *flags, *ldflags, _cpu_signature()]).encode()).hexdigest()[:16]
+        target = _cache_dir() / f"scan-{key}.so"
+        try:
+            if not target.exists():
+                _build(cc, flags, ldflags, target)
+            lib = ctypes.CDLL(str(target))
+            break
+        except (OSError, subprocess.CalledProcessError) as e:
+            failure = e.stderr.strip().splitlines()[-1] if isinstance(e, subprocess.CalledProcessError) and e.stderr else e
+    if lib is None:
         _status[variant] = {"compiled": False,
-                            "reason": f"building the scan kernel failed ({detail}); using the chunked scan"}
+                            "reason": f"building the scan kernel failed ({failure}); using the chunked scan"}
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     for name in ("scan_lanes", "scan_group"):
@@ -113,21 +124,23 @@ def _library(variant: str = "native"):
         getattr(lib, name).restype = i64
         getattr(lib, name).argtypes = [i64, i64]
     shape = ctypes.POINTER(ScanShape)
-    lib.scan_forward.argtypes = [ptr] * 3 + [i64] + [ptr] * 7 + [shape, i64, i64]
-    lib.scan_backward.argtypes = [ptr] * 3 + [i64] + [ptr] * 15 + [shape, i64, i64]
+    lib.scan_forward.argtypes = [ptr] * 3 + [i64] + [ptr] * 7 + [i64, shape, i64]
+    lib.scan_backward.restype = i64
+    lib.scan_backward.argtypes = [ptr] * 3 + [i64] + [ptr] * 14 + [i64, shape, i64]
     lib.scan_sum_partials.argtypes = [ptr] + [i64] * 5 + [ptr] + [i64] * 3
-    lib.conv_silu_forward.argtypes = [ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64] + [i64] * 4 + [ptr]
-    lib.conv_silu_backward.argtypes = ([ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64, ptr, i64, i64, ptr, ptr] + [i64] * 4
-                                       + [ptr])
-    lib.gelu_forward.argtypes = [ptr, ptr, i64]
-    lib.gelu_backward.argtypes = [ptr, ptr, ptr, i64]
+    lib.conv_silu_forward.argtypes = [ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64] + [i64] * 3 + [ptr, i64]
+    lib.conv_silu_backward.argtypes = ([ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64, ptr, i64, i64, ptr, ptr] + [i64] * 3
+                                       + [ptr, i64])
+    lib.gelu_forward.argtypes = [ptr, ptr, i64, i64]
+    lib.gelu_backward.argtypes = [ptr, ptr, ptr, i64, i64]
     lib.bench_exp.argtypes = [ptr, ptr, i64, i64]
     lib.bench_fma.restype = ctypes.c_float
     lib.bench_fma.argtypes = [i64]
     lanes = lib.scan_lanes()
     simd = {16: "AVX-512", 8: "AVX2"}.get(lanes, "no explicit SIMD")
+    threads = "OpenMP threads" if "-fopenmp" in flags else "single-threaded: no OpenMP"
     _status[variant] = {"compiled": True, "reason": f"built with {Path(cc).name} {' '.join(flags)} "
-                                                    f"({lanes} float lanes, {simd}) at {target}"}
+                                                    f"({lanes} float lanes, {simd}; {threads}) at {target}"}
     return lib
 
 
@@ -144,28 +157,8 @@ def compiled_scan_status() -> dict:
     return dict(_status.get(variant, {"compiled": False, "reason": "not built yet"}))
 
 
-@functools.cache
-def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(workers, thread_name_prefix="parity-scan")
-
-
-def _ranges(d_inner: int, group: int = 1) -> list[tuple[int, int]]:
-    """One channel range per thread, its bounds multiples of ``group`` (the kernel takes channels in groups;
-    a range that ends mid-group runs its last channels one at a time)."""
-    k = max(1, min(torch.get_num_threads(), d_inner))
-    bounds = sorted({min(d_inner, round(d_inner * i / k / group) * group) for i in range(k)} | {d_inner})
-    return list(zip(bounds[:-1], bounds[1:]))
-
-
-def _run(calls) -> None:
-    """Run the C calls, one per d range, in parallel; the first one on this thread."""
-    if len(calls) == 1:
-        calls[0]()
-        return
-    futures = [_pool(len(calls)).submit(c) for c in calls[1:]]
-    calls[0]()
-    for f in futures:
-        f.result()
+def _threads() -> int:
+    return torch.get_num_threads()
 
 
 def _p(t: torch.Tensor | None) -> ctypes.c_void_p:
@@ -205,10 +198,10 @@ def release_scratch() -> None:
     _scratch.__dict__.pop("buffers", None)
 
 
-def _work(lib, size_fn, ranges, *sizes: int) -> torch.Tensor:
-    """One scratch row per range, each a multiple of 16 floats so that every row stays 64-byte aligned."""
+def _work(size_fn, threads: int, *sizes: int) -> torch.Tensor:
+    """One scratch row per thread, each a multiple of 16 floats so that every row stays 64-byte aligned."""
     floats = -(-size_fn(*sizes) // 16) * 16
-    return scratch(f"work-{size_fn.__name__}", len(ranges), floats)
+    return scratch(f"work-{size_fn.__name__}", threads, floats)
 
 
 def _rows_ok(t: torch.Tensor) -> bool:
@@ -246,11 +239,10 @@ def run_scan_forward(u, delta, A_p, B_rows, C_rows, D, z, bias, softplus: bool, 
         if t is not None and t.stride() != u.stride():
             raise ValueError("u, delta and z must share their strides")
     shape = scan_shape(u, A_p.shape[1], bc_st, out)
-    ranges = _ranges(u.shape[1], lib.scan_group())
-    work = _work(lib, lib.scan_forward_work, ranges, shape.L, shape.NP)
-    _run([functools.partial(lib.scan_forward, _p(u), _p(delta), _p(bias), int(softplus), _p(A_p), _p(B_rows),
-                            _p(C_rows), _p(D), _p(z), _p(out), _p(work[i]), ctypes.byref(shape), d0, d1)
-          for i, (d0, d1) in enumerate(ranges)])
+    threads = _threads()
+    work = _work(lib.scan_forward_work, threads, shape.L, shape.NP)
+    lib.scan_forward(_p(u), _p(delta), _p(bias), int(softplus), _p(A_p), _p(B_rows), _p(C_rows), _p(D), _p(z), _p(out),
+                     _p(work), work.shape[1], ctypes.byref(shape), threads)
 
 
 def run_scan_backward(u, delta, A_p, B_rows, C_rows, D, z, bias, softplus: bool, g, gu, gdelta, gz, gA, gbias, gD,
@@ -265,15 +257,14 @@ def run_scan_backward(u, delta, A_p, B_rows, C_rows, D, z, bias, softplus: bool,
             raise ValueError("u, delta, z and their gradients must share their strides")
     shape = scan_shape(u, A_p.shape[1], bc_st, g)
     batch, N, L, NP = shape.batch, gB.shape[1], shape.L, shape.NP
-    ranges = _ranges(u.shape[1], lib.scan_group())
-    parts = scratch("scan-partials", 2, len(ranges), batch, L, NP)  # per range: sums over its channels
-    work = _work(lib, lib.scan_backward_work, ranges, L, NP)
-    _run([functools.partial(lib.scan_backward, _p(u), _p(delta), _p(bias), int(softplus), _p(A_p), _p(B_rows),
-                            _p(C_rows), _p(D), _p(z), _p(g), _p(gu), _p(gdelta), _p(gA), _p(gbias), _p(gD), _p(gz),
-                            _p(parts[0, i]), _p(parts[1, i]), _p(work[i]), ctypes.byref(shape), d0, d1)
-          for i, (d0, d1) in enumerate(ranges)])
+    threads = _threads()
+    parts = scratch("scan-partials", 2, threads, batch, L, NP)  # per thread: sums over its channels
+    work = _work(lib.scan_backward_work, threads, L, NP)
+    ran = lib.scan_backward(_p(u), _p(delta), _p(bias), int(softplus), _p(A_p), _p(B_rows), _p(C_rows), _p(D), _p(z),
+                            _p(g), _p(gu), _p(gdelta), _p(gA), _p(gbias), _p(gD), _p(gz), _p(parts), _p(work),
+                            work.shape[1], ctypes.byref(shape), threads)
     for k, out in enumerate((gB, gC)):
-        lib.scan_sum_partials(_p(parts[k]), len(ranges), batch, L, NP, N, _p(out), *out.stride())
+        lib.scan_sum_partials(_p(parts[k]), ran, batch, L, NP, N, _p(out), *out.stride())
 
 
 class _CompiledScan(torch.autograd.Function):
@@ -326,11 +317,10 @@ def run_conv_forward(x, weight, bias, out) -> None:
     K = weight.shape[-1]
     if not (_rows_ok(x) and _rows_ok(out)):
         raise ValueError("conv rows must have contiguous time steps")
-    ranges = _ranges(d_inner)
-    work = _work(lib, lib.conv_work, ranges, L, K)
-    _run([functools.partial(lib.conv_silu_forward, _p(x), x.stride(0), x.stride(1), _p(weight), _p(bias), K, _p(out),
-                            out.stride(0), out.stride(1), batch, L, d0, d1, _p(work[i]))
-          for i, (d0, d1) in enumerate(ranges)])
+    threads = _threads()
+    work = scratch("work-conv", threads, lib.conv_work(L, K))
+    lib.conv_silu_forward(_p(x), x.stride(0), x.stride(1), _p(weight), _p(bias), K, _p(out), out.stride(0),
+                          out.stride(1), batch, L, d_inner, _p(work), threads)
 
 
 def run_conv_backward(x, weight, bias, g, gx, gweight, gbias) -> None:
@@ -341,12 +331,11 @@ def run_conv_backward(x, weight, bias, g, gx, gweight, gbias) -> None:
     K = weight.shape[-1]
     if not (_rows_ok(x) and _rows_ok(g) and _rows_ok(gx)):
         raise ValueError("conv rows must have contiguous time steps")
-    ranges = _ranges(d_inner)
-    work = _work(lib, lib.conv_work, ranges, L, K)
-    _run([functools.partial(lib.conv_silu_backward, _p(x), x.stride(0), x.stride(1), _p(weight), _p(bias), K, _p(g),
-                            g.stride(0), g.stride(1), _p(gx), gx.stride(0), gx.stride(1), _p(gweight), _p(gbias), batch,
-                            L, d0, d1, _p(work[i]))
-          for i, (d0, d1) in enumerate(ranges)])
+    threads = _threads()
+    work = scratch("work-conv", threads, lib.conv_work(L, K))
+    lib.conv_silu_backward(_p(x), x.stride(0), x.stride(1), _p(weight), _p(bias), K, _p(g), g.stride(0), g.stride(1),
+                           _p(gx), gx.stride(0), gx.stride(1), _p(gweight), _p(gbias), batch, L, d_inner, _p(work),
+                           threads)
 
 
 MAX_CONV_TAPS = 64  # conv.c keeps one accumulator vector per tap
@@ -376,25 +365,14 @@ class _CompiledConvSiLU(torch.autograd.Function):
         return gx, rearrange(gw, "d k -> d 1 k"), gb
 
 
-def _flat_ranges(n: int) -> list[tuple[int, int]]:
-    """One range of a flat array per thread, bounds on 16-float (cache line) boundaries."""
-    return [(a * 16, min(n, b * 16)) for a, b in _ranges(-(-n // 16))]
-
-
 def run_gelu_forward(h, a) -> None:
     """a <- gelu(h) (the erf form), both contiguous float32 of one size."""
-    lib = kernel_library()
-    h, a = h.view(-1), a.view(-1)
-    _run([functools.partial(lib.gelu_forward, _p(h[i:j]), _p(a[i:j]), j - i) for i, j in _flat_ranges(h.numel())])
+    kernel_library().gelu_forward(_p(h), _p(a), h.numel(), _threads())
 
 
 def run_gelu_backward(h, ga, a=None) -> None:
     """ga <- ga gelu'(h) in place and, unless a is None, a <- gelu(h); all contiguous float32 of one size."""
-    lib = kernel_library()
-    h, ga = h.view(-1), ga.view(-1)
-    a = a.view(-1) if a is not None else None
-    _run([functools.partial(lib.gelu_backward, _p(h[i:j]), _p(ga[i:j]), _p(a[i:j] if a is not None else None), j - i)
-          for i, j in _flat_ranges(h.numel())])
+    kernel_library().gelu_backward(_p(h), _p(ga), _p(a), h.numel(), _threads())
 
 
 def _usable(*tensors) -> bool:

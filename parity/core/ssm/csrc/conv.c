@@ -10,9 +10,8 @@
  * Layouts (float32): each tensor's row (b, d) starts at b sb + d sd (its own strides) and its L steps are
  * contiguous, so x can be the channel block of the (2 d_inner, batch L) in_proj result in place; w: (d_inner, K)
  * contiguous; bias: (d_inner,) or NULL. Each row is first copied into a zero-padded scratch row (K - 1 zeros in
- * front, zeros after), so that every step's window is a plain unaligned load. Every function handles d in
- * [d0, d1): Python runs disjoint ranges on several threads, and a channel's weight and bias gradients (sums over
- * batch and time) belong to one range alone.
+ * front, zeros after), so that every step's window is a plain unaligned load. Threads split the channels, so a
+ * channel's weight and bias gradients (sums over batch and time) belong to one thread alone.
  */
 #include "simd.h"
 
@@ -36,7 +35,7 @@ INLINE vf conv_pre(const float *xp, int64_t t, const float *w, int64_t K, float 
     return acc;
 }
 
-void conv_silu_forward(const float *x, int64_t x_sb, int64_t x_sd, const float *w, const float *bias, int64_t K,
+static void conv_silu_forward_range(const float *x, int64_t x_sb, int64_t x_sd, const float *w, const float *bias, int64_t K,
                        float *out, int64_t out_sb, int64_t out_sd, int64_t batch, int64_t L, int64_t d0, int64_t d1,
                        float *work)
 {
@@ -58,7 +57,7 @@ void conv_silu_forward(const float *x, int64_t x_sb, int64_t x_sd, const float *
 /* g: gradient wrt out. Writes gx (its own strides), gw (d_inner, K) and, when not NULL, gbias, for d in [d0, d1).
  * gpre = g silu'(pre), silu'(p) = sigmoid(p) (1 + p (1 - sigmoid(p))); gx[t] = sum_k w[k] gpre[t + K-1-k];
  * gw[k] = sum over batch and time of gpre[t] x[t-K+1+k]; gbias = sum of gpre. */
-void conv_silu_backward(const float *x, int64_t x_sb, int64_t x_sd, const float *w, const float *bias, int64_t K,
+static void conv_silu_backward_range(const float *x, int64_t x_sb, int64_t x_sd, const float *w, const float *bias, int64_t K,
                         const float *g, int64_t g_sb, int64_t g_sd, float *gx, int64_t gx_sb, int64_t gx_sd, float *gw,
                         float *gbias, int64_t batch, int64_t L, int64_t d0, int64_t d1, float *work)
 {
@@ -91,5 +90,34 @@ void conv_silu_backward(const float *x, int64_t x_sb, int64_t x_sd, const float 
         }
         for (int64_t k = 0; k < K; k++) gw[d * K + k] = vsum(gw_acc[k]);
         if (gbias) gbias[d] = vsum(gb_acc);
+    }
+}
+
+/* The two on nthreads threads, each on its share of the channels with its own conv_work floats of work. */
+void conv_silu_forward(const float *x, int64_t x_sb, int64_t x_sd, const float *w, const float *bias, int64_t K,
+                       float *out, int64_t out_sb, int64_t out_sd, int64_t batch, int64_t L, int64_t d_inner,
+                       float *work, int64_t nthreads)
+{
+#pragma omp parallel num_threads((int)nthreads)
+    {
+        int64_t d0, d1;
+        const int i = thread_index();
+        thread_share(d_inner, 1, i, thread_count(), &d0, &d1);
+        conv_silu_forward_range(x, x_sb, x_sd, w, bias, K, out, out_sb, out_sd, batch, L, d0, d1,
+                                work + i * conv_work(L, K));
+    }
+}
+
+void conv_silu_backward(const float *x, int64_t x_sb, int64_t x_sd, const float *w, const float *bias, int64_t K,
+                        const float *g, int64_t g_sb, int64_t g_sd, float *gx, int64_t gx_sb, int64_t gx_sd, float *gw,
+                        float *gbias, int64_t batch, int64_t L, int64_t d_inner, float *work, int64_t nthreads)
+{
+#pragma omp parallel num_threads((int)nthreads)
+    {
+        int64_t d0, d1;
+        const int i = thread_index();
+        thread_share(d_inner, 1, i, thread_count(), &d0, &d1);
+        conv_silu_backward_range(x, x_sb, x_sd, w, bias, K, g, g_sb, g_sd, gx, gx_sb, gx_sd, gw, gbias, batch, L, d0,
+                                 d1, work + i * conv_work(L, K));
     }
 }

@@ -8,7 +8,7 @@
  * about 2e-7 evaluated in float). exp(-z^2) = exp(-x^2 / 2) is phi's exponential too, so one exp per value.
  * Phi is accurate in relative terms on both sides (no 1 + erf cancellation for negative x).
  *
- * Flat arrays of n floats; Python splits them into disjoint ranges for its threads.
+ * Flat arrays of n floats, split between threads.
  */
 #include "simd.h"
 
@@ -43,25 +43,46 @@ INLINE void vnormal(vf x, vf *cdf, vf *pdf)
     *pdf = vmul(e, vset(INV_SQRT_2PI));
 }
 
-/* a = gelu(h) */
-void gelu_forward(const float *h, float *a, int64_t n)
+/* a = gelu(h) on [i0, i1) */
+static void gelu_forward_range(const float *h, float *a, int64_t i0, int64_t i1)
 {
-    for (int64_t i = 0; i < n; i += W) {
-        const vf x = vload_part(h + i, n - i);
+    for (int64_t i = i0; i < i1; i += W) {
+        const vf x = vload_part(h + i, i1 - i);
         vf cdf, pdf;
         vnormal(x, &cdf, &pdf);
-        vstore_part(a + i, vmul(x, cdf), n - i);
+        vstore_part(a + i, vmul(x, cdf), i1 - i);
     }
 }
 
-/* ga <- ga gelu'(h) in place; a <- gelu(h) unless a is NULL (backward's recomputation of the activation). */
-void gelu_backward(const float *h, float *ga, float *a, int64_t n)
+/* ga <- ga gelu'(h) in place on [i0, i1); a <- gelu(h) unless a is NULL (backward's recomputation) */
+static void gelu_backward_range(const float *h, float *ga, float *a, int64_t i0, int64_t i1)
 {
-    for (int64_t i = 0; i < n; i += W) {
-        const vf x = vload_part(h + i, n - i);
+    for (int64_t i = i0; i < i1; i += W) {
+        const vf x = vload_part(h + i, i1 - i);
         vf cdf, pdf;
         vnormal(x, &cdf, &pdf);
-        if (a) vstore_part(a + i, vmul(x, cdf), n - i);
-        vstore_part(ga + i, vmul(vload_part(ga + i, n - i), vfma(x, pdf, cdf)), n - i);
+        if (a) vstore_part(a + i, vmul(x, cdf), i1 - i);
+        vstore_part(ga + i, vmul(vload_part(ga + i, i1 - i), vfma(x, pdf, cdf)), i1 - i);
+    }
+}
+
+/* The two over n floats on nthreads threads (shares on cache-line bounds). */
+void gelu_forward(const float *h, float *a, int64_t n, int64_t nthreads)
+{
+#pragma omp parallel num_threads((int)nthreads)
+    {
+        int64_t i0, i1;
+        thread_share(n, 16, thread_index(), thread_count(), &i0, &i1);
+        gelu_forward_range(h, a, i0, i1);
+    }
+}
+
+void gelu_backward(const float *h, float *ga, float *a, int64_t n, int64_t nthreads)
+{
+#pragma omp parallel num_threads((int)nthreads)
+    {
+        int64_t i0, i1;
+        thread_share(n, 16, thread_index(), thread_count(), &i0, &i1);
+        gelu_backward_range(h, ga, a, i0, i1);
     }
 }

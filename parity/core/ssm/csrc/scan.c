@@ -24,9 +24,8 @@
  * (out_st == 1) or time-major (out_sd == 1: (batch, L, d_inner), what out_proj reads), written and read four
  * channels at a time through a 4 x W transpose. A: (d_inner, NP); Bt, Ct: step t of batch b at
  * (b L + t) bc_st, NP floats from there (padded copies, or the mixer's x_proj output in place); bias, D:
- * (d_inner,) or NULL. Every function handles d in [d0, d1), so Python runs disjoint ranges on several threads
- * (ctypes releases the GIL). Outputs indexed by d are written by one range only; gB and gC (sums over d) go to
- * a per-range partial buffer, added up by scan_sum_partials.
+ * (d_inner,) or NULL. Threads split the channels (whole groups; see simd.h): outputs indexed by d are written by
+ * one thread only; gB and gC (sums over d) go to a per-thread partial buffer, added up by scan_sum_partials.
  *
  * The width comes from the compiler's target (-march=native): AVX-512 (W=16), AVX2+FMA (W=8), or plain C
  * (W=1), see simd.h; -mno-avx512f and -DSCAN_SCALAR force the narrower ones, so tests can check every path on one
@@ -309,7 +308,7 @@ static int next_group(const scan_shape *sh, int64_t b, int64_t dg, int G, int64_
 }
 
 /* out: see scan_shape. work: scan_forward_work floats, 64-byte aligned. */
-void scan_forward(const float *u, const float *delta, const float *bias, int64_t softplus, const float *A,
+static void scan_forward_range(const float *u, const float *delta, const float *bias, int64_t softplus, const float *A,
                   const float *Bt, const float *Ct, const float *D, const float *z, float *out, float *work,
                   const scan_shape *sh, int64_t d0, int64_t d1)
 {
@@ -368,10 +367,11 @@ void scan_forward(const float *u, const float *delta, const float *bias, int64_t
  * gbias, gD (d_inner,) and gz (rows layout; needs z) for d in [d0, d1), and gB, gC (batch, L, NP): this range's
  * partial sums over its channels (scan_sum_partials adds the ranges up). work: scan_backward_work floats,
  * 64-byte aligned. */
-void scan_backward(const float *u, const float *delta, const float *bias, int64_t softplus, const float *A,
-                   const float *Bt, const float *Ct, const float *D, const float *z, const float *g,
-                   float *gu, float *gdelta, float *gA, float *gbias, float *gD, float *gz, float *gB, float *gC,
-                   float *work, const scan_shape *sh, int64_t d0, int64_t d1)
+static void scan_backward_range(const float *u, const float *delta, const float *bias, int64_t softplus,
+                                const float *A, const float *Bt, const float *Ct, const float *D, const float *z,
+                                const float *g, float *gu, float *gdelta, float *gA, float *gbias, float *gD,
+                                float *gz, float *gB, float *gC, float *work, const scan_shape *sh, int64_t d0,
+                                int64_t d1)
 {
     const int64_t L = sh->L, NP = sh->NP, batch = sh->batch;
     if (L == 0) return;
@@ -455,6 +455,42 @@ void scan_backward(const float *u, const float *delta, const float *bias, int64_
             dg += G;
         }
     }
+}
+
+/* The scan on nthreads threads, each on its share of the channels (whole groups) with its own row of work
+ * (work_floats apart). */
+void scan_forward(const float *u, const float *delta, const float *bias, int64_t softplus, const float *A,
+                  const float *Bt, const float *Ct, const float *D, const float *z, float *out, float *work,
+                  int64_t work_floats, const scan_shape *sh, int64_t nthreads)
+{
+#pragma omp parallel num_threads((int)nthreads)
+    {
+        int64_t d0, d1;
+        const int i = thread_index();
+        thread_share(sh->d_inner, GROUP, i, thread_count(), &d0, &d1);
+        scan_forward_range(u, delta, bias, softplus, A, Bt, Ct, D, z, out, work + i * work_floats, sh, d0, d1);
+    }
+}
+
+/* Its gradients on nthreads threads; thread i's partial sums of gB and gC go to parts + (0 or 1) nthreads P +
+ * i P, P = batch L NP floats. Returns the number of threads that ran (the partial sums to add up). */
+int64_t scan_backward(const float *u, const float *delta, const float *bias, int64_t softplus, const float *A,
+                      const float *Bt, const float *Ct, const float *D, const float *z, const float *g, float *gu,
+                      float *gdelta, float *gA, float *gbias, float *gD, float *gz, float *parts, float *work,
+                      int64_t work_floats, const scan_shape *sh, int64_t nthreads)
+{
+    const int64_t P = sh->batch * sh->L * sh->NP;
+    int ran = 1;
+#pragma omp parallel num_threads((int)nthreads)
+    {
+        int64_t d0, d1;
+        const int i = thread_index(), n = thread_count();
+        if (i == 0) ran = n;
+        thread_share(sh->d_inner, GROUP, i, n, &d0, &d1);
+        scan_backward_range(u, delta, bias, softplus, A, Bt, Ct, D, z, g, gu, gdelta, gA, gbias, gD, gz, parts + i * P,
+                            parts + (nthreads + i) * P, work + i * work_floats, sh, d0, d1);
+    }
+    return ran;
 }
 
 /* out (b, n, t) at b out_sb + n out_sn + t out_st, for n < N = the sum of parts (nparts, batch, L, NP) over parts,

@@ -333,6 +333,29 @@ INLINE void vstore_tmajor(float *p, int64_t st, int64_t n, const int G, const vf
         for (int g = 0; g < G; g++) p[t * st + g] = tmp[g * W + t];
 }
 
+/* Threads: each exported kernel runs one OpenMP parallel region of the requested size, on the worker threads
+ * torch's own operators use (the library links the libgomp that torch has loaded), so that a kernel right
+ * after a matrix product finds them awake instead of competing with them for the cores. Built without
+ * OpenMP, the region is this thread alone. */
+#ifdef _OPENMP
+#include <omp.h>
+INLINE int thread_index(void) { return omp_get_thread_num(); }
+INLINE int thread_count(void) { return omp_get_num_threads(); }
+#else
+INLINE int thread_index(void) { return 0; }
+INLINE int thread_count(void) { return 1; }
+#endif
+
+/* Thread i of n's share [*a, *b) of [0, size): contiguous, bounds multiples of unit (the last one ends at size). */
+INLINE void thread_share(int64_t size, int64_t unit, int i, int n, int64_t *a, int64_t *b)
+{
+    const int64_t units = (size + unit - 1) / unit;
+    *a = units * i / n * unit;
+    *b = units * (i + 1) / n * unit;
+    if (*a > size) *a = size;
+    if (*b > size) *b = size;
+}
+
 /* log(1 + e) for e in [0, 1]: 2 atanh(s) with s = e / (2 + e) <= 1/3, whose odd series converges by 1/9 a
  * term; exact in relative terms for tiny e, where forming 1 + e would lose e's digits. */
 INLINE vf vlog1p_unit(vf e)
