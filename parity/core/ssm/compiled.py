@@ -131,8 +131,8 @@ def _library(variant: str = "native"):
     lib.conv_silu_forward.argtypes = [ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64] + [i64] * 3 + [ptr, i64]
     lib.conv_silu_backward.argtypes = ([ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64, ptr, i64, i64, ptr, ptr] + [i64] * 3
                                        + [ptr, i64])
-    lib.gelu_forward.argtypes = [ptr, ptr, i64, i64]
-    lib.gelu_backward.argtypes = [ptr, ptr, ptr, i64, i64]
+    lib.gelu_forward.argtypes = [ptr, ptr, ptr, i64, i64, i64]
+    lib.gelu_backward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64]
     lib.bench_exp.argtypes = [ptr, ptr, i64, i64]
     lib.bench_fma.restype = ctypes.c_float
     lib.bench_fma.argtypes = [i64]
@@ -365,14 +365,17 @@ class _CompiledConvSiLU(torch.autograd.Function):
         return gx, rearrange(gw, "d k -> d 1 k"), gb
 
 
-def run_gelu_forward(h, a) -> None:
-    """a <- gelu(h) (the erf form), both contiguous float32 of one size."""
-    kernel_library().gelu_forward(_p(h), _p(a), h.numel(), _threads())
+def run_gelu_forward(h, a, bias=None) -> None:
+    """a <- gelu(h + bias) (the erf form): h, a contiguous (rows, cols) float32, bias (cols,) or None."""
+    cols = h.shape[-1]
+    kernel_library().gelu_forward(_p(h), _p(bias), _p(a), h.numel() // cols, cols, _threads())
 
 
-def run_gelu_backward(h, ga, a=None) -> None:
-    """ga <- ga gelu'(h) in place and, unless a is None, a <- gelu(h); all contiguous float32 of one size."""
-    kernel_library().gelu_backward(_p(h), _p(ga), _p(a), h.numel(), _threads())
+def run_gelu_backward(h, ga, a=None, bias=None) -> None:
+    """ga <- ga gelu'(h + bias) in place and, unless a is None, a <- gelu(h + bias); h, ga, a contiguous
+    (rows, cols) float32, bias (cols,) or None."""
+    cols = h.shape[-1]
+    kernel_library().gelu_backward(_p(h), _p(bias), _p(ga), _p(a), h.numel() // cols, cols, _threads())
 
 
 def _usable(*tensors) -> bool:

@@ -116,33 +116,34 @@ def mamba_inner(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bi
 
 
 class FeedForwardGELU(torch.autograd.Function):
-    """Linear -> GELU -> Linear with GELU on the compiled kernel. Keeps the input and the first layer's output;
-    backward recomputes the GELU (in the same pass as its derivative) instead of keeping its output, and needs
-    no second-layer output, so nothing is computed twice but the GELU."""
+    """Linear -> GELU -> Linear with GELU on the compiled kernel. The first layer's bias is added inside the GELU
+    kernel (addmm would first copy it into the whole output: a pass of its own). Keeps the input and the first
+    layer's product; backward recomputes the GELU (in the same pass as its derivative) instead of keeping its
+    output, and needs no second-layer output, so nothing is computed twice but the GELU."""
 
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2):
         x2 = rearrange(x, "... d -> (...) d")
-        h = torch.addmm(b1, x2, w1.t()) if b1 is not None else torch.mm(x2, w1.t())
+        h = torch.mm(x2, w1.t())
         a = scratch("mlp-a", *h.shape)
-        run_gelu_forward(h, a)
+        run_gelu_forward(h, a, b1)
         out = torch.addmm(b2, a, w2.t()) if b2 is not None else torch.mm(a, w2.t())
-        ctx.save_for_backward(x2, h, w1, w2)
-        ctx.shape, ctx.biases = x.shape, (b1 is not None, b2 is not None)
+        ctx.save_for_backward(x2, h, w1, b1, w2)
+        ctx.shape, ctx.has_b2 = x.shape, b2 is not None
         return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g):
-        x2, h, w1, w2 = ctx.saved_tensors
+        x2, h, w1, b1, w2 = ctx.saved_tensors
         g2 = rearrange(g, "... d -> (...) d")
         g2 = g2 if g2.is_contiguous() else g2.contiguous()
         gh = torch.mm(g2, w2, out=scratch("mlp-gh", *h.shape))
         a = scratch("mlp-a", *h.shape)
-        run_gelu_backward(h, gh, a)  # gh: the gradient wrt GELU's output, then wrt its input
+        run_gelu_backward(h, gh, a, b1)  # gh: the gradient wrt GELU's output, then wrt its input
         gw2, gw1 = torch.mm(g2.t(), a), torch.mm(gh.t(), x2)
-        gb2 = g2.sum(0) if ctx.biases[1] else None
-        gb1 = gh.sum(0) if ctx.biases[0] else None
+        gb2 = g2.sum(0) if ctx.has_b2 else None
+        gb1 = gh.sum(0) if b1 is not None else None
         return torch.mm(gh, w1).view(ctx.shape), gw1, gb1, gw2, gb2
 
 

@@ -8,7 +8,8 @@
  * about 2e-7 evaluated in float). exp(-z^2) = exp(-x^2 / 2) is phi's exponential too, so one exp per value.
  * Phi is accurate in relative terms on both sides (no 1 + erf cancellation for negative x).
  *
- * Flat arrays of n floats, split between threads.
+ * Rows of `cols` floats, h's rows with a per-column bias added first (a linear layer's bias: the layer's matrix
+ * product leaves it out, so it costs no pass of its own), split between threads.
  */
 #include "simd.h"
 
@@ -43,46 +44,60 @@ INLINE void vnormal(vf x, vf *cdf, vf *pdf)
     *pdf = vmul(e, vset(INV_SQRT_2PI));
 }
 
-/* a = gelu(h) on [i0, i1) */
-static void gelu_forward_range(const float *h, float *a, int64_t i0, int64_t i1)
+/* x = h + bias for the W values from i (one row's columns c.., n left in the row); bias may be NULL */
+INLINE vf biased(const float *h, const float *bias, int64_t i, int64_t c, int64_t n)
 {
-    for (int64_t i = i0; i < i1; i += W) {
-        const vf x = vload_part(h + i, i1 - i);
-        vf cdf, pdf;
-        vnormal(x, &cdf, &pdf);
-        vstore_part(a + i, vmul(x, cdf), i1 - i);
-    }
+    const vf x = vload_part(h + i, n);
+    return bias ? vadd(x, vload_part(bias + c, n)) : x;
 }
 
-/* ga <- ga gelu'(h) in place on [i0, i1); a <- gelu(h) unless a is NULL (backward's recomputation) */
-static void gelu_backward_range(const float *h, float *ga, float *a, int64_t i0, int64_t i1)
+/* a = gelu(h + bias) for rows [r0, r1) */
+static void gelu_forward_rows(const float *h, const float *bias, float *a, int64_t cols, int64_t r0, int64_t r1)
 {
-    for (int64_t i = i0; i < i1; i += W) {
-        const vf x = vload_part(h + i, i1 - i);
-        vf cdf, pdf;
-        vnormal(x, &cdf, &pdf);
-        if (a) vstore_part(a + i, vmul(x, cdf), i1 - i);
-        vstore_part(ga + i, vmul(vload_part(ga + i, i1 - i), vfma(x, pdf, cdf)), i1 - i);
-    }
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t c = 0; c < cols; c += W) {
+            const int64_t i = r * cols + c;
+            const vf x = biased(h, bias, i, c, cols - c);
+            vf cdf, pdf;
+            vnormal(x, &cdf, &pdf);
+            vstore_part(a + i, vmul(x, cdf), cols - c);
+        }
 }
 
-/* The two over n floats on nthreads threads (shares on cache-line bounds). */
-void gelu_forward(const float *h, float *a, int64_t n, int64_t nthreads)
+/* ga <- ga gelu'(h + bias) in place for rows [r0, r1); a <- gelu(h + bias) unless a is NULL (backward's
+ * recomputation) */
+static void gelu_backward_rows(const float *h, const float *bias, float *ga, float *a, int64_t cols, int64_t r0,
+                               int64_t r1)
+{
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t c = 0; c < cols; c += W) {
+            const int64_t i = r * cols + c;
+            const vf x = biased(h, bias, i, c, cols - c);
+            vf cdf, pdf;
+            vnormal(x, &cdf, &pdf);
+            if (a) vstore_part(a + i, vmul(x, cdf), cols - c);
+            vstore_part(ga + i, vmul(vload_part(ga + i, cols - c), vfma(x, pdf, cdf)), cols - c);
+        }
+}
+
+/* The two over rows x cols floats on nthreads threads (shares of whole rows). */
+void gelu_forward(const float *h, const float *bias, float *a, int64_t rows, int64_t cols, int64_t nthreads)
 {
 #pragma omp parallel num_threads((int)nthreads)
     {
-        int64_t i0, i1;
-        thread_share(n, 16, thread_index(), thread_count(), &i0, &i1);
-        gelu_forward_range(h, a, i0, i1);
+        int64_t r0, r1;
+        thread_share(rows, 1, thread_index(), thread_count(), &r0, &r1);
+        gelu_forward_rows(h, bias, a, cols, r0, r1);
     }
 }
 
-void gelu_backward(const float *h, float *ga, float *a, int64_t n, int64_t nthreads)
+void gelu_backward(const float *h, const float *bias, float *ga, float *a, int64_t rows, int64_t cols,
+                   int64_t nthreads)
 {
 #pragma omp parallel num_threads((int)nthreads)
     {
-        int64_t i0, i1;
-        thread_share(n, 16, thread_index(), thread_count(), &i0, &i1);
-        gelu_backward_range(h, ga, a, i0, i1);
+        int64_t r0, r1;
+        thread_share(rows, 1, thread_index(), thread_count(), &r0, &r1);
+        gelu_backward_rows(h, bias, ga, a, cols, r0, r1);
     }
 }

@@ -40,6 +40,24 @@ def test_gelu_and_its_derivative_match_torch(variant, n, monkeypatch):
     assert ((ga.double() - exact_grad).abs() / g.abs().clamp_min(1)).max() <= 4e-7
 
 
+@pytest.mark.parametrize("variant", ["native", "scalar"])
+@pytest.mark.parametrize("rows, cols", [(7, 37), (3, 16), (5, 1)])
+def test_gelu_adds_a_per_column_bias(variant, rows, cols, monkeypatch):
+    monkeypatch.setenv("PARITY_SCAN_KERNEL", variant)
+    if not compiled_scan_status()["compiled"]:
+        pytest.skip("no kernel build")
+    gen = torch.Generator().manual_seed(rows * cols)
+    h, bias, g = torch.randn(rows, cols, generator=gen) * 3, torch.randn(cols, generator=gen), torch.randn(rows, cols, generator=gen)
+    a, a_plain = torch.empty_like(h), torch.empty_like(h)
+    run_gelu_forward(h, a, bias)
+    run_gelu_forward(h + bias, a_plain)
+    assert torch.equal(a, a_plain)
+    ga, ga_plain, a2 = g.clone(), g.clone(), torch.empty_like(h)
+    run_gelu_backward(h, ga, a2, bias)
+    run_gelu_backward(h + bias, ga_plain)
+    assert torch.equal(ga, ga_plain) and torch.equal(a2, a)
+
+
 def test_mlp_node_matches_the_plain_layers():
     torch.manual_seed(0)
     mlp = feedforward(24, 56)
