@@ -56,8 +56,9 @@ _status: dict[str, dict] = {}  # per kernel variant
 class ScanShape(ctypes.Structure):
     """scan.c's scan_shape: sizes and strides (in floats) of one scan call."""
 
-    _fields_ = [(name, ctypes.c_int64) for name in ("batch", "d_inner", "L", "NP", "row_sb", "row_sd", "bc_st",
-                                                     "out_sb", "out_sd", "out_st")]
+    _fields_ = [*((name, ctypes.c_int64) for name in ("batch", "d_inner", "L", "NP", "row_sb", "row_sd", "bc_st",
+                                                      "out_sb", "out_sd", "out_st", "z_rev")),
+                ("out_scale", ctypes.c_float)]
 
 
 def kernel_variant() -> str:
@@ -128,8 +129,8 @@ def _library(variant: str = "native"):
     lib.scan_backward.restype = i64
     lib.scan_backward.argtypes = [ptr] * 3 + [i64] + [ptr] * 14 + [i64, shape, i64]
     lib.scan_sum_partials.argtypes = [ptr] + [i64] * 5 + [ptr] + [i64] * 3
-    lib.conv_silu_forward.argtypes = [ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64] + [i64] * 3 + [ptr, i64]
-    lib.conv_silu_backward.argtypes = ([ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64, ptr, i64, i64, ptr, ptr] + [i64] * 3
+    lib.conv_silu_forward.argtypes = [ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64] + [i64] * 4 + [ptr, i64]
+    lib.conv_silu_backward.argtypes = ([ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64, ptr, i64, i64, ptr, ptr] + [i64] * 4
                                        + [ptr, i64])
     lib.gelu_forward.argtypes = [ptr, ptr, ptr, i64, i64, i64]
     lib.gelu_backward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64]
@@ -208,14 +209,22 @@ def _rows_ok(t: torch.Tensor) -> bool:
     return t.stride(-1) == 1 or t.shape[-1] == 1
 
 
-def scan_shape(u: torch.Tensor, NP: int, bc_st: int, out: torch.Tensor) -> ScanShape:
-    """The kernel's sizes and strides: u (batch, d_inner, L) rows (its strides are those of delta, z and their
-    gradients too), B and C rows bc_st apart, out (batch, d_inner, L) with t or d contiguous."""
+def scan_shape(u: torch.Tensor, NP: int, bc_st: int, out: torch.Tensor, reverse: bool = False,
+               out_scale: float = 1.0) -> tuple[ScanShape, ctypes.c_void_p]:
+    """The kernel's sizes and strides, and the pointer it takes for out: u (batch, d_inner, L) rows (its strides
+    are those of delta, z and their gradients too), B and C rows bc_st apart, out (batch, d_inner, L) with t or d
+    contiguous. reverse: out (time-major) and z run backwards in time, the scan's own inputs forwards."""
     batch, d_inner, L = u.shape
     out_sb, out_sd, out_st = out.stride()
-    if not _rows_ok(u) or not (out_st == 1 or out_sd == 1):
-        raise ValueError(f"scan layouts: u strides {u.stride()}, out strides {out.stride()}")
-    return ScanShape(batch, d_inner, L, NP, u.stride(0), u.stride(1), bc_st, out_sb, out_sd, out_st)
+    if not _rows_ok(u) or not (out_st == 1 or out_sd == 1) or (reverse and out_sd != 1):
+        raise ValueError(f"scan layouts: u strides {u.stride()}, out strides {out.stride()}, reverse {reverse}")
+    pointer = out.data_ptr()
+    if reverse:  # step t of the scan at step L - 1 - t of out
+        pointer += (L - 1) * out_st * out.element_size()
+        out_st = -out_st
+    shape = ScanShape(batch, d_inner, L, NP, u.stride(0), u.stride(1), bc_st, out_sb, out_sd, out_st, int(reverse),
+                      out_scale)
+    return shape, ctypes.c_void_p(pointer)
 
 
 def _state_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -227,10 +236,12 @@ def _state_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     return x, step
 
 
-def run_scan_forward(u, delta, A_p, B_rows, C_rows, D, z, bias, softplus: bool, out) -> None:
-    """out <- the scan. u, delta, z: (batch, d_inner, L), one set of strides, t contiguous; A_p: (d_inner, NP)
-    padded (padded_state); B_rows, C_rows: (batch, L, NP), each (b, t) row NP contiguous floats, rows equally
-    spaced (padded copies, or column blocks of x_proj's output); out: (batch, d_inner, L), t or d contiguous."""
+def run_scan_forward(u, delta, A_p, B_rows, C_rows, D, z, bias, softplus: bool, out, reverse: bool = False,
+                     out_scale: float = 1.0) -> None:
+    """out <- out_scale x the scan. u, delta, z: (batch, d_inner, L), one set of strides, t contiguous; A_p:
+    (d_inner, NP) padded (padded_state); B_rows, C_rows: (batch, L, NP), each (b, t) row NP contiguous floats, rows
+    equally spaced (padded copies, or column blocks of x_proj's output); out: (batch, d_inner, L), t or d
+    contiguous. reverse: z's rows and out (d contiguous) run backwards in time (``scan_shape``)."""
     lib = kernel_library()
     _, bc_st = _state_rows(B_rows)
     if _state_rows(C_rows)[1] != bc_st or C_rows.stride() != B_rows.stride():
@@ -238,15 +249,15 @@ def run_scan_forward(u, delta, A_p, B_rows, C_rows, D, z, bias, softplus: bool, 
     for t in (delta, z):
         if t is not None and t.stride() != u.stride():
             raise ValueError("u, delta and z must share their strides")
-    shape = scan_shape(u, A_p.shape[1], bc_st, out)
+    shape, out_pointer = scan_shape(u, A_p.shape[1], bc_st, out, reverse, out_scale)
     threads = _threads()
     work = _work(lib.scan_forward_work, threads, shape.L, shape.NP)
-    lib.scan_forward(_p(u), _p(delta), _p(bias), int(softplus), _p(A_p), _p(B_rows), _p(C_rows), _p(D), _p(z), _p(out),
-                     _p(work), work.shape[1], ctypes.byref(shape), threads)
+    lib.scan_forward(_p(u), _p(delta), _p(bias), int(softplus), _p(A_p), _p(B_rows), _p(C_rows), _p(D), _p(z),
+                     out_pointer, _p(work), work.shape[1], ctypes.byref(shape), threads)
 
 
 def run_scan_backward(u, delta, A_p, B_rows, C_rows, D, z, bias, softplus: bool, g, gu, gdelta, gz, gA, gbias, gD,
-                      gB, gC) -> None:
+                      gB, gC, reverse: bool = False, out_scale: float = 1.0) -> None:
     """The gradients of ``run_scan_forward`` wrt its inputs for the output gradient g (out's layout): gu, gdelta,
     gz (u's strides; gz None: not wanted), gA (d_inner, NP), gbias, gD (d_inner,) or None; gB, gC: (batch,
     d_state, L) views, any strides, that receive the sums over channels."""
@@ -255,13 +266,13 @@ def run_scan_backward(u, delta, A_p, B_rows, C_rows, D, z, bias, softplus: bool,
     for t in (delta, z, gu, gdelta, gz):
         if t is not None and t.stride() != u.stride():
             raise ValueError("u, delta, z and their gradients must share their strides")
-    shape = scan_shape(u, A_p.shape[1], bc_st, g)
+    shape, g_pointer = scan_shape(u, A_p.shape[1], bc_st, g, reverse, out_scale)
     batch, N, L, NP = shape.batch, gB.shape[1], shape.L, shape.NP
     threads = _threads()
     parts = scratch("scan-partials", 2, threads, batch, L, NP)  # per thread: sums over its channels
     work = _work(lib.scan_backward_work, threads, L, NP)
     ran = lib.scan_backward(_p(u), _p(delta), _p(bias), int(softplus), _p(A_p), _p(B_rows), _p(C_rows), _p(D), _p(z),
-                            _p(g), _p(gu), _p(gdelta), _p(gA), _p(gbias), _p(gD), _p(gz), _p(parts), _p(work),
+                            g_pointer, _p(gu), _p(gdelta), _p(gA), _p(gbias), _p(gD), _p(gz), _p(parts), _p(work),
                             work.shape[1], ctypes.byref(shape), threads)
     for k, out in enumerate((gB, gC)):
         lib.scan_sum_partials(_p(parts[k]), ran, batch, L, NP, N, _p(out), *out.stride())
@@ -309,9 +320,9 @@ class _CompiledScan(torch.autograd.Function):
         return gu, gdelta, gA[:, :N], gB, gC, gD, gz, gbias, None
 
 
-def run_conv_forward(x, weight, bias, out) -> None:
+def run_conv_forward(x, weight, bias, out, reverse: bool = False) -> None:
     """out <- silu(causal depthwise conv1d of x): x, out (batch, d_inner, L), any strides with t contiguous;
-    weight (d_inner, K) contiguous; bias (d_inner,) or None."""
+    weight (d_inner, K) contiguous; bias (d_inner,) or None. reverse: of x read backwards in time."""
     lib = kernel_library()
     batch, d_inner, L = x.shape
     K = weight.shape[-1]
@@ -320,12 +331,12 @@ def run_conv_forward(x, weight, bias, out) -> None:
     threads = _threads()
     work = scratch("work-conv", threads, lib.conv_work(L, K))
     lib.conv_silu_forward(_p(x), x.stride(0), x.stride(1), _p(weight), _p(bias), K, _p(out), out.stride(0),
-                          out.stride(1), batch, L, d_inner, _p(work), threads)
+                          out.stride(1), batch, L, int(reverse), d_inner, _p(work), threads)
 
 
-def run_conv_backward(x, weight, bias, g, gx, gweight, gbias) -> None:
+def run_conv_backward(x, weight, bias, g, gx, gweight, gbias, reverse: bool = False) -> None:
     """The gradients of ``run_conv_forward`` for the output gradient g: gx (x's shape, any strides with t
-    contiguous), gweight (d_inner, K) and gbias (d_inner,) or None."""
+    contiguous; backwards in time with reverse, like x), gweight (d_inner, K) and gbias (d_inner,) or None."""
     lib = kernel_library()
     batch, d_inner, L = x.shape
     K = weight.shape[-1]
@@ -334,8 +345,8 @@ def run_conv_backward(x, weight, bias, g, gx, gweight, gbias) -> None:
     threads = _threads()
     work = scratch("work-conv", threads, lib.conv_work(L, K))
     lib.conv_silu_backward(_p(x), x.stride(0), x.stride(1), _p(weight), _p(bias), K, _p(g), g.stride(0), g.stride(1),
-                           _p(gx), gx.stride(0), gx.stride(1), _p(gweight), _p(gbias), batch, L, d_inner, _p(work),
-                           threads)
+                           _p(gx), gx.stride(0), gx.stride(1), _p(gweight), _p(gbias), batch, L, int(reverse), d_inner,
+                           _p(work), threads)
 
 
 MAX_CONV_TAPS = 64  # conv.c keeps one accumulator vector per tap

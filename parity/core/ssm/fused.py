@@ -10,6 +10,9 @@ are read in place from x_proj's (batch L, dt_rank + 2 d_state) output, and the s
 d_inner), what out_proj reads. Backward writes the gradients of x and z straight into the two blocks of xz's
 gradient (no concatenation), and the gradients of B and C into x_proj's output gradient.
 
+A bidirectional layer's backward mixer runs on the same xz layout (``reverse``): the conv reads x's rows and the
+scan z's rows backwards in time, and the scan writes y backwards, so the sequence is never flipped.
+
 Kept for backward: xz and x_proj's output; x (after the conv) and delta are recomputed into scratch buffers
 (``scratch``), as are the scan's per-call gradients wrt x and delta. The numbers are those of the unfused
 mixer up to float rounding: the same operations, in the same order except for the summation order inside the
@@ -39,12 +42,12 @@ def _state_views(x_dbl: torch.Tensor, batch: int, rank: int, d_state: int):
 
 class MambaInner(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D, batch):
+    def forward(ctx, xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D, batch, reverse, out_scale):
         d_inner, rank, d_state = A.shape[0], dt_proj_weight.shape[1], A.shape[1]
         L = xz.shape[1] // batch
         w = rearrange(conv_weight, "d 1 k -> d k")
         x = scratch("mixer-x", d_inner, batch * L)
-        run_conv_forward(rows(xz[:d_inner], batch), w, conv_bias, rows(x, batch))
+        run_conv_forward(rows(xz[:d_inner], batch), w, conv_bias, rows(x, batch), reverse)
         x_dbl = torch.mm(x.t(), x_proj_weight.t())
         delta = torch.mm(dt_proj_weight, x_dbl[:, :rank].t(), out=scratch("mixer-delta", d_inner, batch * L))
         A_p = padded_state(A, kernel_library().scan_lanes())
@@ -52,24 +55,24 @@ class MambaInner(torch.autograd.Function):
                 for t in _state_views(x_dbl, batch, rank, d_state))
         y = xz.new_empty(batch, L, d_inner)
         run_scan_forward(rows(x, batch), rows(delta, batch), A_p, B, C, D, rows(xz[d_inner:], batch), dt_bias, True,
-                         rearrange(y, "b l d -> b d l"))
+                         rearrange(y, "b l d -> b d l"), reverse, out_scale)
         ctx.save_for_backward(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D, x_dbl)
-        ctx.batch = batch
+        ctx.batch, ctx.reverse, ctx.out_scale = batch, reverse, out_scale
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gy):
         xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D, x_dbl = ctx.saved_tensors
-        batch = ctx.batch
+        batch, reverse = ctx.batch, ctx.reverse
         d_inner, rank, d_state = A.shape[0], dt_proj_weight.shape[1], A.shape[1]
         BL = xz.shape[1]
-        if gy.stride(-1) != 1:
+        if not gy.is_contiguous():
             gy = gy.contiguous()
         w = rearrange(conv_weight, "d 1 k -> d k")
         # the forward's x and delta again
         x = scratch("mixer-x", d_inner, BL)
-        run_conv_forward(rows(xz[:d_inner], batch), w, conv_bias, rows(x, batch))
+        run_conv_forward(rows(xz[:d_inner], batch), w, conv_bias, rows(x, batch), reverse)
         delta = torch.mm(dt_proj_weight, x_dbl[:, :rank].t(), out=scratch("mixer-delta", d_inner, BL))
         A_p = padded_state(A, kernel_library().scan_lanes())
         B, C = (padded_state(t, A_p.shape[1]) if A_p.shape[1] != d_state else t
@@ -83,7 +86,7 @@ class MambaInner(torch.autograd.Function):
         gB, gC = (rearrange(t, "b l n -> b n l") for t in _state_views(gx_dbl, batch, rank, d_state))
         run_scan_backward(rows(x, batch), rows(delta, batch), A_p, B, C, D, rows(xz[d_inner:], batch), dt_bias, True,
                           rearrange(gy, "b l d -> b d l"), rows(gx, batch), rows(gdelta, batch),
-                          rows(gxz[d_inner:], batch), gA, gbias, gD, gB, gC)
+                          rows(gxz[d_inner:], batch), gA, gbias, gD, gB, gC, reverse, ctx.out_scale)
         # dt_proj and x_proj, backwards
         gx_dbl[:, :rank] = torch.mm(gdelta.t(), dt_proj_weight)
         g_dt_proj = torch.mm(gdelta, x_dbl[:, :rank])
@@ -93,9 +96,9 @@ class MambaInner(torch.autograd.Function):
         g_conv_w = torch.empty_like(w)
         g_conv_b = torch.empty_like(conv_bias) if conv_bias is not None else None
         run_conv_backward(rows(xz[:d_inner], batch), w, conv_bias, rows(gx, batch), rows(gxz[:d_inner], batch),
-                          g_conv_w, g_conv_b)
+                          g_conv_w, g_conv_b, reverse)
         return (gxz, rearrange(g_conv_w, "d k -> d 1 k"), g_conv_b, g_x_proj, g_dt_proj, gbias, gA[:, :d_state], gD,
-                None)
+                None, None, None)
 
 
 def fused_usable(module: torch.nn.Module, x: torch.Tensor) -> bool:
@@ -107,12 +110,16 @@ def fused_usable(module: torch.nn.Module, x: torch.Tensor) -> bool:
             and (conv is None or conv.kernel_size[0] <= MAX_CONV_TAPS) and kernel_library() is not None)
 
 
-def mamba_inner(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D, batch: int):
+def mamba_inner(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D, batch: int,
+                reverse: bool = False, out_scale: float = 1.0):
     """y (batch, L, d_inner) of a Mamba mixer from its in_proj output xz (2 d_inner, batch L): conv1d + SiLU,
-    x_proj, dt_proj, the selective scan with softplus(delta + dt_bias), D skip and silu(z) gate."""
+    x_proj, dt_proj, the selective scan with softplus(delta + dt_bias), D skip and silu(z) gate; times out_scale.
+    reverse: the mixer runs over the time-reversed sequence and y comes back in xz's order (a bidirectional
+    layer's backward mixer, without flipping its input and output)."""
     xz = xz if xz.is_contiguous() else xz.contiguous()
     conv_weight = conv_weight.contiguous()
-    return MambaInner.apply(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D, batch)
+    return MambaInner.apply(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D, batch,
+                            bool(reverse), float(out_scale))
 
 
 class FeedForwardGELU(torch.autograd.Function):

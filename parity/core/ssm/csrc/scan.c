@@ -50,21 +50,38 @@ INLINE void vstore_group(float *out, const vf *r, const int G)
         vstore(out, r[0]);
 }
 
+/* Sizes and strides (in floats) of one call; see the layouts at the top. */
+typedef struct {
+    int64_t batch, d_inner, L, NP;
+    int64_t row_sb, row_sd;          /* u, delta, z, gu, gdelta, gz: row (b, d) at b row_sb + d row_sd */
+    int64_t bc_st;                   /* Bt, Ct: step t of batch b at (b L + t) bc_st */
+    int64_t out_sb, out_sd, out_st;  /* out, g: (b, d, t) at b out_sb + d out_sd + t out_st (out_st may be < 0) */
+    int64_t z_rev;                   /* z and gz rows run backwards in time (a mixer on the reversed sequence) */
+    float out_scale;                 /* out = scale x the scan's output (g is scaled alike in backward) */
+} scan_shape;
+
 /* The group's G rows: row g of u, delta, z (and their gradients) at rows[g]; out or g at orows[g] (rows layout)
  * or, time-major, from obase (channel dg, step 0) with step out_st. */
 typedef struct {
     int64_t rows[GROUP], orows[GROUP], obase;
 } group_rows;
 
+/* z's W values from step t of the row at z + row (backwards in time when z_rev), n of them left */
+INLINE vf load_z(const float *z, int64_t row, int64_t t, int64_t n, const scan_shape *sh)
+{
+    return sh->z_rev ? vload_rev(z + row, sh->L, t, n) : vload_part(z + row + t, n);
+}
+
 /* The per-step inputs of a group of G rows, a block of W steps of all rows at a time (their exp chains side by
  * side). For the recurrences, interleaved [t G + g]: dt, dt * u and, in backward (gyg not NULL), gy = g silu(z)
  * (g itself without a gate). For backward's epilogue, per row: dt, softplus' derivative (sigmoid of its
  * argument), gy and, with a gate, gds = g silu'(z). */
 INLINE void group_prologue(const int G, const float *delta, const float *u, const float *z, const float *g,
-                           const float *bias, int softplus, int64_t L, int64_t out_st, const group_rows *gr,
+                           const float *bias, int softplus, const scan_shape *sh, const group_rows *gr,
                            float *dtg, float *dtug, float *gyg, float *const *dt, float *const *dsp,
                            float *const *gds, float *const *gy)
 {
+    const int64_t L = sh->L, out_st = sh->out_st;
     for (int64_t t = 0; t < L; t += W) {
         const int64_t n = L - t;
         vf vdt[GROUP], vdtu[GROUP], vg[GROUP];
@@ -84,8 +101,9 @@ INLINE void group_prologue(const int G, const float *delta, const float *u, cons
                 vstore(dt[i] + t, d);
                 vstore(dsp[i] + t, s);
                 if (out_st == 1) vg[i] = vload_part(g + gr->orows[i] + t, n);
+                vg[i] = vmul(vg[i], vset(sh->out_scale));
                 if (z) {  /* silu(z) = z sigmoid(z), silu'(z) = sigmoid(z) (1 + z (1 - sigmoid(z))) */
-                    const vf zz = vload_part(z + at, n), sig = vsigmoid(zz);
+                    const vf zz = load_z(z, gr->rows[i], t, n, sh), sig = vsigmoid(zz);
                     vstore(gds[i] + t, vmul(vg[i], vmul(sig, vfma(zz, vsub(vset(1.0f), sig), vset(1.0f)))));
                     vg[i] = vmul(vg[i], vmul(zz, sig));
                 }
@@ -276,14 +294,6 @@ int64_t scan_forward_work(int64_t L, int64_t NP) { return group_work(L, NP) + (2
 
 int64_t scan_backward_work(int64_t L, int64_t NP) { return scan_forward_work(L, NP); }
 
-/* Sizes and strides (in floats) of one call; see the layouts at the top. */
-typedef struct {
-    int64_t batch, d_inner, L, NP;
-    int64_t row_sb, row_sd;          /* u, delta, z, gu, gdelta, gz: row (b, d) at b row_sb + d row_sd */
-    int64_t bc_st;                   /* Bt, Ct: step t of batch b at (b L + t) bc_st */
-    int64_t out_sb, out_sd, out_st;  /* out, g: (b, d, t) at b out_sb + d out_sd + t out_st */
-} scan_shape;
-
 /* The rows of the G channels from dg in batch b. */
 static group_rows rows_of(const scan_shape *sh, int64_t b, int64_t dg, int G)
 {
@@ -329,10 +339,10 @@ static void scan_forward_range(const float *u, const float *delta, const float *
             const group_rows gr = rows_of(sh, b, dg, G);
             const float *bias_g = bias ? bias + dg : NULL;
             if (G == GROUP)
-                group_prologue(GROUP, delta, u, NULL, NULL, bias_g, (int)softplus, L, out_st, &gr, dtg, dtug, NULL, NULL,
+                group_prologue(GROUP, delta, u, NULL, NULL, bias_g, (int)softplus, sh, &gr, dtg, dtug, NULL, NULL,
                                NULL, NULL, NULL);
             else
-                group_prologue(1, delta, u, NULL, NULL, bias_g, (int)softplus, L, out_st, &gr, dtg, dtug, NULL, NULL, NULL,
+                group_prologue(1, delta, u, NULL, NULL, bias_g, (int)softplus, sh, &gr, dtg, dtug, NULL, NULL, NULL,
                                NULL, NULL);
             /* fetched ahead: this group's gate and output rows, the next group's inputs */
             prefetcher pf = {0};
@@ -351,9 +361,10 @@ static void scan_forward_range(const float *u, const float *delta, const float *
                     const int64_t at = gr.rows[g] + t;
                     o[g] = vfma(vset(D ? D[dg + g] : 0.0f), vload_part(u + at, n), vload(y[g] + t));
                     if (z) {
-                        const vf zz = vload_part(z + at, n);
+                        const vf zz = load_z(z, gr.rows[g], t, n, sh);
                         o[g] = vmul(o[g], vmul(zz, vsigmoid(zz)));
                     }
+                    o[g] = vmul(o[g], vset(sh->out_scale));
                     if (out_st == 1) vstore_part(out + gr.orows[g] + t, o[g], n);
                 }
                 if (out_st != 1) vstore_tmajor(out + gr.obase + t * out_st, out_st, n, G, o);
@@ -408,10 +419,10 @@ static void scan_backward_range(const float *u, const float *delta, const float 
             const group_rows gr = rows_of(sh, b, dg, G);
             const float *bias_g = bias ? bias + dg : NULL;
             if (G == GROUP)
-                group_prologue(GROUP, delta, u, z, g, bias_g, (int)softplus, L, sh->out_st, &gr, dtg, dtug, gyg, dt, dsp,
+                group_prologue(GROUP, delta, u, z, g, bias_g, (int)softplus, sh, &gr, dtg, dtug, gyg, dt, dsp,
                                gds, gy);
             else
-                group_prologue(1, delta, u, z, g, bias_g, (int)softplus, L, sh->out_st, &gr, dtg, dtug, gyg, dt, dsp, gds,
+                group_prologue(1, delta, u, z, g, bias_g, (int)softplus, sh, &gr, dtg, dtug, gyg, dt, dsp, gds,
                                gy);
             /* fetched ahead: this group's output rows, the next group's inputs */
             prefetcher pf = {0};
@@ -446,8 +457,13 @@ static void scan_backward_range(const float *u, const float *delta, const float 
                     vstore_part(gu + row + t, vfma(gdtu, vload(dt[i] + t), vmul(gyt, Dd)), n);
                     sum_gd = vadd(sum_gd, gd);
                     sum_gyu = vfma(gyt, uu, sum_gyu);
-                    if (gz)  /* g (y + D u) silu'(z) */
-                        vstore_part(gz + row + t, vmul(vfma(Dd, uu, vload(y[i] + t)), vload(gds[i] + t)), n);
+                    if (gz) {  /* g (y + D u) silu'(z) */
+                        const vf gzt = vmul(vfma(Dd, uu, vload(y[i] + t)), vload(gds[i] + t));
+                        if (sh->z_rev)
+                            vstore_rev(gz + row, L, t, gzt, n);
+                        else
+                            vstore_part(gz + row + t, gzt, n);
+                    }
                 }
                 if (gbias) gbias[d] += vsum(sum_gd);
                 if (gD) gD[d] += vsum(sum_gyu);

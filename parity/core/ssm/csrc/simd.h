@@ -49,6 +49,8 @@ INLINE vf vfloor(vf y) { return _mm512_roundscale_ps(y, _MM_FROUND_TO_NEG_INF | 
 INLINE vf vfraction(vf y) { return _mm512_reduce_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
 
 /* 1 / x: the 14-bit estimate and one Newton step (error about 2^-28), a few times cheaper than a divide. */
+INLINE vf vreverse(vf a) { return _mm512_permutexvar_ps(_mm512_set_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), a); }
+
 INLINE vf vrcp(vf x)
 {
     const vf r = _mm512_rcp14_ps(x);
@@ -186,6 +188,7 @@ INLINE vf vfloor(vf y) { return _mm256_floor_ps(y); }
 INLINE vf vfraction(vf y) { return vsub(y, vfloor(y)); }
 
 INLINE vf vrcp(vf x) { return vdiv(vset(1.0f), x); }
+INLINE vf vreverse(vf a) { return _mm256_permutevar8x32_ps(a, _mm256_set_epi32(0, 1, 2, 3, 4, 5, 6, 7)); }
 
 /* As the AVX-512 version; this tree leaves the sum of its input k in lane 4 (k mod 2) + k / 2. */
 #define TREE_INPUT(k) ((((k) & 1) << 2) | ((k) >> 1))
@@ -236,6 +239,7 @@ INLINE vf vldexp(vf p, vf n) { return ldexpf(p, (int)fmaxf(-300.0f, fminf(300.0f
 INLINE vf vfloor(vf y) { return floorf(y); }
 INLINE vf vfraction(vf y) { return y - floorf(y); }
 INLINE vf vrcp(vf x) { return 1.0f / x; }
+INLINE vf vreverse(vf a) { return a; }
 INLINE vf vsum_lanes(const vf *p) { return p[0]; }
 INLINE void vstore_interleaved4(float *out, const vf *r)
 {
@@ -301,6 +305,27 @@ INLINE void vstore_part(float *p, vf a, int64_t n)
     float tmp[W];
     vstore(tmp, a);
     memcpy(p, tmp, (size_t)n * sizeof(float));
+}
+
+/* A row of L steps read and written backwards in time: the W values from step t of the reversed row (row[L-1-t],
+ * row[L-2-t], ...), n of them left (zeros past them when loading). */
+INLINE vf vload_rev(const float *row, int64_t L, int64_t t, int64_t n)
+{
+    if (n >= W) return vreverse(vload(row + L - t - W));
+    float tmp[W] = {0};
+    for (int64_t j = 0; j < n; j++) tmp[j] = row[L - 1 - t - j];
+    return vload(tmp);
+}
+
+INLINE void vstore_rev(float *row, int64_t L, int64_t t, vf a, int64_t n)
+{
+    if (n >= W) {
+        vstore(row + L - t - W, vreverse(a));
+        return;
+    }
+    float tmp[W];
+    vstore(tmp, a);
+    for (int64_t j = 0; j < n; j++) row[L - 1 - t - j] = tmp[j];
 }
 
 /* G <= 4 rows' first n <= W steps to and from a time-major layout, row g's step t at p[t st + g] (a (batch, L,
