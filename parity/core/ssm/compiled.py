@@ -58,7 +58,8 @@ class ScanShape(ctypes.Structure):
 
     _fields_ = [*((name, ctypes.c_int64) for name in ("batch", "d_inner", "L", "NP", "row_sb", "row_sd", "bc_st",
                                                       "out_sb", "out_sd", "out_st", "z_rev")),
-                ("out_scale", ctypes.c_float)]
+                ("out_scale", ctypes.c_float), ("dt_low", ctypes.c_void_p), ("dt_weight", ctypes.c_void_p),
+                ("dt_rank", ctypes.c_int64), ("dt_low_st", ctypes.c_int64)]
 
 
 def kernel_variant() -> str:
@@ -210,10 +211,12 @@ def _rows_ok(t: torch.Tensor) -> bool:
 
 
 def scan_shape(u: torch.Tensor, NP: int, bc_st: int, out: torch.Tensor, reverse: bool = False,
-               out_scale: float = 1.0) -> tuple[ScanShape, ctypes.c_void_p]:
+               out_scale: float = 1.0, delta_proj=None) -> tuple[ScanShape, ctypes.c_void_p]:
     """The kernel's sizes and strides, and the pointer it takes for out: u (batch, d_inner, L) rows (its strides
     are those of delta, z and their gradients too), B and C rows bc_st apart, out (batch, d_inner, L) with t or d
-    contiguous. reverse: out (time-major) and z run backwards in time, the scan's own inputs forwards."""
+    contiguous. reverse: out (time-major) and z run backwards in time, the scan's own inputs forwards.
+    delta_proj: (low, weight), delta = weight @ low computed inside the kernel (low (rank, batch L) with
+    contiguous rows, weight (d_inner, rank) contiguous) instead of read from a tensor."""
     batch, d_inner, L = u.shape
     out_sb, out_sd, out_st = out.stride()
     if not _rows_ok(u) or not (out_st == 1 or out_sd == 1) or (reverse and out_sd != 1):
@@ -224,6 +227,12 @@ def scan_shape(u: torch.Tensor, NP: int, bc_st: int, out: torch.Tensor, reverse:
         out_st = -out_st
     shape = ScanShape(batch, d_inner, L, NP, u.stride(0), u.stride(1), bc_st, out_sb, out_sd, out_st, int(reverse),
                       out_scale)
+    if delta_proj is not None:
+        low, weight = delta_proj
+        if not _rows_ok(low) or not weight.is_contiguous() or weight.shape != (d_inner, low.shape[0]):
+            raise ValueError("delta_proj: low (rank, batch L) with contiguous rows, weight (d_inner, rank) contiguous")
+        shape.dt_low, shape.dt_weight = low.data_ptr(), weight.data_ptr()
+        shape.dt_rank, shape.dt_low_st = low.shape[0], low.stride(0)
     return shape, ctypes.c_void_p(pointer)
 
 
@@ -237,11 +246,12 @@ def _state_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def run_scan_forward(u, delta, A_p, B_rows, C_rows, D, z, bias, softplus: bool, out, reverse: bool = False,
-                     out_scale: float = 1.0) -> None:
+                     out_scale: float = 1.0, delta_proj=None) -> None:
     """out <- out_scale x the scan. u, delta, z: (batch, d_inner, L), one set of strides, t contiguous; A_p:
     (d_inner, NP) padded (padded_state); B_rows, C_rows: (batch, L, NP), each (b, t) row NP contiguous floats, rows
     equally spaced (padded copies, or column blocks of x_proj's output); out: (batch, d_inner, L), t or d
-    contiguous. reverse: z's rows and out (d contiguous) run backwards in time (``scan_shape``)."""
+    contiguous. reverse: z's rows and out (d contiguous) run backwards in time; delta_proj: delta from its
+    projection, delta None (``scan_shape``)."""
     lib = kernel_library()
     _, bc_st = _state_rows(B_rows)
     if _state_rows(C_rows)[1] != bc_st or C_rows.stride() != B_rows.stride():
@@ -249,7 +259,7 @@ def run_scan_forward(u, delta, A_p, B_rows, C_rows, D, z, bias, softplus: bool, 
     for t in (delta, z):
         if t is not None and t.stride() != u.stride():
             raise ValueError("u, delta and z must share their strides")
-    shape, out_pointer = scan_shape(u, A_p.shape[1], bc_st, out, reverse, out_scale)
+    shape, out_pointer = scan_shape(u, A_p.shape[1], bc_st, out, reverse, out_scale, delta_proj)
     threads = _threads()
     work = _work(lib.scan_forward_work, threads, shape.L, shape.NP)
     lib.scan_forward(_p(u), _p(delta), _p(bias), int(softplus), _p(A_p), _p(B_rows), _p(C_rows), _p(D), _p(z),
@@ -257,7 +267,7 @@ def run_scan_forward(u, delta, A_p, B_rows, C_rows, D, z, bias, softplus: bool, 
 
 
 def run_scan_backward(u, delta, A_p, B_rows, C_rows, D, z, bias, softplus: bool, g, gu, gdelta, gz, gA, gbias, gD,
-                      gB, gC, reverse: bool = False, out_scale: float = 1.0) -> None:
+                      gB, gC, reverse: bool = False, out_scale: float = 1.0, delta_proj=None) -> None:
     """The gradients of ``run_scan_forward`` wrt its inputs for the output gradient g (out's layout): gu, gdelta,
     gz (u's strides; gz None: not wanted), gA (d_inner, NP), gbias, gD (d_inner,) or None; gB, gC: (batch,
     d_state, L) views, any strides, that receive the sums over channels."""
@@ -266,7 +276,7 @@ def run_scan_backward(u, delta, A_p, B_rows, C_rows, D, z, bias, softplus: bool,
     for t in (delta, z, gu, gdelta, gz):
         if t is not None and t.stride() != u.stride():
             raise ValueError("u, delta, z and their gradients must share their strides")
-    shape, g_pointer = scan_shape(u, A_p.shape[1], bc_st, g, reverse, out_scale)
+    shape, g_pointer = scan_shape(u, A_p.shape[1], bc_st, g, reverse, out_scale, delta_proj)
     batch, N, L, NP = shape.batch, gB.shape[1], shape.L, shape.NP
     threads = _threads()
     parts = scratch("scan-partials", 2, threads, batch, L, NP)  # per thread: sums over its channels

@@ -5,16 +5,17 @@ way mamba_ssm's ``mamba_inner_fn`` does it on a GPU (one autograd node, its back
     (x, delta, B, C, z) --selective scan (D skip, silu(z) gate)--> y (batch, L, d_inner)
 
 The layouts are chosen so that nothing is copied: x and z are read in place as channel blocks of xz (each
-(batch, channel) row's steps contiguous), x and delta are made in that (d_inner, batch L) layout too, B and C
-are read in place from x_proj's (batch L, dt_rank + 2 d_state) output, and the scan writes y as (batch, L,
+(batch, channel) row's steps contiguous), x is made in that (d_inner, batch L) layout too, delta is never
+made at all (the scan computes dt_proj's product where it needs it, from a (dt_rank, batch L) copy of dt_proj's
+input), B and C are read in place from x_proj's (batch L, dt_rank + 2 d_state) output, and the scan writes y as (batch, L,
 d_inner), what out_proj reads. Backward writes the gradients of x and z straight into the two blocks of xz's
 gradient (no concatenation), and the gradients of B and C into x_proj's output gradient.
 
 A bidirectional layer's backward mixer runs on the same xz layout (``reverse``): the conv reads x's rows and the
 scan z's rows backwards in time, and the scan writes y backwards, so the sequence is never flipped.
 
-Kept for backward: xz and x_proj's output; x (after the conv) and delta are recomputed into scratch buffers
-(``scratch``), as are the scan's per-call gradients wrt x and delta. The numbers are those of the unfused
+Kept for backward: xz and x_proj's output; x (after the conv) is recomputed into a scratch buffer
+(``scratch``), where the scan's gradients wrt x and delta go too. The numbers are those of the unfused
 mixer up to float rounding: the same operations, in the same order except for the summation order inside the
 matrix products (x_proj reads x in its (d_inner, batch L) layout).
 """
@@ -49,13 +50,13 @@ class MambaInner(torch.autograd.Function):
         x = scratch("mixer-x", d_inner, batch * L)
         run_conv_forward(rows(xz[:d_inner], batch), w, conv_bias, rows(x, batch), reverse)
         x_dbl = torch.mm(x.t(), x_proj_weight.t())
-        delta = torch.mm(dt_proj_weight, x_dbl[:, :rank].t(), out=scratch("mixer-delta", d_inner, batch * L))
+        delta_proj = (x_dbl[:, :rank].t().contiguous(), dt_proj_weight.contiguous())
         A_p = padded_state(A, kernel_library().scan_lanes())
         B, C = (padded_state(t, A_p.shape[1]) if A_p.shape[1] != d_state else t
                 for t in _state_views(x_dbl, batch, rank, d_state))
         y = xz.new_empty(batch, L, d_inner)
-        run_scan_forward(rows(x, batch), rows(delta, batch), A_p, B, C, D, rows(xz[d_inner:], batch), dt_bias, True,
-                         rearrange(y, "b l d -> b d l"), reverse, out_scale)
+        run_scan_forward(rows(x, batch), None, A_p, B, C, D, rows(xz[d_inner:], batch), dt_bias, True,
+                         rearrange(y, "b l d -> b d l"), reverse, out_scale, delta_proj)
         ctx.save_for_backward(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D, x_dbl)
         ctx.batch, ctx.reverse, ctx.out_scale = batch, reverse, out_scale
         return y
@@ -70,10 +71,11 @@ class MambaInner(torch.autograd.Function):
         if not gy.is_contiguous():
             gy = gy.contiguous()
         w = rearrange(conv_weight, "d 1 k -> d k")
-        # the forward's x and delta again
+        # the forward's x again
         x = scratch("mixer-x", d_inner, BL)
         run_conv_forward(rows(xz[:d_inner], batch), w, conv_bias, rows(x, batch), reverse)
-        delta = torch.mm(dt_proj_weight, x_dbl[:, :rank].t(), out=scratch("mixer-delta", d_inner, BL))
+        dt_low = x_dbl[:, :rank].t().contiguous()
+        delta_proj = (dt_low, dt_proj_weight.contiguous())
         A_p = padded_state(A, kernel_library().scan_lanes())
         B, C = (padded_state(t, A_p.shape[1]) if A_p.shape[1] != d_state else t
                 for t in _state_views(x_dbl, batch, rank, d_state))
@@ -84,12 +86,12 @@ class MambaInner(torch.autograd.Function):
         gx_dbl = torch.empty_like(x_dbl)
         gA, gbias, gD = torch.empty_like(A_p), torch.empty_like(dt_bias), torch.empty_like(D)
         gB, gC = (rearrange(t, "b l n -> b n l") for t in _state_views(gx_dbl, batch, rank, d_state))
-        run_scan_backward(rows(x, batch), rows(delta, batch), A_p, B, C, D, rows(xz[d_inner:], batch), dt_bias, True,
+        run_scan_backward(rows(x, batch), None, A_p, B, C, D, rows(xz[d_inner:], batch), dt_bias, True,
                           rearrange(gy, "b l d -> b d l"), rows(gx, batch), rows(gdelta, batch),
-                          rows(gxz[d_inner:], batch), gA, gbias, gD, gB, gC, reverse, ctx.out_scale)
-        # dt_proj and x_proj, backwards
-        gx_dbl[:, :rank] = torch.mm(gdelta.t(), dt_proj_weight)
-        g_dt_proj = torch.mm(gdelta, x_dbl[:, :rank])
+                          rows(gxz[d_inner:], batch), gA, gbias, gD, gB, gC, reverse, ctx.out_scale, delta_proj)
+        # dt_proj and x_proj, backwards (dt_proj's input gradient as (rank, batch L): the faster product here)
+        gx_dbl[:, :rank] = torch.mm(dt_proj_weight.t(), gdelta).t()
+        g_dt_proj = torch.mm(gdelta, dt_low.t())
         gx.addmm_(x_proj_weight.t(), gx_dbl.t())
         g_x_proj = torch.mm(gx_dbl.t(), x.t())
         # the conv, backwards, into xz's gradient

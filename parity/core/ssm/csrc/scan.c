@@ -58,12 +58,18 @@ typedef struct {
     int64_t out_sb, out_sd, out_st;  /* out, g: (b, d, t) at b out_sb + d out_sd + t out_st (out_st may be < 0) */
     int64_t z_rev;                   /* z and gz rows run backwards in time (a mixer on the reversed sequence) */
     float out_scale;                 /* out = scale x the scan's output (g is scaled alike in backward) */
+    /* delta from its low-rank projection instead of a delta tensor, when dt_low is not NULL: delta[b, d, t] =
+     * sum_r dt_weight[d, r] dt_low[r, b L + t] (dt_low's rows dt_low_st apart), the Mamba mixer's dt_proj
+     * computed where it is used instead of written out and read back */
+    const float *dt_low, *dt_weight;
+    int64_t dt_rank, dt_low_st;
 } scan_shape;
 
 /* The group's G rows: row g of u, delta, z (and their gradients) at rows[g]; out or g at orows[g] (rows layout)
  * or, time-major, from obase (channel dg, step 0) with step out_st. */
 typedef struct {
     int64_t rows[GROUP], orows[GROUP], obase;
+    int64_t b, dg;  /* the batch and the group's first channel */
 } group_rows;
 
 /* z's W values from step t of the row at z + row (backwards in time when z_rev), n of them left */
@@ -85,10 +91,19 @@ INLINE void group_prologue(const int G, const float *delta, const float *u, cons
     for (int64_t t = 0; t < L; t += W) {
         const int64_t n = L - t;
         vf vdt[GROUP], vdtu[GROUP], vg[GROUP];
+        for (int i = 0; i < G; i++) vg[i] = vzero();
         if (gyg && out_st != 1) vload_tmajor(g + gr->obase + t * out_st, out_st, n, G, vg);
         for (int i = 0; i < G; i++) {
             const int64_t at = gr->rows[i] + t;
-            const vf pre = vadd(vload_part(delta + at, n), vset(bias ? bias[i] : 0.0f));
+            vf pre;
+            if (sh->dt_low) {
+                const float *w = sh->dt_weight + (gr->dg + i) * sh->dt_rank, *low = sh->dt_low + gr->b * L + t;
+                pre = vzero();
+                for (int64_t r = 0; r < sh->dt_rank; r++) pre = vfma(vset(w[r]), vload_part(low + r * sh->dt_low_st, n), pre);
+            } else {
+                pre = vload_part(delta + at, n);
+            }
+            pre = vadd(pre, vset(bias ? bias[i] : 0.0f));
             vf d = pre, s = vset(1.0f);
             if (softplus) {  /* softplus(x) = max(x, 0) + log(1 + exp(-|x|)), its derivative sigmoid(x) */
                 const vf e = vexp(vmin(pre, vsub(vzero(), pre)));
@@ -303,6 +318,8 @@ static group_rows rows_of(const scan_shape *sh, int64_t b, int64_t dg, int G)
         gr.orows[g] = b * sh->out_sb + (dg + g) * sh->out_sd;
     }
     gr.obase = b * sh->out_sb + dg * sh->out_sd;
+    gr.b = b;
+    gr.dg = dg;
     return gr;
 }
 
