@@ -16,6 +16,7 @@ import torch.nn as nn
 from einops import rearrange, repeat
 from torch.utils.checkpoint import checkpoint
 
+from .fused import feedforward_gelu, fused_usable, mamba_inner
 from .scan import DEFAULT_SCAN, check_scan, selective_scan
 
 
@@ -58,16 +59,30 @@ class Mamba(nn.Module):
         self.D._no_weight_decay = True
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
 
-    def forward(self, hidden_states, inference_params=None):
+    def forward(self, hidden_states, inference_params=None, reverse=False, out_scale=1.0):
+        """reverse: run over the time-reversed sequence, output back in the input's order (``flip(self(flip(x)))``,
+        without the flips on the compiled path); out_scale: the output times this (BiMamba's halves)."""
         if inference_params is not None:
             raise NotImplementedError("step-by-step inference caches are not supported")
-        seqlen = hidden_states.shape[1]
+        if reverse and not (self.scan == "compiled" and fused_usable(self, hidden_states)):
+            out = self(torch.flip(hidden_states, dims=[1]), out_scale=out_scale)
+            return torch.flip(out, dims=[1])
+        batch, seqlen = hidden_states.shape[:2]
         # Same matmul layout as mamba_ssm: (d, b*l) so float rounding follows the source.
-        xz = rearrange(self.in_proj.weight @ rearrange(hidden_states, "b l d -> d (b l)"),
-                       "d (b l) -> b d l", l=seqlen)
+        xz = self.in_proj.weight @ rearrange(hidden_states, "b l d -> d (b l)")
         if self.in_proj.bias is not None:
             xz = xz + rearrange(self.in_proj.bias.to(xz.dtype), "d -> d 1")
         A = -torch.exp(self.A_log.float())
+        if self.scan == "compiled" and fused_usable(self, hidden_states):
+            # conv, x_proj, dt_proj and scan as one node on the compiled kernels, nothing copied (fused.py); the
+            # scale goes into y where out_proj has no bias (exact for 0.5: scaling by a power of two commutes with
+            # rounding)
+            inner_scale = out_scale if self.out_proj.bias is None else 1.0
+            y = mamba_inner(xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
+                            self.dt_proj.bias.float(), A, self.D.float(), batch, reverse, inner_scale)
+            out = self.out_proj(y)
+            return out if inner_scale == out_scale else out * out_scale
+        xz = rearrange(xz, "d (b l) -> b d l", l=seqlen)
         x, z = xz.chunk(2, dim=1)
         x = _recomputed(self._conv_act, x)
         x_dbl = self.x_proj(rearrange(x, "b d l -> (b l) d"))
@@ -77,7 +92,8 @@ class Mamba(nn.Module):
         C = rearrange(C, "(b l) n -> b n l", l=seqlen).contiguous()
         y = selective_scan(x, dt, A, B, C, self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
                            delta_softplus=True, impl=self.scan)
-        return self.out_proj(rearrange(y, "b d l -> b l d"))
+        out = self.out_proj(rearrange(y, "b d l -> b l d"))
+        return out if out_scale == 1.0 else out * out_scale
 
     def _conv_act(self, x):
         return self.act(self.conv1d(x)[..., :x.shape[-1]])
@@ -101,9 +117,11 @@ class BiMamba(nn.Module):
         self.r_mamba = Mamba(d_model=dim, **mamba_kwargs)
 
     def forward(self, x, **kwargs):
-        forward = self.f_mamba(x, **kwargs)
-        backward = torch.flip(self.r_mamba(torch.flip(x, dims=[1]), **kwargs), dims=[1])
-        return (forward + backward) / 2
+        # (forward + backward) / 2 with each half scaled inside its mixer: a/2 + b/2 is (a + b)/2 exactly in
+        # floating point, one elementwise pass instead of two; the backward mixer reads x backwards itself
+        forward = self.f_mamba(x, out_scale=0.5, **kwargs)
+        backward = self.r_mamba(x, reverse=True, out_scale=0.5, **kwargs)
+        return forward + backward
 
 
 class Block(nn.Module):
@@ -140,15 +158,23 @@ class Block(nn.Module):
 
 
 class FeedForward(nn.Sequential):
-    """The MLP both sources give each Block (indices 0 and 3 carry the weights); everything after the
-    first linear layer is recomputed in backward (``_recomputed``)."""
+    """The MLP both sources give each Block (indices 0 and 3 carry the weights). On float32 CPU tensors the GELU
+    runs on the compiled kernel and the layer is one autograd node (``feedforward_gelu``: the GELU recomputed in
+    backward, not kept); otherwise everything after the first linear layer is recomputed in backward
+    (``_recomputed``)."""
 
     def __init__(self, dim, ff_dim, dropout=0.0):
         super().__init__(nn.Linear(dim, ff_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff_dim, dim),
                          nn.Dropout(dropout))
 
     def forward(self, x):
+        if self._fused_usable(x):
+            return feedforward_gelu(x, self[0].weight, self[0].bias, self[3].weight, self[3].bias)
         return _recomputed(self._tail, self[0](x))
+
+    def _fused_usable(self, x):
+        no_dropout = not self.training or (self[2].p == 0 and self[4].p == 0)
+        return (no_dropout and self[1].approximate == "none" and fused_usable(self, x))
 
     def _tail(self, h):
         for layer in list(self)[1:]:
