@@ -8,22 +8,12 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
-from parity.core.ssm.compiled import compiled_scan_status, conv_silu_compiled, kernel_variant
+from parity.core.ssm.compiled import conv_silu_compiled
 from parity.testing import rel_err
 
 
 def reference(x, conv):
     return nn.functional.silu(conv(x)[..., :x.shape[-1]])
-
-
-def build(variant: str, monkeypatch):
-    monkeypatch.setenv("PARITY_SCAN_KERNEL", variant)
-    status = compiled_scan_status()
-    if not status["compiled"]:
-        if variant == "native":
-            raise AssertionError(status["reason"])  # CI has a C compiler
-        pytest.skip(f"{variant} build not available here: {status['reason']}")
-    assert kernel_variant() == variant
 
 
 def compare(x, conv, grad_seed=1, tol=1e-5):
@@ -50,23 +40,23 @@ def conv_layer(channels, k=4, bias=True, seed=0):
 @pytest.mark.parametrize("variant", ["native", "avx2", "scalar"])
 @pytest.mark.parametrize("channels, length", [(13, 1), (13, 7), (37, 16), (37, 33), (8, 515)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_matches_conv1d_and_silu(variant, channels, length, bias, monkeypatch):
-    build(variant, monkeypatch)
+def test_matches_conv1d_and_silu(variant, channels, length, bias, kernel_build):
+    kernel_build(variant)
     x = torch.randn(3, channels, length, generator=torch.Generator().manual_seed(channels + length)) * 2
     compare(x, conv_layer(channels, bias=bias, seed=length))
 
 
 @pytest.mark.parametrize("variant", ["native", "scalar"])
 @pytest.mark.parametrize("k", [1, 2, 5])
-def test_other_kernel_sizes(variant, k, monkeypatch):
-    build(variant, monkeypatch)
+def test_other_kernel_sizes(variant, k, kernel_build):
+    kernel_build(variant)
     x = torch.randn(2, 13, 21, generator=torch.Generator().manual_seed(k))
     compare(x, conv_layer(13, k=k, seed=k))
 
 
-def test_reads_and_writes_strided_rows(monkeypatch):
+def test_reads_and_writes_strided_rows(kernel_build):
     """The mixer's input is the channel block of a (2 d, batch L) matmul result: rows (b, d) at b L + d batch L."""
-    build("native", monkeypatch)
+    kernel_build("native")
     batch, channels, length = 3, 13, 40
     xz = torch.randn(2 * channels, batch * length, generator=torch.Generator().manual_seed(5))
     x = rearrange(xz, "d (b l) -> b d l", b=batch)[:, :channels]

@@ -222,26 +222,12 @@ KERNEL_INPUTS = {
 }
 
 
-def compiled_kernel(variant: str, monkeypatch):
-    """selective_scan_compiled on the kernel build ``variant`` (native, avx2, scalar), or skip where that build
-    cannot be made here."""
-    from parity.core.ssm import compiled
-
-    monkeypatch.setenv("PARITY_SCAN_KERNEL", variant)
-    status = compiled_scan_status()
-    if not status["compiled"]:
-        if variant == "native":
-            raise AssertionError(status["reason"])  # CI has a C compiler
-        pytest.skip(f"{variant} build not available here: {status['reason']}")
-    assert compiled.kernel_variant() == variant
-    return selective_scan_compiled
-
-
 @pytest.mark.parametrize("variant", ["native", "avx2", "scalar"])
 @pytest.mark.parametrize("d_inner, d_state, length", KERNEL_SHAPES)
 @pytest.mark.parametrize("inputs", list(KERNEL_INPUTS))
-def test_compiled_kernel_paths_match_reference(variant, d_inner, d_state, length, inputs, monkeypatch):
-    fn = compiled_kernel(variant, monkeypatch)
+def test_compiled_kernel_paths_match_reference(variant, d_inner, d_state, length, inputs, kernel_build):
+    kernel_build(variant)
+    fn = selective_scan_compiled
     use, softplus = KERNEL_INPUTS[inputs]
     data = make_inputs(batch=2, d_inner=d_inner, d_state=d_state, length=length, seed=d_inner + d_state + length)
     if not softplus:  # keep dt positive like a real layer would, so the scan decays
@@ -251,13 +237,14 @@ def test_compiled_kernel_paths_match_reference(variant, d_inner, d_state, length
 
 
 @pytest.mark.parametrize("variant", ["avx2", "scalar"])
-def test_other_kernel_builds_agree_with_the_native_one(variant, monkeypatch):
+def test_other_kernel_builds_agree_with_the_native_one(variant, kernel_build):
     """Every build computes the same function: the plain-C one (no explicit vectors) and the AVX2 one against the
     native build, with three threads' channel ranges and gradients included."""
     inputs = make_inputs(batch=3, d_inner=11, d_state=16, length=45, seed=47)
     results = {}
     for v in ("native", variant):
-        fn = compiled_kernel(v, monkeypatch)
+        kernel_build(v)
+        fn = selective_scan_compiled
         leaves = {k: x.clone().requires_grad_() for k, x in inputs.items()}
         args = [leaves[k] for k in NAMES[:6]]
         before = torch.get_num_threads()
