@@ -183,7 +183,7 @@ INLINE void prefetch_line(prefetcher *pf)
  * want_y (a constant): writes y[g], the core output sum_n C x, per row. backward (a constant): writes, per
  * step and row (NP floats at [(t G + g) NP]), the decay dAs = exp(dt A) and ws = dAs x_{t-1} (what the adjoint
  * needs of the state), and adds x_t gy_t (gy at [t G + g]), summed over the group, into gC ((L, NP)).
- * Step t of Bt, Ct at t bc_st.
+ * Step t of Bt, Ct at t bc_st. In forward, dAs is scratch for one block's decays (W G NP floats).
  * p: G x W vectors of scratch; wide: G x NV more when NV > NV_LOCAL. */
 INLINE void group_states(const int G, const int NV, const int want_y, const int backward, const vf *a2,
                          const float *dtg, const float *dtug, const float *Bt, const float *Ct, int64_t bc_st,
@@ -196,6 +196,14 @@ INLINE void group_states(const int G, const int NV, const int want_y, const int 
     for (int i = 0; i < G * NV; i++) x[i] = vzero();
     for (int64_t t0 = 0; t0 < L; t0 += W) {
         const int T = L - t0 < W ? (int)(L - t0) : W;
+        /* The block's decays first: T G NV independent exps, a loop the vector pipes run at their throughput.
+         * Inside the recurrence each exp's latency (some 40 cycles of dependent operations) would sit in
+         * front of the state update that needs it and leave the pipes idle. */
+        float *dAb = backward ? dAs + t0 * G * NP : dAs;
+        for (int j = 0; j < T; j++)
+            for (int g = 0; g < G; g++)
+                for (int k = 0; k < NV; k++)
+                    vstore(dAb + (j * G + g) * NP + k * W, vexp2(vmul(vset(dtg[(t0 + j) * G + g]), a2[g * NV + k])));
         for (int j = 0; j < T; j++) {
             const int64_t t = t0 + j;
             prefetch_line(pf);
@@ -207,12 +215,11 @@ INLINE void group_states(const int G, const int NV, const int want_y, const int 
                 vf gCk = backward ? vload(gC + o) : vzero();
                 for (int g = 0; g < G; g++) {
                     const int i = g * NV + k;
-                    const vf dA = vexp2(vmul(vset(dtg[t * G + g]), a2[i])), w = vmul(dA, x[i]);
+                    const vf dA = vload(dAb + (j * G + g) * NP + k * W), w = vmul(dA, x[i]);
                     x[i] = vfma(vset(dtug[t * G + g]), Bk, w);
                     if (want_y) acc[g] = vfma(vload(Ct + ob), x[i], acc[g]);
                     if (backward) {
                         vstore(ws + og + g * NP, w);
-                        vstore(dAs + og + g * NP, dA);
                         gCk = vfma(x[i], vset(gyg[t * G + g]), gCk);
                     }
                 }
@@ -345,6 +352,7 @@ static void scan_forward_range(const float *u, const float *delta, const float *
     float *y[GROUP];
     for (int g = 0; g < GROUP; g++) y[g] = work + g * ROW_BUFFERS * Lp;
     float *dtg = work + GROUP * ROW_BUFFERS * Lp, *dtug = dtg + GROUP * Lp;
+    float *dAb = dtug + 2 * GROUP * Lp;  /* a block's decays, where backward keeps its ws */
     vf *p = (vf *)(work + group_work(L, NP)), *wide = p + 2 * GROUP * W;
     vf a2[GROUP * NV];
     for (int64_t b = 0; b < sh->batch; b++) {
@@ -369,7 +377,7 @@ static void scan_forward_range(const float *u, const float *delta, const float *
             if (out_st == 1) prefetch_rows(&pf, out, gr.orows, G, L, 1);
             prefetch_rows(&pf, delta, next.rows, next_n, L, 0);
             prefetch_rows(&pf, u, next.rows, next_n, L, 0);
-            DISPATCH(G, NV, group_states(g_, nv_, 1, 0, a2, dtg, dtug, Bb, Cb, sh->bc_st, L, y, NULL, NULL, NULL, NULL, p,
+            DISPATCH(G, NV, group_states(g_, nv_, 1, 0, a2, dtg, dtug, Bb, Cb, sh->bc_st, L, y, NULL, dAb, NULL, NULL, p,
                                          wide, &pf));
             for (int64_t t = 0; t < L; t += W) {
                 const int64_t n = L - t;
