@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 
@@ -95,20 +96,39 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
 
     step_gflop = gflop(step, model)  # matrix products and convolutions of one step, whatever kernels run
     gemm = dense_gemm_gflops(gemm_size)
-    profile = profile_ops(step)
+    profile, matmuls = profile_step(step)
+    matmul_s = sum(r["ms"] for r in matmuls) / 1e3
+    matmul_gflop = sum(r["gflop"] for r in matmuls)
+    for r in matmuls:
+        r["of_gemm"] = r["gflop"] / (r["ms"] / 1e3) / gemm if r["ms"] else float("nan")
     return {"port": port, "batch": batch, "scan": scan, "threads": torch.get_num_threads(),
             "median_s": med, "min_s": min(times), "max_s": max(times), "images_per_s": batch / med,
             "peak_rss_mb": peak, "baseline_rss_mb": baseline, "gflop_per_step": step_gflop,
-            "gemm_gflops": gemm, "fraction_of_gemm": step_gflop / med / gemm, "profile": profile}
+            "gemm_gflops": gemm, "fraction_of_gemm": step_gflop / med / gemm,
+            "matmul_s": matmul_s, "matmul_of_gemm": matmul_gflop / matmul_s / gemm if matmul_s else float("nan"),
+            "ceiling": step_gflop / matmul_s / gemm if matmul_s else float("nan"),
+            "profile": profile, "matmuls": matmuls}
 
 
-def profile_ops(step, top: int = 10) -> list[dict]:
-    """Where one step's time goes: torch.profiler's self CPU time per op over one step, the ``top`` largest
-    and the rest summed ({'op', 'ms', 'calls', 'share'}). The compiled kernels show as their autograd
-    Functions (``_CompiledScan``, ``_CompiledScanBackward``)."""
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::baddbmm_")
+
+
+def matmul_gflop(op: str, shapes: list) -> float:
+    """GFLOP of one matrix product from its input shapes as the profiler records them: (a, b) for mm and bmm,
+    (c, a, b) for the addmm family."""
+    a, b = (shapes[0], shapes[1]) if op in ("aten::mm", "aten::bmm") else (shapes[1], shapes[2])
+    return 2 * math.prod(a) * b[-1] / 1e9
+
+
+def profile_step(step, top: int = 10) -> tuple[list[dict], list[dict]]:
+    """Where one step's time goes, from torch.profiler over one step: self CPU time per op, the ``top`` largest
+    and the rest summed ({'op', 'ms', 'calls', 'share'}; the compiled kernels show as their autograd Functions,
+    ``MambaInner``, ``FeedForwardGELU`` and their backwards), and the step's matrix products by op and shapes
+    ({'op', 'a', 'b', 'calls', 'ms', 'gflop'}, the most time first): together the least time the step could take
+    on this machine's BLAS, were everything else free."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         step()
     ops = sorted(((e.key, e.self_cpu_time_total / 1e3, e.count) for e in prof.key_averages()), key=lambda r: -r[1])
     total = sum(ms for _, ms, _ in ops) or 1.0
@@ -117,7 +137,18 @@ def profile_ops(step, top: int = 10) -> list[dict]:
     if rest:
         ms = sum(r[1] for r in rest)
         rows.append({"op": f"{len(rest)} other ops", "ms": ms, "calls": sum(r[2] for r in rest), "share": ms / total})
-    return rows
+    matmuls = {}
+    for e in prof.key_averages(group_by_input_shape=True):
+        if e.key in MATMUL_OPS and e.input_shapes:
+            shapes = [list(s) for s in e.input_shapes]
+            a, b = (shapes[0], shapes[1]) if e.key in ("aten::mm", "aten::bmm") else (shapes[1], shapes[2])
+            row = matmuls.setdefault((e.key, str(a), str(b)), {"op": e.key, "a": " x ".join(map(str, a)),
+                                                               "b": " x ".join(map(str, b)), "calls": 0, "ms": 0.0,
+                                                               "gflop": 0.0})
+            row["calls"] += e.count
+            row["ms"] += e.self_cpu_time_total / 1e3
+            row["gflop"] += e.count * matmul_gflop(e.key, shapes)
+    return rows, sorted(matmuls.values(), key=lambda r: -r["ms"])
 
 
 def measure_step(port: str, batch: int, repeats: int = 3, scan: str = "compiled", threads: int | None = None,
@@ -135,13 +166,16 @@ def step_table(rows: list[dict]):
 
     table = Table(title="One training step (forward + backward + AdamW), CIFAR-10 32x32, this machine")
     for col in ("port", "batch", "scan", "threads", "median s", "min s", "max s", "images/s", "GFLOP/step",
-                "GEMM GFLOP/s", "of GEMM rate", "peak RSS MB", "baseline RSS MB"):
+                "GEMM GFLOP/s", "of GEMM rate", "ceiling", "peak RSS MB", "baseline RSS MB"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(r["port"], str(r["batch"]), r["scan"], str(r["threads"]), f"{r['median_s']:.2f}",
                       f"{r['min_s']:.2f}", f"{r['max_s']:.2f}", f"{r['images_per_s']:.2f}",
                       f"{r['gflop_per_step']:.1f}", f"{r['gemm_gflops']:.0f}", f"{r['fraction_of_gemm']:.2f}",
-                      f"{r['peak_rss_mb']:.0f}", f"{r['baseline_rss_mb']:.0f}")
+                      f"{r['ceiling']:.2f}", f"{r['peak_rss_mb']:.0f}", f"{r['baseline_rss_mb']:.0f}")
+    table.caption = ("of GEMM rate: the step's FLOPs per second over a 2048^3 matmul's rate, both measured here; "
+                     "ceiling: the same if everything but the step's matrix products took no time (they run at "
+                     "their own rate on this BLAS), the most the first can reach on this machine")
     return table
 
 

@@ -10,7 +10,7 @@ import torch
 from parity.bench.decode import measure_decode
 from parity.bench.scan import _inputs, bench_scan, mambapy_scan, scan_available
 from parity.bench.scanbound import scan_bound, scan_work
-from parity.bench.suite import SuiteConfig, render, target_rows
+from parity.bench.suite import TARGETS, SuiteConfig, render, target_rows
 from parity.core.ssm.scan import selective_scan_ref
 from parity.testing import rel_err
 
@@ -67,7 +67,7 @@ def scan_bound_example(bound_s: float) -> dict:
 
 
 def _results(ref_s=100.0, fast_s=1.0, peer_s=2.0, ips=2.5, rss=3000.0, nb_ips=12.0, decode_rss=2000.0, bound_s=0.6,
-             roofline=0.85, nb_roofline=0.75):
+             roofline=0.85, nb_roofline=0.75, ceiling=None):
     shape = (16, 512, 512, 16)
     scan = [{"impl": i, "median_s": s, "min_s": s, "max_s": s, "runs": 1, "shape": shape, "threads": 2}
             for i, s in (("ref", ref_s), ("chunked", 2 * fast_s), ("compiled", fast_s), ("mambapy", peer_s))]
@@ -81,6 +81,12 @@ def _results(ref_s=100.0, fast_s=1.0, peer_s=2.0, ips=2.5, rss=3000.0, nb_ips=12
             {"port": "notebook", "batch": 32, "scan": "compiled", "threads": 2, "median_s": 32 / nb_ips, "min_s": 1,
              "max_s": 9, "images_per_s": nb_ips, "peak_rss_mb": 1200, "baseline_rss_mb": 700, "gflop_per_step": 128.0,
              "gemm_gflops": 128.0 * nb_ips / 32 / nb_roofline, "fraction_of_gemm": nb_roofline}]
+    if ceiling is not None:  # the matrix products' share, as profile_step reports it
+        for r, c in zip(step, ceiling):
+            matmul_s = r["gflop_per_step"] / r["gemm_gflops"] / c
+            r.update(matmul_s=matmul_s, matmul_of_gemm=c * 0.97, ceiling=c,
+                     matmuls=[{"op": "aten::mm", "a": "8192 x 256", "b": "256 x 1024", "calls": 12,
+                               "ms": matmul_s * 1e3, "gflop": r["gflop_per_step"] * 0.97, "of_gemm": c * 0.97}])
     decode = [{"port": p, "size": s, "batch": 32, "queries": 32 * s * s, "chunk": 32768, "median_s": 0.1 * s,
                "min_s": 0.1, "max_s": 0.2, "runs": 3, "megapixels_per_s": 1.0, "peak_rss_mb": decode_rss,
                "baseline_rss_mb": 600, "output_mb": 1.0, "threads": 2}
@@ -97,6 +103,18 @@ def test_targets_met_and_missed():
                                                                     nb_ips=8.0, decode_rss=4500.0, bound_s=0.4,
                                                                     roofline=0.79, nb_roofline=0.7))}
     assert not any(missed.values())
+
+
+def test_a_roofline_target_above_the_measured_ceiling_is_named_out_of_reach(tmp_path):
+    missed = target_rows(_results(roofline=0.5, nb_roofline=0.4, ceiling=(0.7, 0.9)))
+    met = {r["target"]: r["met"] for r in missed}
+    assert met[TARGETS["roofline-original"]] == "beyond"  # 0.8 asked, 0.7 possible: no work on the rest can meet it
+    assert met[TARGETS["roofline-notebook"]] is False  # 0.7 asked, 0.9 possible: a plain miss
+    assert "ceiling 0.70" in next(r["measured"] for r in missed if r["target"] == TARGETS["roofline-original"])
+    text = render(_results(roofline=0.5, nb_roofline=0.4, ceiling=(0.7, 0.9)), tmp_path / "b.md", "parity bench")
+    assert "out of reach here" in text and "### The step's matrix products" in text and "8192 x 256" in text
+    reached = {r["target"]: r["met"] for r in target_rows(_results(ceiling=(0.9, 0.9)))}
+    assert reached[TARGETS["roofline-original"]] is True
 
 
 def test_report_names_the_gpu_gap_and_embeds_plots(tmp_path):
@@ -127,6 +145,19 @@ def test_step_case_reports_its_fraction_of_the_gemm_rate():
     assert row["fraction_of_gemm"] == pytest.approx(row["gflop_per_step"] / row["median_s"] / row["gemm_gflops"])
     ops = row["profile"]
     assert any(r["op"] == "aten::mm" for r in ops) and sum(r["share"] for r in ops) == pytest.approx(1.0)
+    # the matrix products by shape: their time bounds the step's, and their FLOPs are most of the counted ones
+    mm = row["matmuls"]
+    assert mm and row["matmul_s"] == pytest.approx(sum(r["ms"] for r in mm) / 1e3)
+    assert 0 < row["matmul_s"] < row["median_s"] * 1.5 and row["ceiling"] > row["fraction_of_gemm"]
+    assert 0.5 < sum(r["gflop"] for r in mm) / row["gflop_per_step"] <= 1.0 + 1e-6
+
+
+def test_matmul_flops_from_profiled_shapes():
+    from parity.bench.step import matmul_gflop
+
+    assert matmul_gflop("aten::mm", [[8, 3], [3, 5]]) == 2 * 8 * 3 * 5 / 1e9
+    assert matmul_gflop("aten::addmm", [[5], [8, 3], [3, 5]]) == 2 * 8 * 3 * 5 / 1e9
+    assert matmul_gflop("aten::bmm", [[4, 8, 3], [4, 3, 5]]) == 4 * 2 * 8 * 3 * 5 / 1e9
 
 
 def test_gpu_check_without_cuda_is_one_line(capsys):
