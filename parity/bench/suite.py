@@ -241,8 +241,10 @@ def step_profiles(steps: list[dict]) -> list[str]:
             lines += ["### Where a step's time goes", "",
                       "torch.profiler over one more step of the same process: self CPU time per op, the largest "
                       "first (the profiler's own overhead included, so the total exceeds the median above a little). "
-                      "`aten::mm`/`aten::addmm`: the matrix products (the roofline's work); `_CompiledScan*`: the "
-                      "selective scan kernel; `aten::copy_`: layout copies.", ""]
+                      "`aten::mm`/`aten::addmm`: the matrix products (the roofline's work); `MambaInner` and its "
+                      "backward: the fused mixer core on the compiled kernels (conv1d + SiLU, the selective scan; its "
+                      "matrix products count under `aten::mm`); `FeedForwardGELU`: the MLP's GELU kernel; "
+                      "`_ChunkedScan*`: the pure-PyTorch scan; `aten::copy_`: layout copies.", ""]
         prof = pd.DataFrame(r["profile"])
         prof["share"] = [f"{s:.0%}" for s in prof["share"]]
         lines += [f"**{r['port']}, B={r['batch']}, {r['scan']} scan**", "", _fmt(prof), ""]

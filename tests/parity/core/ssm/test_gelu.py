@@ -7,20 +7,14 @@ import torch
 import torch.nn as nn
 
 from parity.core.ssm import feedforward
-from parity.core.ssm.compiled import compiled_scan_status, kernel_variant, run_gelu_backward, run_gelu_forward
+from parity.core.ssm.compiled import run_gelu_backward, run_gelu_forward
 from parity.testing import rel_err
 
 
 @pytest.mark.parametrize("variant", ["native", "avx2", "scalar"])
 @pytest.mark.parametrize("n", [1, 15, 16, 1000, 4099])
-def test_gelu_and_its_derivative_match_torch(variant, n, monkeypatch):
-    monkeypatch.setenv("PARITY_SCAN_KERNEL", variant)
-    status = compiled_scan_status()
-    if not status["compiled"]:
-        if variant == "native":
-            raise AssertionError(status["reason"])
-        pytest.skip(status["reason"])
-    assert kernel_variant() == variant
+def test_gelu_and_its_derivative_match_torch(variant, n, kernel_build):
+    kernel_build(variant)
     gen = torch.Generator().manual_seed(n)
     h = (torch.randn(n, generator=gen, dtype=torch.float64) * 4).float().double()  # float32 values
     h[: min(n, 4)] = torch.tensor([0.0, -30.0, 30.0, -9.0], dtype=torch.float64)[: min(n, 4)]
@@ -42,10 +36,8 @@ def test_gelu_and_its_derivative_match_torch(variant, n, monkeypatch):
 
 @pytest.mark.parametrize("variant", ["native", "scalar"])
 @pytest.mark.parametrize("rows, cols", [(7, 37), (3, 16), (5, 1)])
-def test_gelu_adds_a_per_column_bias(variant, rows, cols, monkeypatch):
-    monkeypatch.setenv("PARITY_SCAN_KERNEL", variant)
-    if not compiled_scan_status()["compiled"]:
-        pytest.skip("no kernel build")
+def test_gelu_adds_a_per_column_bias(variant, rows, cols, kernel_build):
+    kernel_build(variant)
     gen = torch.Generator().manual_seed(rows * cols)
     h, bias, g = torch.randn(rows, cols, generator=gen) * 3, torch.randn(cols, generator=gen), torch.randn(rows, cols, generator=gen)
     a, a_plain = torch.empty_like(h), torch.empty_like(h)

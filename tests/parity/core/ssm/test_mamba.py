@@ -106,15 +106,11 @@ def test_fused_mixer_without_grad_matches():
 
 @pytest.mark.parametrize("variant", ["native", "avx2", "scalar"])
 @pytest.mark.parametrize("length", [1, 19, 40])
-def test_reversed_mixer_is_the_flipped_one(variant, length, monkeypatch):
+def test_reversed_mixer_is_the_flipped_one(variant, length, kernel_build):
     """reverse=True (BiMamba's backward mixer) reads x and writes its output backwards in time inside the kernels;
     it must equal flipping the input and the output, gradients included, on every kernel build. out_scale halves
     the output exactly."""
-    from parity.core.ssm.compiled import compiled_scan_status
-
-    monkeypatch.setenv("PARITY_SCAN_KERNEL", variant)
-    if not compiled_scan_status()["compiled"]:
-        pytest.skip("no kernel build")
+    kernel_build(variant)
     torch.manual_seed(0)
     mixer = Mamba(24)  # d_inner 48: channel groups and, on 3 threads, single channels
     with torch.no_grad():
