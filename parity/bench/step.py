@@ -101,13 +101,49 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
     matmul_gflop = sum(r["gflop"] for r in matmuls)
     for r in matmuls:
         r["of_gemm"] = r["gflop"] / (r["ms"] / 1e3) / gemm if r["ms"] else float("nan")
+    scans = scan_shapes(model, step)
+    floor_s = scan_floor_s(scans)
+    least_s = matmul_s + (floor_s or 0.0)
     return {"port": port, "batch": batch, "scan": scan, "threads": torch.get_num_threads(),
             "median_s": med, "min_s": min(times), "max_s": max(times), "images_per_s": batch / med,
             "peak_rss_mb": peak, "baseline_rss_mb": baseline, "gflop_per_step": step_gflop,
             "gemm_gflops": gemm, "fraction_of_gemm": step_gflop / med / gemm,
             "matmul_s": matmul_s, "matmul_of_gemm": matmul_gflop / matmul_s / gemm if matmul_s else float("nan"),
-            "ceiling": step_gflop / matmul_s / gemm if matmul_s else float("nan"),
+            "scans": len(scans), "scan_floor_s": floor_s,
+            "ceiling": step_gflop / least_s / gemm if least_s else float("nan"),
             "profile": profile, "matmuls": matmuls}
+
+
+def scan_shapes(model, step) -> list[tuple[int, int, int, int]]:
+    """(batch, L, d_inner, d_state) of every selective scan one step runs: one per Mamba mixer, seen by a
+    forward pre-hook (a mixer that calls itself on the flipped sequence is one scan, not two)."""
+    from parity.core.ssm import Mamba
+
+    seen = {}
+
+    def record(module, args):
+        x = args[0]
+        seen[id(module)] = (x.shape[0], x.shape[1], module.d_inner, module.d_state)
+
+    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, Mamba)]
+    try:
+        step()
+    finally:
+        for h in hooks:
+            h.remove()
+    return list(seen.values())
+
+
+def scan_floor_s(shapes) -> float | None:
+    """The least time these scans' forward + backward could take here: each at its hardware bound
+    (``parity.bench.scanbound``); None where the compiled kernel, whose probes measure the rates, cannot be built."""
+    from parity.core.ssm.compiled import kernel_library
+
+    from .scanbound import scan_bound
+
+    if not shapes or kernel_library() is None:
+        return None
+    return sum(scan_bound(batch, length, d_inner, d_state)["bound_s"] for batch, length, d_inner, d_state in shapes)
 
 
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::baddbmm_")
@@ -173,9 +209,6 @@ def step_table(rows: list[dict]):
                       f"{r['min_s']:.2f}", f"{r['max_s']:.2f}", f"{r['images_per_s']:.2f}",
                       f"{r['gflop_per_step']:.1f}", f"{r['gemm_gflops']:.0f}", f"{r['fraction_of_gemm']:.2f}",
                       f"{r['ceiling']:.2f}", f"{r['peak_rss_mb']:.0f}", f"{r['baseline_rss_mb']:.0f}")
-    table.caption = ("of GEMM rate: the step's FLOPs per second over a 2048^3 matmul's rate, both measured here; "
-                     "ceiling: the same if everything but the step's matrix products took no time (they run at "
-                     "their own rate on this BLAS), the most the first can reach on this machine")
     return table
 
 

@@ -148,13 +148,15 @@ def target_rows(results: dict) -> list[dict]:
 
     def roofline(key, r, met, target):
         """The step's fraction of the GEMM rate against the target and against the ceiling measured with it (the
-        fraction with every op but the matrix products free): a target above the ceiling is out of reach here."""
+        fraction for the least time the step could take here): a target above the ceiling is out of reach."""
         measured = (f"{r['fraction_of_gemm']:.2f} ({r['gflop_per_step']:.0f} GFLOP in {r['median_s']:.2f} s; GEMM "
                     f"{r['gemm_gflops']:.0f} GFLOP/s)")
         ceiling = r.get("ceiling")
         if ceiling is not None:
-            measured += (f"; ceiling {ceiling:.2f}: the step's matrix products alone run at "
-                         f"{r['matmul_of_gemm']:.2f} of that rate")
+            measured += (f"; ceiling {ceiling:.2f}: its matrix products run at {r['matmul_of_gemm']:.2f} of that rate "
+                         f"({r['matmul_s']:.2f} s)")
+            if r.get("scan_floor_s"):
+                measured += f", its {r['scans']} scans take at least {r['scan_floor_s']:.3f} s"
         add(key, measured, "beyond" if not met and ceiling is not None and ceiling <= target else met)
 
     if fast and scan.get("ref"):
@@ -261,8 +263,8 @@ def step_matmuls(steps: list[dict], top: int = 10) -> list[str]:
             lines += ["### The step's matrix products", "",
                       "From the same profile, with input shapes: per op and shapes (a @ b), the calls, self time, "
                       "GFLOP and `of_gemm`, their rate over the 2048^3 matmul's, the largest first. Their total "
-                      "time is the least the step could take on this BLAS; `ceiling` in the step table is the "
-                      "step's FLOPs over that time and the GEMM rate.", ""]
+                      "time, with the scans' at their bound, is the least the step could take on this BLAS "
+                      "(`ceiling` in the step table).", ""]
         mm = pd.DataFrame(r["matmuls"])
         shown, rest = mm.head(top), mm.iloc[top:]
         if len(rest):
@@ -296,10 +298,11 @@ def render(results: dict, out: Path, command: str) -> str:
         lines += ["## Targets", "", _fmt(df), ""]
         if beyond:
             lines += ["*Out of reach here*: the target is above the step's ceiling measured in the same run, the "
-                      "fraction it would reach if every op but its matrix products took no time at all. The matrix "
-                      "products run at their own shapes' rate on this machine's BLAS (see *The step's matrix "
-                      "products* below), below the 2048^3 rate the fraction is taken against, so no work on the rest "
-                      "of the step can meet the target on this machine.", ""]
+                      "fraction for the least time the step could take on this machine: its matrix products at the "
+                      "rate they run here (their own shapes, on this machine's BLAS: see *The step's matrix "
+                      "products* below; below the 2048^3 rate the fraction is taken against), its selective scans "
+                      "at their hardware bound (`x_bound` above), and every other op taking no time at all. No work "
+                      "on the rest of the step can meet such a target here.", ""]
     scan = pd.DataFrame([{k: v for k, v in r.items() if k not in ("shape", "bound")}
                          | {"shape": " x ".join(map(str, r["shape"]))} for r in results["scan"]])
     ref = next((r["median_s"] for r in results["scan"] if r["impl"] == "ref" and r["median_s"]), None)
@@ -327,9 +330,10 @@ def render(results: dict, out: Path, command: str) -> str:
               "counted by torch's FlopCounterMode with grouped convolutions' backward counted right) per second, "
               "over a 2048^3 fp32 matmul's rate measured in the same process: the share of this machine's "
               "dense-GEMM roofline the step reaches, comparable across machines. `matmul_s`: the step's matrix "
-              "products' time (profiled), `matmul_of_gemm` their FLOP rate over the same GEMM rate, and `ceiling` "
-              "the step's FLOPs over `matmul_s` and the GEMM rate: the most `fraction_of_gemm` can reach here, "
-              "were every other op free.", "", _fmt(step), ""]
+              "products' time (profiled), `matmul_of_gemm` their FLOP rate over the same GEMM rate; `scans`: the "
+              "selective scans one step runs and `scan_floor_s` their least time, each at its hardware bound; "
+              "`ceiling`: the step's FLOPs over `matmul_s` + `scan_floor_s` and the GEMM rate, the most "
+              "`fraction_of_gemm` can reach here, were every other op free.", "", _fmt(step), ""]
     lines += step_profiles(results["step"])
     lines += step_matmuls(results["step"])
     dec = pd.DataFrame(results["decode"])
