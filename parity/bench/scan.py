@@ -88,11 +88,15 @@ def _leaves(data: dict) -> dict:
     return {k: v.detach().clone().requires_grad_() for k, v in data.items() if k != "grad"}
 
 
-def _fwd_bwd(fn, data: dict, leaves: dict | None = None) -> None:
+def _fwd_bwd(fn, data: dict, leaves: dict | None = None) -> tuple[float, float]:
+    """One forward and backward; their wall times."""
     leaves = leaves if leaves is not None else _leaves(data)
+    t0 = time.perf_counter()
     out = fn(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], leaves["D"],
              z=leaves["z"], delta_bias=leaves["delta_bias"], delta_softplus=True)
+    t1 = time.perf_counter()
     out.backward(data["grad"])
+    return t1 - t0, time.perf_counter() - t1
 
 
 def bench_scan(batch: int = 16, length: int = 512, d_inner: int = 512, d_state: int = 16, repeats: int = 5,
@@ -111,20 +115,23 @@ def bench_scan(batch: int = 16, length: int = 512, d_inner: int = 512, d_state: 
             continue
         if impl != "ref":
             _fwd_bwd(fn, data)
-        times = []
+        passes = []
         for _ in range(ref_repeats if impl == "ref" else repeats):
             leaves = _leaves(data)
-            t0 = time.perf_counter()
-            _fwd_bwd(fn, data, leaves)
-            times.append(time.perf_counter() - t0)
+            passes.append(_fwd_bwd(fn, data, leaves))
             del leaves
+        times = [f + b for f, b in passes]
         row = {"impl": impl, "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-               "runs": len(times), "shape": (batch, d_inner, length, d_state), "threads": torch.get_num_threads()}
+               "runs": len(times), "shape": (batch, d_inner, length, d_state), "threads": torch.get_num_threads(),
+               "forward_s": statistics.median(f for f, _ in passes),
+               "backward_s": statistics.median(b for _, b in passes)}
         if impl == "compiled":
             from .scanbound import scan_bound
 
             bound = scan_bound(batch, length, d_inner, d_state)
-            row.update(bound_s=bound["bound_s"], x_bound=row["median_s"] / bound["bound_s"], bound=bound)
+            row.update(bound_s=bound["bound_s"], x_bound=row["median_s"] / bound["bound_s"],
+                       forward_x_bound=row["forward_s"] / bound["forward_bound_s"],
+                       backward_x_bound=row["backward_s"] / bound["backward_bound_s"], bound=bound)
         rows.append(row)
     return rows
 
@@ -135,7 +142,8 @@ def bound_summary(bound: dict) -> str:
             f"measured on {bound['threads']} thread(s): {bound['exp_per_s'] / 1e9:.3g} G exp/s, "
             f"{bound['flop_per_s'] / 1e9:.3g} GFLOP/s, {bound['bytes_per_s'] / 1e9:.3g} GB/s -> compute "
             f"{bound['compute_s'] * 1e3:.3g} ms, memory {bound['memory_s'] * 1e3:.3g} ms, bound "
-            f"{bound['bound_s'] * 1e3:.3g} ms ({bound['limit']})")
+            f"{bound['bound_s'] * 1e3:.3g} ms ({bound['limit']}); by pass: forward {bound['forward_bound_s'] * 1e3:.3g} "
+            f"ms, backward {bound['backward_bound_s'] * 1e3:.3g} ms")
 
 
 def scan_table(rows: list[dict]):
@@ -147,14 +155,17 @@ def scan_table(rows: list[dict]):
     bound = next((r["bound"] for r in rows if r.get("bound")), None)
     table = Table(title="Selective scan, forward + backward (batch, d_inner, L, d_state)",
                   caption=f"bound: {bound_summary(bound)}" if bound else None)
-    for name in ("scan", "shape", "runs", "median s", "min s", "max s", "speed-up vs ref", "x bound"):
+    for name in ("scan", "shape", "runs", "median s", "min s", "max s", "forward s", "backward s", "speed-up vs ref",
+                 "x bound (fwd, bwd)"):
         table.add_column(name, justify="left" if name in ("scan", "shape") else "right")
     for r in rows:
         if r["median_s"] is None:
-            table.add_row(r["impl"], " x ".join(map(str, r["shape"])), "0", "-", "-", "-", r["note"], "-")
+            table.add_row(r["impl"], " x ".join(map(str, r["shape"])), "0", "-", "-", "-", "-", "-", r["note"], "-")
             continue
         speedup = f"{ref / r['median_s']:.1f}x" if ref is not None and r["median_s"] > 0 else "-"
-        x_bound = f"{r['x_bound']:.2f}x" if r.get("x_bound") else "-"
+        x_bound = (f"{r['x_bound']:.2f}x ({r['forward_x_bound']:.2f}x, {r['backward_x_bound']:.2f}x)"
+                   if r.get("x_bound") else "-")
         table.add_row(r["impl"], " x ".join(map(str, r["shape"])), str(r["runs"]), f"{r['median_s']:.4f}",
-                      f"{r['min_s']:.4f}", f"{r['max_s']:.4f}", speedup, x_bound)
+                      f"{r['min_s']:.4f}", f"{r['max_s']:.4f}", f"{r['forward_s']:.4f}", f"{r['backward_s']:.4f}",
+                      speedup, x_bound)
     return table

@@ -47,16 +47,27 @@ FMA_CHAINS = 12  # bench_fma's independent chains
 REPEATS = 7  # timed runs per rate; the best counts
 
 
-def scan_work(batch: int, length: int, d_inner: int, d_state: int, gated: bool = True) -> dict:
-    """Exps, FLOPs and bytes of one forward + backward of the compiled scan at this shape (see the module
-    docstring for what is counted)."""
+def pass_work(batch: int, length: int, d_inner: int, d_state: int, gated: bool = True) -> dict:
+    """Exps, FLOPs and bytes of each pass of the compiled scan at this shape, {'forward': {...}, 'backward':
+    {...}} (see the module docstring for what is counted)."""
     elements = batch * d_inner * length * d_state
     rows = batch * d_inner * length  # elements of one (batch, d_inner, L) tensor
-    flops_per = 6 + 4 + (2 if gated else 0) + 15
-    big_tensors = (3 if gated else 2) + 1 + (4 if gated else 3) + (3 if gated else 2)  # fwd in, out; bwd in, out
     small = batch * d_state * length  # one of B, C, gB, gC
-    return {"elements": elements, "exps": 2 * elements, "flops": flops_per * elements, "flops_per_element": flops_per,
-            "bytes": 4 * (big_tensors * rows + 6 * small)}
+    inputs = 3 if gated else 2  # u, delta (and z)
+    return {"forward": {"exps": elements, "flops": 6 * elements,
+                        "bytes": 4 * ((inputs + 1) * rows + 2 * small)},  # in, out; B, C
+            "backward": {"exps": elements, "flops": (4 + (2 if gated else 0) + 15) * elements,
+                         "bytes": 4 * ((inputs + 1 + inputs) * rows + 4 * small)}}  # in, g; their gradients; B, C, gB, gC
+
+
+def scan_work(batch: int, length: int, d_inner: int, d_state: int, gated: bool = True) -> dict:
+    """Exps, FLOPs and bytes of one forward + backward of the compiled scan at this shape: the two passes'
+    (``pass_work``) added up."""
+    passes = pass_work(batch, length, d_inner, d_state, gated).values()
+    elements = batch * d_inner * length * d_state
+    flops = sum(p["flops"] for p in passes)
+    return {"elements": elements, "exps": sum(p["exps"] for p in passes), "flops": flops,
+            "flops_per_element": flops // elements if elements else 0, "bytes": sum(p["bytes"] for p in passes)}
 
 
 def _timed_parallel(fn, threads: int) -> float:
@@ -115,14 +126,21 @@ def _bandwidth(threads: int, elements: int) -> float:
 def scan_bound(batch: int, length: int, d_inner: int, d_state: int, threads: int | None = None,
                gated: bool = True) -> dict:
     """The least time one forward + backward of the compiled scan could take here: the work (``scan_work``),
-    the measured rates, compute and memory times and ``bound_s`` = the larger ('limit' says which).
+    the measured rates, compute and memory times and ``bound_s`` = the larger ('limit' says which); and each
+    pass's own bound (``forward_bound_s``, ``backward_bound_s``).
     Measures once per thread count (about a second) and reuses that in this process."""
     threads = threads or torch.get_num_threads()
     work = scan_work(batch, length, d_inner, d_state, gated)
     rates = _compute_rates(threads)
     bandwidth = _bandwidth(threads, batch * d_inner * length)
-    compute_s = work["exps"] / rates["exp_per_s"] + work["flops"] / rates["flop_per_s"]
-    memory_s = work["bytes"] / bandwidth
+
+    def bound(w):
+        compute_s = w["exps"] / rates["exp_per_s"] + w["flops"] / rates["flop_per_s"]
+        return compute_s, w["bytes"] / bandwidth
+
+    compute_s, memory_s = bound(work)
+    per_pass = {f"{name}_bound_s": max(bound(w)) for name, w in pass_work(batch, length, d_inner, d_state,
+                                                                            gated).items()}
     return {**work, **rates, "bytes_per_s": bandwidth, "threads": threads, "compute_s": compute_s,
-            "memory_s": memory_s, "bound_s": max(compute_s, memory_s),
+            "memory_s": memory_s, "bound_s": max(compute_s, memory_s), **per_pass,
             "limit": "compute" if compute_s >= memory_s else "memory"}

@@ -321,7 +321,9 @@ def render(results: dict, out: Path, command: str) -> str:
                   "(`parity/bench/scanbound.py`: per element (b, d, t, n) 2 exps and "
                   f"{bound['flops_per_element']} FLOPs for forward + backward, the bytes of every (batch, d_inner, L) "
                   "tensor read or written once; the kernel's own exp rate, the FMA peak and a torch copy's "
-                  "bandwidth measured here; bound = max(compute, memory)): " + bound_summary(bound) + ".", ""]
+                  "bandwidth measured here; bound = max(compute, memory)): " + bound_summary(bound) + ". "
+                  "`forward_s`, `backward_s`: each pass's median, and `forward_x_bound`, `backward_x_bound` each "
+                  "over its own bound (forward: 1 exp and 6 FLOPs per element; backward: 1 exp and 21).", ""]
     step = pd.DataFrame([{k: v for k, v in r.items() if k not in ("profile", "matmuls")} for r in results["step"]])
     lines += ["## One training step of each port's CIFAR-10 configuration", "",
               "Forward + backward + AdamW on 32x32 images, the sources' full model sizes. Peak RSS is the "

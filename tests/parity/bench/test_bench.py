@@ -9,7 +9,7 @@ import torch
 
 from parity.bench.decode import measure_decode
 from parity.bench.scan import _inputs, bench_scan, mambapy_scan, scan_available
-from parity.bench.scanbound import scan_bound, scan_work
+from parity.bench.scanbound import pass_work, scan_bound, scan_work
 from parity.bench.suite import TARGETS, SuiteConfig, render, target_rows
 from parity.core.ssm.scan import selective_scan_ref
 from parity.testing import rel_err
@@ -31,9 +31,13 @@ def test_bench_scan_rows_for_every_implementation():
             assert r["runs"] == (1 if r["impl"] == "ref" else 2) and r["min_s"] <= r["median_s"] <= r["max_s"]
         else:  # not installed here: a row that says why, no numbers
             assert r["median_s"] is None and r["note"]
+    for r in rows:  # each run is timed by pass too
+        if r["median_s"] is not None:
+            assert 0 < r["forward_s"] and 0 < r["backward_s"] and r["forward_s"] + r["backward_s"] <= 2 * r["max_s"]
     compiled = rows[2]
-    if compiled["median_s"] is not None:  # the compiled row also states its multiple of the bound
+    if compiled["median_s"] is not None:  # the compiled row also states its multiple of the bound, by pass too
         assert compiled["x_bound"] == pytest.approx(compiled["median_s"] / compiled["bound_s"])
+        assert compiled["forward_x_bound"] == pytest.approx(compiled["forward_s"] / compiled["bound"]["forward_bound_s"])
 
 
 def test_scan_work_counts():
@@ -44,11 +48,16 @@ def test_scan_work_counts():
     # plus B, C twice and gB, gC once
     assert work["bytes"] == 4 * (11 * 2 * 5 * 3 + 6 * 2 * 7 * 3)
     assert scan_work(2, 3, 5, 7, gated=False)["bytes"] == 4 * (8 * 2 * 5 * 3 + 6 * 2 * 7 * 3)
+    # by pass: forward one exp and 6 FLOPs per element, reads u, delta, z, B, C and writes out; backward the rest
+    fwd, bwd = pass_work(2, 3, 5, 7).values()
+    assert fwd["exps"] == bwd["exps"] == work["elements"] and fwd["flops"] == 6 * work["elements"]
+    assert fwd["bytes"] == 4 * (4 * 2 * 5 * 3 + 2 * 2 * 7 * 3) and fwd["bytes"] + bwd["bytes"] == work["bytes"]
 
 
 def test_scan_bound_is_positive_and_names_its_limit():
     bound = scan_bound(1, 32, 8, 4, threads=1)
     assert bound["bound_s"] == max(bound["compute_s"], bound["memory_s"]) > 0
+    assert bound["forward_bound_s"] + bound["backward_bound_s"] >= bound["bound_s"] * (1 - 1e-9)  # max of sums <= sum of maxes
     assert bound["limit"] in ("compute", "memory")
     assert bound["exp_per_s"] > 0 and bound["flop_per_s"] > 0 and bound["bytes_per_s"] > 0
 
@@ -63,7 +72,8 @@ def scan_bound_example(bound_s: float) -> dict:
     """A bound dict shaped like ``scan_bound``'s, without measuring anything."""
     work = scan_work(16, 512, 512, 16)
     return {**work, "exp_per_s": 1e10, "flop_per_s": 4e11, "bytes_per_s": 5e10, "lanes": 16, "threads": 2,
-            "compute_s": bound_s, "memory_s": bound_s / 3, "bound_s": bound_s, "limit": "compute"}
+            "compute_s": bound_s, "memory_s": bound_s / 3, "bound_s": bound_s, "forward_bound_s": 0.35 * bound_s,
+            "backward_bound_s": 0.65 * bound_s, "limit": "compute"}
 
 
 def _results(ref_s=100.0, fast_s=1.0, peer_s=2.0, ips=2.5, rss=3000.0, nb_ips=12.0, decode_rss=2000.0, bound_s=0.6,
