@@ -79,7 +79,7 @@ def cmd_bench_step(args) -> int:
         console.print(f"[bold]{r['port']}[/bold] where the step's time goes (torch.profiler, self CPU): {top}")
     console.print("[dim]peak RSS: the high-water mark of the benchmark's own process (interpreter, torch, model, "
                   "warm-up step and timed steps included); of GEMM rate: the step's FLOPs (FlopCounterMode) per "
-                  "second over a 2048^3 fp32 matmul's rate in the same process; ceiling: the same for the least "
+                  "second over a 2048^3 fp32 matmul's rate timed right before each step; ceiling: the same for the least "
                   "time the step could take here, its matrix products at the rate they run at and its scans at "
                   "their hardware bound, every other op free[/dim]")
     return 0

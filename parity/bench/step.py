@@ -1,7 +1,8 @@
 """Benchmark one training step (forward + backward + optimiser step) of either port's CIFAR-10
 configuration: images per second, peak memory, and the step's FLOP rate as a fraction of this machine's
-dense fp32 GEMM rate measured in the same process (absolute times drift between days on shared
-machines; the fraction means the same on any of them).
+dense fp32 GEMM rate measured in the same process, right before each timed step (absolute times drift
+between days, and within minutes, on shared machines; the fraction means the same on any of them), and the
+ceiling that fraction has on this machine.
 
 Each case runs in a fresh Python process so that its peak resident memory (``ru_maxrss``) belongs
 to that case alone; the process's baseline (interpreter, torch, the model) is reported too.
@@ -59,8 +60,9 @@ def _build(port: str, batch: int, scan: str):
 GEMM_SIZE = 2048  # a square fp32 matmul large enough to run at the BLAS peak
 
 
-def dense_gemm_gflops(n: int = GEMM_SIZE, repeats: int = 3) -> float:
-    """This process's dense fp32 matmul rate (GFLOP/s, the best of ``repeats``) at its thread count."""
+def dense_gemm_gflops(n: int = GEMM_SIZE, repeats: int = 2) -> float:
+    """This process's dense fp32 matmul rate (GFLOP/s, the best of ``repeats`` after a warm-up) at its thread
+    count, now; its matrices are freed on return."""
     import torch
 
     a = torch.rand(n, n, generator=torch.Generator().manual_seed(0))
@@ -85,17 +87,19 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
     model, step = _build(port, batch, scan)
     baseline = _rss_mb()
     step()  # warm-up (allocator, first-touch); its peak counts in the peak below
-    times = []
+    times, rates = [], []
     for _ in range(repeats):
+        # the GEMM rate right before each step: a machine whose speed drifts (a shared VM's moves by a third
+        # within minutes) is compared with itself
+        rates.append(dense_gemm_gflops(gemm_size))
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
+    med, gemm = statistics.median(times), statistics.median(rates)
     peak = _rss_mb()
     from parity.evaluation.evaluate import gflop
 
     step_gflop = gflop(step, model)  # matrix products and convolutions of one step, whatever kernels run
-    gemm = dense_gemm_gflops(gemm_size)
     profile, matmuls = profile_step(step)
     matmul_s = sum(r["ms"] for r in matmuls) / 1e3
     matmul_gflop = sum(r["gflop"] for r in matmuls)
