@@ -153,10 +153,15 @@ def scan_floor_s(shapes) -> float | None:
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::baddbmm_")
 
 
+def matmul_operands(op: str, shapes: list) -> tuple[list, list]:
+    """The shapes of a matrix product's two factors among its inputs as the profiler records them: (a, b) for mm
+    and bmm, (c, a, b) for the addmm family."""
+    return (shapes[0], shapes[1]) if op in ("aten::mm", "aten::bmm") else (shapes[1], shapes[2])
+
+
 def matmul_gflop(op: str, shapes: list) -> float:
-    """GFLOP of one matrix product from its input shapes as the profiler records them: (a, b) for mm and bmm,
-    (c, a, b) for the addmm family."""
-    a, b = (shapes[0], shapes[1]) if op in ("aten::mm", "aten::bmm") else (shapes[1], shapes[2])
+    """GFLOP of one matrix product from its input shapes (see ``matmul_operands``)."""
+    a, b = matmul_operands(op, shapes)
     return 2 * math.prod(a) * b[-1] / 1e9
 
 
@@ -181,7 +186,7 @@ def profile_step(step, top: int = 10) -> tuple[list[dict], list[dict]]:
     for e in prof.key_averages(group_by_input_shape=True):
         if e.key in MATMUL_OPS and e.input_shapes:
             shapes = [list(s) for s in e.input_shapes]
-            a, b = (shapes[0], shapes[1]) if e.key in ("aten::mm", "aten::bmm") else (shapes[1], shapes[2])
+            a, b = matmul_operands(e.key, shapes)
             row = matmuls.setdefault((e.key, str(a), str(b)), {"op": e.key, "a": " x ".join(map(str, a)),
                                                                "b": " x ".join(map(str, b)), "calls": 0, "ms": 0.0,
                                                                "gflop": 0.0})
