@@ -51,23 +51,9 @@ INLINE vf biased(const float *h, const float *bias, int64_t i, int64_t c, int64_
     return bias ? vadd(x, vload_part(bias + c, n)) : x;
 }
 
-/* a = gelu(h + bias) for rows [r0, r1) */
-static void gelu_forward_rows(const float *h, const float *bias, float *a, int64_t cols, int64_t r0, int64_t r1)
-{
-    for (int64_t r = r0; r < r1; r++)
-        for (int64_t c = 0; c < cols; c += W) {
-            const int64_t i = r * cols + c;
-            const vf x = biased(h, bias, i, c, cols - c);
-            vf cdf, pdf;
-            vnormal(x, &cdf, &pdf);
-            vstore_part(a + i, vmul(x, cdf), cols - c);
-        }
-}
-
-/* ga <- ga gelu'(h + bias) in place for rows [r0, r1); a <- gelu(h + bias) unless a is NULL (backward's
- * recomputation) */
-static void gelu_backward_rows(const float *h, const float *bias, float *ga, float *a, int64_t cols, int64_t r0,
-                               int64_t r1)
+/* For rows [r0, r1), each where not NULL: a <- gelu(h + bias) (forward, or backward's recomputation), and
+ * ga <- ga gelu'(h + bias) in place (backward) */
+static void gelu_rows(const float *h, const float *bias, float *a, float *ga, int64_t cols, int64_t r0, int64_t r1)
 {
     for (int64_t r = r0; r < r1; r++)
         for (int64_t c = 0; c < cols; c += W) {
@@ -76,28 +62,30 @@ static void gelu_backward_rows(const float *h, const float *bias, float *ga, flo
             vf cdf, pdf;
             vnormal(x, &cdf, &pdf);
             if (a) vstore_part(a + i, vmul(x, cdf), cols - c);
-            vstore_part(ga + i, vmul(vload_part(ga + i, cols - c), vfma(x, pdf, cdf)), cols - c);
+            if (ga) vstore_part(ga + i, vmul(vload_part(ga + i, cols - c), vfma(x, pdf, cdf)), cols - c);
         }
 }
 
-/* The two over rows x cols floats on nthreads threads (shares of whole rows). */
-void gelu_forward(const float *h, const float *bias, float *a, int64_t rows, int64_t cols, int64_t nthreads)
+/* gelu_rows over rows x cols floats on nthreads threads (shares of whole rows). */
+static void gelu_parallel(const float *h, const float *bias, float *a, float *ga, int64_t rows, int64_t cols,
+                          int64_t nthreads)
 {
 #pragma omp parallel num_threads((int)nthreads)
     {
         int64_t r0, r1;
         thread_share(rows, 1, thread_index(), thread_count(), &r0, &r1);
-        gelu_forward_rows(h, bias, a, cols, r0, r1);
+        gelu_rows(h, bias, a, ga, cols, r0, r1);
     }
 }
 
+void gelu_forward(const float *h, const float *bias, float *a, int64_t rows, int64_t cols, int64_t nthreads)
+{
+    gelu_parallel(h, bias, a, NULL, rows, cols, nthreads);
+}
+
+/* a may be NULL: the gradient alone */
 void gelu_backward(const float *h, const float *bias, float *ga, float *a, int64_t rows, int64_t cols,
                    int64_t nthreads)
 {
-#pragma omp parallel num_threads((int)nthreads)
-    {
-        int64_t r0, r1;
-        thread_share(rows, 1, thread_index(), thread_count(), &r0, &r1);
-        gelu_backward_rows(h, bias, ga, a, cols, r0, r1);
-    }
+    gelu_parallel(h, bias, a, ga, rows, cols, nthreads);
 }
