@@ -19,7 +19,13 @@ Bytes: every (batch, d_inner, L) tensor read or written once per pass: forward r
 writes the output; backward reads u, delta (and z) and the output's gradient and writes the gradients of u,
 delta (and z). B and C ((batch, d_state, L)) are read in both passes, their gradients written once.
 
-Rates, measured here on ``threads`` threads at once (the kernel's own thread split):
+Rates, measured here on ``threads`` threads at once (the kernel's own thread split). On a shared VM they are
+not steady: on the 2-core VM this was written on, two threads at once ran the exp probe in 15 to 29 ms a call
+(median 21) where one thread alone took 15 to 16, so a best-of-several rate describes a rare moment, not the
+machine the kernel runs on. The benchmark
+therefore times the probes right before each timed run (``probe_rates``) and compares the medians, as the step
+benchmark does with the GEMM rate; ``scan_bound`` without rates uses the best of ``REPEATS`` (a floor for the
+step's ceiling, which must not be too high a bound).
 
 - exp: the vector exp the kernel's recurrences run (``bench_exp`` in the kernel library, built with its flags) over an
   array in L1, so it is the exp the kernel runs;
@@ -70,11 +76,11 @@ def scan_work(batch: int, length: int, d_inner: int, d_state: int, gated: bool =
             "flops_per_element": flops // elements if elements else 0, "bytes": sum(p["bytes"] for p in passes)}
 
 
-def _timed_parallel(fn, threads: int) -> float:
+def _timed_parallel(fn, threads: int, repeats: int) -> float:
     """Best wall time of fn(0), ..., fn(threads - 1) run at once on as many threads (ctypes releases the GIL)."""
     best = float("inf")
     with ThreadPoolExecutor(threads) as pool:
-        for _ in range(REPEATS):
+        for _ in range(repeats):
             t0 = time.perf_counter()
             for f in [pool.submit(fn, i) for i in range(threads)]:
                 f.result()
@@ -83,13 +89,13 @@ def _timed_parallel(fn, threads: int) -> float:
 
 
 @functools.cache
-def _compute_rates(threads: int) -> dict:
+def _probes(threads: int):
+    """The exp and FMA probes, each run on ``threads`` threads at once, with the vector width; warmed up once."""
     from ..core.ssm.compiled import compiled_scan_status, kernel_library
 
     lib = kernel_library()
     if lib is None:
         raise RuntimeError(f"no compiled kernel to measure: {compiled_scan_status()['reason']}")
-    lanes = lib.scan_lanes()
     x = -torch.rand(EXP_ARRAY, generator=torch.Generator().manual_seed(0)) * 20  # like dt A: in [-20, 0]
     ys = [torch.empty_like(x) for _ in range(threads)]  # each thread its own output array
 
@@ -99,10 +105,26 @@ def _compute_rates(threads: int) -> dict:
     def fmas(i):
         lib.bench_fma(FMA_ITERS)
 
-    _timed_parallel(exps, threads)  # warm-up: the cores at their working clock
-    exp_s, fma_s = _timed_parallel(exps, threads), _timed_parallel(fmas, threads)
+    _timed_parallel(exps, threads, REPEATS)  # warm-up: the cores at their working clock
+    return exps, fmas, lib.scan_lanes()
+
+
+def _rates(threads: int, repeats: int) -> dict:
+    exps, fmas, lanes = _probes(threads)
+    exp_s, fma_s = _timed_parallel(exps, threads, repeats), _timed_parallel(fmas, threads, repeats)
     return {"exp_per_s": threads * EXP_ARRAY * EXP_REPS / exp_s,
             "flop_per_s": threads * FMA_ITERS * FMA_CHAINS * lanes * 2 / fma_s, "lanes": lanes}
+
+
+@functools.cache
+def _compute_rates(threads: int) -> dict:
+    return _rates(threads, REPEATS)
+
+
+def probe_rates(threads: int | None = None) -> dict:
+    """The exp and FMA rates at this moment: one timed call of each probe (about 40 ms), for a bound timed
+    next to the run it bounds (``scan_bound(..., rates=)``)."""
+    return _rates(threads or torch.get_num_threads(), 1)
 
 
 @functools.cache
@@ -124,14 +146,15 @@ def _bandwidth(threads: int, elements: int) -> float:
 
 
 def scan_bound(batch: int, length: int, d_inner: int, d_state: int, threads: int | None = None,
-               gated: bool = True) -> dict:
+               gated: bool = True, rates: dict | None = None) -> dict:
     """The least time one forward + backward of the compiled scan could take here: the work (``scan_work``),
     the measured rates, compute and memory times and ``bound_s`` = the larger ('limit' says which); and each
     pass's own bound (``forward_bound_s``, ``backward_bound_s``).
-    Measures once per thread count (about a second) and reuses that in this process."""
+    rates: exp and FMA rates from ``probe_rates``; without them, the best of ``REPEATS`` timed calls, measured
+    once per thread count (about a second) and reused in this process. Bandwidth is measured once either way."""
     threads = threads or torch.get_num_threads()
     work = scan_work(batch, length, d_inner, d_state, gated)
-    rates = _compute_rates(threads)
+    rates = rates or _compute_rates(threads)
     bandwidth = _bandwidth(threads, batch * d_inner * length)
 
     def bound(w):

@@ -321,7 +321,10 @@ def render(results: dict, out: Path, command: str) -> str:
                   "(`parity/bench/scanbound.py`: per element (b, d, t, n) 2 exps and "
                   f"{bound['flops_per_element']} FLOPs for forward + backward, the bytes of every (batch, d_inner, L) "
                   "tensor read or written once; the kernel's own exp rate, the FMA peak and a torch copy's "
-                  "bandwidth measured here; bound = max(compute, memory)): " + bound_summary(bound) + ". "
+                  "bandwidth measured here; bound = max(compute, memory)). The exp and FMA rates are timed right "
+                  "before each run, and the run with the median bound gives the one below: on this shared machine "
+                  "the rates change from one call to the next, so a best-of rate would describe a rare moment "
+                  "rather than the machine the kernel ran on. That median run's bound: " + bound_summary(bound) + ". "
                   "`forward_s`, `backward_s`: each pass's median, and `forward_x_bound`, `backward_x_bound` each "
                   "over its own bound (forward: 1 exp and 6 FLOPs per element; backward: 1 exp and 21).", ""]
     step = pd.DataFrame([{k: v for k, v in r.items() if k not in ("profile", "matmuls")} for r in results["step"]])

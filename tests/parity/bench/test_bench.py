@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from parity.bench.decode import measure_decode
-from parity.bench.scan import _inputs, bench_scan, mambapy_scan, scan_available
-from parity.bench.scanbound import pass_work, scan_bound, scan_work
+from parity.bench.scan import _inputs, bench_scan, bound_summary, mambapy_scan, scan_available
+from parity.bench.scanbound import pass_work, probe_rates, scan_bound, scan_work
 from parity.bench.suite import TARGETS, SuiteConfig, render, target_rows
 from parity.core.ssm.scan import selective_scan_ref
 from parity.testing import rel_err
@@ -60,6 +60,37 @@ def test_scan_bound_is_positive_and_names_its_limit():
     assert bound["forward_bound_s"] + bound["backward_bound_s"] >= bound["bound_s"] * (1 - 1e-9)  # max of sums <= sum of maxes
     assert bound["limit"] in ("compute", "memory")
     assert bound["exp_per_s"] > 0 and bound["flop_per_s"] > 0 and bound["bytes_per_s"] > 0
+
+
+def test_scan_bound_uses_the_rates_it_is_given():
+    rates = {"exp_per_s": 1e9, "flop_per_s": 1e10, "lanes": 16}
+    bound, work = scan_bound(1, 32, 8, 4, threads=1, rates=rates), scan_work(1, 32, 8, 4)
+    assert bound["compute_s"] == pytest.approx(work["exps"] / 1e9 + work["flops"] / 1e10)
+    assert bound["exp_per_s"] == 1e9 and bound["flop_per_s"] == 1e10
+
+
+def test_probe_rates_measure_the_machine_now():
+    if scan_available("compiled"):
+        pytest.skip("no compiled kernel here, so no probes")
+    rates = probe_rates(threads=1)
+    assert rates["exp_per_s"] > 0 and rates["flop_per_s"] > 0 and rates["lanes"] >= 1
+
+
+def test_bench_scan_bounds_its_median_run_with_the_median_rates(monkeypatch):
+    """The rates are probed right before each timed run; the compiled row's bound is the median one of those
+    runs' bounds, so one fast or slow moment of a shared machine cannot set it."""
+    if scan_available("compiled"):
+        pytest.skip("no compiled kernel here")
+    import parity.bench.scan as bench
+
+    probed = iter([{"exp_per_s": e, "flop_per_s": 1e11, "lanes": 16} for e in (1e3, 4e3, 2e3)])  # slow enough to be the limit
+    monkeypatch.setattr(bench, "probe_rates", lambda: next(probed))
+    (row,) = bench_scan(batch=1, length=16, d_inner=4, d_state=2, repeats=3, impls=("compiled",))
+    median = scan_bound(1, 16, 4, 2, rates={"exp_per_s": 2e3, "flop_per_s": 1e11, "lanes": 16})
+    assert row["bound_s"] == pytest.approx(median["bound_s"]) and row["bound"]["exp_per_s"] == 2e3
+    assert row["x_bound"] == pytest.approx(row["median_s"] / median["bound_s"])
+    assert row["bound"]["runs_bound_min_s"] < row["bound_s"] < row["bound"]["runs_bound_max_s"]
+    assert "ranged from" in bound_summary(row["bound"])
 
 
 def test_decode_case_in_a_fresh_process():
