@@ -10,6 +10,7 @@ The compiled kernel's row also states its time as a multiple of its hardware bou
 
 from __future__ import annotations
 
+import resource
 import statistics
 import time
 
@@ -90,15 +91,23 @@ def _leaves(data: dict) -> dict:
     return {k: v.detach().clone().requires_grad_() for k, v in data.items() if k != "grad"}
 
 
-def _fwd_bwd(fn, data: dict, leaves: dict | None = None) -> tuple[float, float]:
-    """One forward and backward; their wall times."""
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _fwd_bwd(fn, data: dict, leaves: dict | None = None) -> tuple[float, float, int]:
+    """One forward and backward; their wall times and the page faults taken meanwhile (first touches of memory
+    the allocator had handed back to the system: on this VM they cost a quarter of a backward when they
+    happen, and glibc's heap trimming decides when they do)."""
     leaves = leaves if leaves is not None else _leaves(data)
+    faults = _minor_faults()
     t0 = time.perf_counter()
     out = fn(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], leaves["D"],
              z=leaves["z"], delta_bias=leaves["delta_bias"], delta_softplus=True)
     t1 = time.perf_counter()
     out.backward(data["grad"])
-    return t1 - t0, time.perf_counter() - t1
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t1, _minor_faults() - faults
 
 
 def bench_scan(batch: int = 16, length: int = 512, d_inner: int = 512, d_state: int = 16, repeats: int = 5,
@@ -124,11 +133,12 @@ def bench_scan(batch: int = 16, length: int = 512, d_inner: int = 512, d_state: 
                 rates.append(probe_rates())
             passes.append(_fwd_bwd(fn, data, leaves))
             del leaves
-        times = [f + b for f, b in passes]
+        times = [f + b for f, b, _ in passes]
         row = {"impl": impl, "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
                "runs": len(times), "shape": (batch, d_inner, length, d_state), "threads": torch.get_num_threads(),
-               "forward_s": statistics.median(f for f, _ in passes),
-               "backward_s": statistics.median(b for _, b in passes)}
+               "forward_s": statistics.median(f for f, _, _ in passes),
+               "backward_s": statistics.median(b for _, b, _ in passes),
+               "page_faults": statistics.median(n for _, _, n in passes)}
         if impl == "compiled":
             # the run whose bound is the median (the lower one of an even count), so that the kernel's median
             # meets the machine's median rates rather than its best moment

@@ -34,6 +34,7 @@ def test_bench_scan_rows_for_every_implementation():
     for r in rows:  # each run is timed by pass too
         if r["median_s"] is not None:
             assert 0 < r["forward_s"] and 0 < r["backward_s"] and r["forward_s"] + r["backward_s"] <= 2 * r["max_s"]
+            assert r["page_faults"] >= 0
     compiled = rows[2]
     if compiled["median_s"] is not None:  # the compiled row also states its multiple of the bound, by pass too
         assert compiled["x_bound"] == pytest.approx(compiled["median_s"] / compiled["bound_s"])
