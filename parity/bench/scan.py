@@ -175,17 +175,17 @@ def scan_table(rows: list[dict]):
     bound = next((r["bound"] for r in rows if r.get("bound")), None)
     table = Table(title="Selective scan, forward + backward (batch, d_inner, L, d_state)",
                   caption=f"bound: {bound_summary(bound)}" if bound else None)
-    for name in ("scan", "shape", "runs", "median s", "min s", "max s", "forward s", "backward s", "speed-up vs ref",
-                 "x bound (fwd, bwd)"):
+    for name in ("scan", "shape", "runs", "median s", "min s", "max s", "forward s", "backward s", "page faults",
+                 "speed-up vs ref", "x bound (fwd, bwd)"):
         table.add_column(name, justify="left" if name in ("scan", "shape") else "right")
     for r in rows:
         if r["median_s"] is None:
-            table.add_row(r["impl"], " x ".join(map(str, r["shape"])), "0", "-", "-", "-", "-", "-", r["note"], "-")
+            table.add_row(r["impl"], " x ".join(map(str, r["shape"])), "0", "-", "-", "-", "-", "-", "-", r["note"], "-")
             continue
         speedup = f"{ref / r['median_s']:.1f}x" if ref is not None and r["median_s"] > 0 else "-"
         x_bound = (f"{r['x_bound']:.2f}x ({r['forward_x_bound']:.2f}x, {r['backward_x_bound']:.2f}x)"
                    if r.get("x_bound") else "-")
         table.add_row(r["impl"], " x ".join(map(str, r["shape"])), str(r["runs"]), f"{r['median_s']:.4f}",
                       f"{r['min_s']:.4f}", f"{r['max_s']:.4f}", f"{r['forward_s']:.4f}", f"{r['backward_s']:.4f}",
-                      speedup, x_bound)
+                      f"{r['page_faults']:.0f}", speedup, x_bound)
     return table

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from parity.bench.decode import measure_decode
-from parity.bench.scan import _inputs, bench_scan, bound_summary, mambapy_scan, scan_available
+from parity.bench.scan import _inputs, bench_scan, bound_summary, mambapy_scan, scan_available, scan_table
 from parity.bench.scanbound import pass_work, probe_rates, scan_bound, scan_work
 from parity.bench.suite import TARGETS, SuiteConfig, render, target_rows
 from parity.core.ssm.scan import selective_scan_ref
@@ -39,6 +39,19 @@ def test_bench_scan_rows_for_every_implementation():
     if compiled["median_s"] is not None:  # the compiled row also states its multiple of the bound, by pass too
         assert compiled["x_bound"] == pytest.approx(compiled["median_s"] / compiled["bound_s"])
         assert compiled["forward_x_bound"] == pytest.approx(compiled["forward_s"] / compiled["bound"]["forward_bound_s"])
+
+
+def test_scan_table_shows_times_faults_and_bound():
+    from rich.console import Console
+
+    rows = [{"impl": "compiled", "shape": (1, 4, 16, 2), "runs": 3, "median_s": 0.02, "min_s": 0.01, "max_s": 0.03,
+             "forward_s": 0.008, "backward_s": 0.012, "page_faults": 4064, "x_bound": 2.5, "forward_x_bound": 2.0,
+             "backward_x_bound": 3.0, "bound": scan_bound_example(0.008)},
+            {"impl": "mambapy", "shape": (1, 4, 16, 2), "median_s": None, "runs": 0, "note": "not installed"}]
+    console = Console(record=True, width=250)
+    console.print(scan_table(rows))
+    text = console.export_text()
+    assert "4064" in text and "2.50x (2.00x, 3.00x)" in text and "not installed" in text
 
 
 def test_scan_work_counts():
