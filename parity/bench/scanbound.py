@@ -22,10 +22,10 @@ delta (and z). B and C ((batch, d_state, L)) are read in both passes, their grad
 Rates, measured here on ``threads`` threads at once (the kernel's own thread split). On a shared VM they are
 not steady: on the 2-core VM this was written on, two threads at once ran the exp probe in 15 to 29 ms a call
 (median 21) where one thread alone took 15 to 16, so a best-of-several rate describes a rare moment, not the
-machine the kernel runs on. The benchmark
-therefore times the probes right before each timed run (``probe_rates``) and compares the medians, as the step
-benchmark does with the GEMM rate; ``scan_bound`` without rates uses the best of ``REPEATS`` (a floor for the
-step's ceiling, which must not be too high a bound).
+machine the kernel runs on. The scan benchmark therefore probes the rates before each timed run
+(``probe_rates``) and compares medians, as the step benchmark does with the GEMM rate. ``scan_bound`` without
+rates uses the best of ``REPEATS``: the step's ceiling takes its scans at that bound, which can only make the
+ceiling too generous, never too strict.
 
 - exp: the vector exp the kernel's recurrences run (``bench_exp`` in the kernel library, built with its flags) over an
   array in L1, so it is the exp the kernel runs;
