@@ -113,7 +113,7 @@ def _fwd_bwd(fn, data: dict, leaves: dict | None = None) -> tuple[float, float, 
 def bench_scan(batch: int = 16, length: int = 512, d_inner: int = 512, d_state: int = 16, repeats: int = 5,
                impls=SCAN_BENCH_IMPLS, ref_repeats: int = 3) -> list[dict]:
     """Median/min/max seconds of one forward + backward per implementation (and each pass's median, and the
-    page faults of the median run). Fast paths get a warm-up and ``repeats`` runs; the reference (minutes per
+    median page faults per run). Fast paths get a warm-up and ``repeats`` runs; the reference (minutes per
     run at the default shape) no warm-up and ``ref_repeats`` runs: its first-call overhead is negligible next to
     its run time. Before each compiled run the machine's exp and FMA rates are probed, then an untimed run
     follows; the row's bound is the median run's (``parity.bench.scanbound``)."""

@@ -327,8 +327,8 @@ def render(results: dict, out: Path, command: str) -> str:
                   "rather than the machine the kernel ran on. That median run's bound: " + bound_summary(bound) + ". "
                   "`forward_s`, `backward_s`: each pass's median, and `forward_x_bound`, `backward_x_bound` each "
                   "over its own bound (forward: 1 exp and 6 FLOPs per element; backward: 1 exp and 21). "
-                  "`page_faults`: the median run's minor page faults, first touches of memory the allocator had "
-                  "handed back to the system (glibc's heap trimming decides when; each 4 KiB page costs "
+                  "`page_faults`: the median number of minor page faults per run, first touches of memory the "
+                  "allocator had handed back to the system (glibc's heap trimming decides when; each 4 KiB page costs "
                   "microseconds on this VM, so a run that takes thousands is that much slower).", ""]
     step = pd.DataFrame([{k: v for k, v in r.items() if k not in ("profile", "matmuls")} for r in results["step"]])
     lines += ["## One training step of each port's CIFAR-10 configuration", "",
