@@ -112,7 +112,7 @@ INLINE void group_prologue(const int G, const float *delta, const float *u, cons
         if (softplus)
             for (int64_t t = 0; t < L; t += W) {
                 const vf x = vload(pre + t);
-                vstore(e + t, vexp(vmin(x, vsub(vzero(), x))));
+                vstore(e + t, vexp_neg_abs(x));
             }
         float *dt_row = dt ? dt[i] : pre;
         for (int64_t t = 0; t < L; t += W) {
@@ -121,7 +121,7 @@ INLINE void group_prologue(const int G, const float *delta, const float *u, cons
             if (softplus) {
                 const vf ex = vload(e + t);
                 d = vadd(vmax(x, vzero()), vlog1p_unit(ex));
-                if (dsp) vstore(dsp[i] + t, vmul(vselect_nonneg(x, vset(1.0f), ex), vrcp(vadd(vset(1.0f), ex))));
+                if (dsp) vstore(dsp[i] + t, vsigmoid_of(x, ex));
             } else if (dsp) {
                 vstore(dsp[i] + t, vset(1.0f));
             }
@@ -147,11 +147,11 @@ INLINE void group_prologue(const int G, const float *delta, const float *u, cons
                 float *ez = scr[i];  /* free: backward's dt is in dt[i] */
                 for (int64_t t = 0; t < L; t += W) {
                     const vf zz = load_z(z, gr->rows[i], t, L - t, sh);
-                    vstore(ez + t, vexp(vmin(zz, vsub(vzero(), zz))));
+                    vstore(ez + t, vexp_neg_abs(zz));
                 }
                 for (int64_t t = 0; t < L; t += W) {
                     const vf zz = load_z(z, gr->rows[i], t, L - t, sh), ex = vload(ez + t), gi = vload(gy[i] + t);
-                    const vf sig = vmul(vselect_nonneg(zz, vset(1.0f), ex), vrcp(vadd(vset(1.0f), ex)));
+                    const vf sig = vsigmoid_of(zz, ex);
                     vstore(gds[i] + t, vmul(gi, vmul(sig, vfma(zz, vsub(vset(1.0f), sig), vset(1.0f)))));
                     vstore(gy[i] + t, vmul(gi, vmul(zz, sig)));
                 }
@@ -425,7 +425,7 @@ static void scan_forward_range(const float *u, const float *delta, const float *
                 for (int g = 0; g < G; g++)
                     for (int64_t t = 0; t < L; t += W) {
                         const vf zz = load_z(z, gr.rows[g], t, L - t, sh);
-                        vstore(scr[g] + t, vexp(vmin(zz, vsub(vzero(), zz))));
+                        vstore(scr[g] + t, vexp_neg_abs(zz));
                     }
             for (int64_t t = 0; t < L; t += W) {
                 const int64_t n = L - t;
@@ -435,7 +435,7 @@ static void scan_forward_range(const float *u, const float *delta, const float *
                     o[g] = vfma(vset(D ? D[dg + g] : 0.0f), vload_part(u + at, n), vload(y[g] + t));
                     if (z) {  /* silu(z) = z sigmoid(z), from exp(-|z|) */
                         const vf zz = load_z(z, gr.rows[g], t, n, sh), ex = vload(scr[g] + t);
-                        const vf sig = vmul(vselect_nonneg(zz, vset(1.0f), ex), vrcp(vadd(vset(1.0f), ex)));
+                        const vf sig = vsigmoid_of(zz, ex);
                         o[g] = vmul(o[g], vmul(zz, sig));
                     }
                     o[g] = vmul(o[g], vset(sh->out_scale));

@@ -396,12 +396,14 @@ INLINE vf vlog1p_unit(vf e)
     return vmul(vadd(s, s), p);
 }
 
-/* 1 / (1 + exp(-x)) without overflow: e = exp(-|x|) <= 1 on both sides. */
-INLINE vf vsigmoid(vf x)
-{
-    const vf e = vexp(vmin(x, vsub(vzero(), x)));
-    return vmul(vselect_nonneg(x, vset(1.0f), e), vrcp(vadd(vset(1.0f), e)));
-}
+/* exp(-|x|), in (0, 1]: what sigmoid and softplus are computed from without overflow. */
+INLINE vf vexp_neg_abs(vf x) { return vexp(vmin(x, vsub(vzero(), x))); }
+
+/* 1 / (1 + exp(-x)) from e = exp(-|x|) (vexp_neg_abs): x >= 0 ? 1 / (1 + e) : e / (1 + e). Separate from
+ * vsigmoid so that a loop can take the exps in a loop of their own (see scan.c's group_prologue). */
+INLINE vf vsigmoid_of(vf x, vf e) { return vmul(vselect_nonneg(x, vset(1.0f), e), vrcp(vadd(vset(1.0f), e))); }
+
+INLINE vf vsigmoid(vf x) { return vsigmoid_of(x, vexp_neg_abs(x)); }
 
 
 #endif
