@@ -10,6 +10,7 @@ Then ``reports/gpu.md``. Without CUDA it stops with one line; the report writer 
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import statistics
 import time
@@ -18,6 +19,7 @@ from ..core.errors import ParityError
 
 FWD, GRAD = 1e-4, 1e-3  # float32 on another device: kernels sum in other orders than the CPU's
 SOURCE_BATCH = {"original": 16, "notebook": 32}
+GPU_GEMM_SIZE = 8192  # a square matmul long enough (about 20 ms in fp32) to run at a GPU's peak
 
 
 def scan_on_gpu() -> str:
@@ -69,41 +71,42 @@ def golden_on_gpu(device: str = "cuda") -> list[dict]:
     return rows
 
 
-def step_on_gpu(port: str, repeats: int = 5, device: str = "cuda") -> dict:
-    """Median time of one training step at the source's batch, and the peak allocated memory."""
+def step_on_gpu(port: str, repeats: int = 5, device: str = "cuda", gemm_size: int = GPU_GEMM_SIZE) -> dict:
+    """One training step at the source's batch under torch's default float32 settings: its median time, peak
+    allocated memory, and FLOP rate as a fraction of the device's dense fp32 matmul rate at the same settings."""
     import torch
 
-    from .step import cifar10_model
+    from ..evaluation.evaluate import gflop
+    from .step import dense_gemm_gflops, timed_s, training_step
 
     batch = SOURCE_BATCH[port]
-    model = cifar10_model(port).to(device)
-    images = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
-    if port == "original":
-        import original_port
-
-        opt = original_port.make_optimizer(model.parameters(), {"name": "adamw", "args": {"lr": 5e-4}})
-
-        def step():
-            original_port.train_step(model, opt, images)
-    else:
-        import notebook_port
-
-        opt = notebook_port.make_optimizer(model)
-
-        def step():
-            notebook_port.train_step(model, opt, images)
-    step()  # warm-up: kernels, allocator
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
+    model, step = training_step(port, batch, scan="cuda", device=device)
+    on_gpu = str(device).startswith("cuda")  # the CPU runs this code in tests, without a peak to read
+    timed_s(step, device)  # warm-up: kernels, allocator
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats(device)
+    times = [timed_s(step, device) for _ in range(repeats)]
+    peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if on_gpu else float("nan")
     median = statistics.median(times)
-    return {"port": port, "batch": batch, "median_s": median, "images_per_s": batch / median,
-            "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20}
+    step_gflop = gflop(step, model)
+    gemm = dense_gemm_gflops(gemm_size, repeats=3, device=device)
+    return {"port": port, "batch": batch, "median_s": median, "min_s": min(times), "max_s": max(times),
+            "images_per_s": batch / median, "peak_gpu_mb": peak, "gflop_per_step": step_gflop,
+            "gemm_gflops": gemm, "fraction_of_gemm": step_gflop / median / gemm}
+
+
+@contextlib.contextmanager
+def strict_fp32():
+    """float32 matmuls and convolutions without TF32 (torch lets cuDNN's convolutions use it by default), as
+    the sources' CPU tensors were computed; the previous settings come back on exit."""
+    import torch
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def run_gpu_check(repeats: int = 5) -> dict:
@@ -112,29 +115,45 @@ def run_gpu_check(repeats: int = 5) -> dict:
     if not torch.cuda.is_available():
         raise ParityError("parity bench gpu needs a CUDA GPU and torch sees none: run it on a machine with one "
                           "(pip install -e '.[dev]' is enough; '.[cuda]' adds mamba_ssm's fused scan)")
+    t0 = time.perf_counter()
+    with strict_fp32():
+        golden = golden_on_gpu()
+    tf32 = {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}
+    steps = [step_on_gpu(port, repeats) for port in SOURCE_BATCH]
     return {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "python": platform.python_version(), "scan": scan_on_gpu(), "golden": golden_on_gpu(),
-            "steps": [step_on_gpu(port, repeats) for port in SOURCE_BATCH]}
+            "python": platform.python_version(), "scan": scan_on_gpu(), "golden": golden, "steps": steps,
+            "tf32": tf32, "repeats": repeats, "elapsed_s": time.perf_counter() - t0}
 
 
 def render_gpu_report(results: dict) -> str:
     """reports/gpu.md from ``run_gpu_check``'s results."""
-    lines = ["# GPU check", "", "Regenerate on a CUDA machine: `parity bench gpu` (writes this file).", "",
+    tf32 = results["tf32"]
+    on = [name for name, used in (("matrix products", tf32["matmul"]), ("convolutions", tf32["cudnn"])) if used]
+    lines = ["# GPU check", "",
+             f"Regenerate on a CUDA machine: `parity bench gpu --repeats {results['repeats']}` (writes this file; "
+             f"this run took {results['elapsed_s']:.0f} s).", "",
              f"Device: {results['device']}; torch {results['torch']}, CUDA {results['cuda']}, Python "
              f"{results['python']}; the Mamba scan on the GPU: {results['scan']}.", "",
              "## Golden parity on the GPU", "",
-             f"Each port's golden model and batch moved to the GPU; the worst relative error against the sources' "
-             f"CPU tensors (tolerances: outputs {FWD:g}, gradients {GRAD:g}).", "",
+             "Each port's golden model and batch moved to the GPU, one training step's outputs and gradients compared "
+             "with the sources' CPU tensors, in strict float32 (TF32 off for matrix products and convolutions). "
+             f"The worst relative error (tolerances: outputs {FWD:g}, gradients {GRAD:g}):", "",
              "| port | outputs (worst, tensor) | gradients (worst, parameter) | within tolerance |", "|---|---|---|---|"]
     for row in results["golden"]:
         (fe, fn), (ge, gn) = row["outputs"], row["gradients"]
         lines.append(f"| {row['port']} | {fe:.2e} ({fn or '-'}) | {ge:.2e} ({gn or '-'}) | "
                      f"{'yes' if row['passed'] else '**no**'} |")
     lines += ["", "## One training step at the source's batch", "",
-              "| port | batch | median s | images/s | peak GPU memory (MiB) |", "|---|---|---|---|---|"]
+              f"torch's default float32 settings (TF32 in {' and '.join(on) if on else 'nothing'}); "
+              f"{results['repeats']} timed steps after a warm-up, the median. GFLOP per step counts matrix products "
+              "and convolutions (FlopCounterMode); the fraction divides the step's rate by a dense "
+              f"{GPU_GEMM_SIZE}^3 float32 matmul's on the same GPU at the same settings.", "",
+              "| port | batch | median s (min-max) | images/s | GFLOP/step | matmul TFLOP/s | fraction of GEMM | "
+              "peak GPU memory (MiB) |", "|---|---|---|---|---|---|---|---|"]
     for row in results["steps"]:
-        lines.append(f"| {row['port']} | {row['batch']} | {row['median_s']:.4f} | {row['images_per_s']:.1f} | "
-                     f"{row['peak_gpu_mb']:.0f} |")
+        lines.append(f"| {row['port']} | {row['batch']} | {row['median_s']:.4f} ({row['min_s']:.4f}-{row['max_s']:.4f}) | "
+                     f"{row['images_per_s']:.1f} | {row['gflop_per_step']:.1f} | {row['gemm_gflops'] / 1e3:.1f} | "
+                     f"{row['fraction_of_gemm']:.3f} | {row['peak_gpu_mb']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

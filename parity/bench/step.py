@@ -37,14 +37,15 @@ def cifar10_model(port: str):
     return notebook_port.MambaGINR_CIFAR(**notebook_port.NOTEBOOK_CIFAR_KWARGS)
 
 
-def _build(port: str, batch: int, scan: str):
-    """(the model, one training step of it at ``batch``) with every mixer on ``scan``."""
+def training_step(port: str, batch: int, scan: str = "compiled", device: str = "cpu"):
+    """(the model on ``device``, one training step of it at ``batch`` on fixed random images) with every
+    mixer on ``scan``; the notebook's pixel sampling draws from a seeded generator on the same device."""
     import torch
 
     from parity.core.ssm import set_scan
 
-    model = set_scan(cifar10_model(port), scan)
-    images = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    model = set_scan(cifar10_model(port), scan).to(device)
+    images = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
     if port == "original":
         import original_port
 
@@ -53,28 +54,34 @@ def _build(port: str, batch: int, scan: str):
     import notebook_port
 
     opt = notebook_port.make_optimizer(model)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device).manual_seed(0)
     return model, lambda: notebook_port.train_step(model, opt, images, generator=gen)
 
 
 GEMM_SIZE = 2048  # a square fp32 matmul large enough to run at the BLAS peak
 
 
-def dense_gemm_gflops(n: int = GEMM_SIZE, repeats: int = 2) -> float:
-    """This process's dense fp32 matmul rate (GFLOP/s, the best of ``repeats`` after a warm-up) at its thread
-    count, now; its matrices are freed on return."""
+def dense_gemm_gflops(n: int = GEMM_SIZE, repeats: int = 2, device: str = "cpu") -> float:
+    """This process's dense matmul rate on ``device`` (GFLOP/s, the best of ``repeats`` after a warm-up) at its
+    thread count and its current float32 settings (TF32 or not on a GPU), now; its matrices are freed on return."""
     import torch
 
-    a = torch.rand(n, n, generator=torch.Generator().manual_seed(0))
-    b = torch.rand(n, n, generator=torch.Generator().manual_seed(1))
-    a @ b  # warm-up
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    a = torch.rand(n, n, generator=torch.Generator().manual_seed(0)).to(device)
+    b = torch.rand(n, n, generator=torch.Generator().manual_seed(1)).to(device)
+    timed_s(lambda: a @ b, device)  # warm-up
+    best = min(timed_s(lambda: a @ b, device) for _ in range(repeats))
     return 2 * n ** 3 / best / 1e9
 
 
-def _timed(fn) -> float:
+def timed_s(fn, device: str = "cpu") -> float:
+    """Seconds ``fn`` takes, waiting for a GPU's queued kernels to finish."""
+    import torch
+
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    sync()
     t0 = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - t0
 
 
@@ -84,7 +91,7 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
 
     if threads:
         torch.set_num_threads(threads)
-    model, step = _build(port, batch, scan)
+    model, step = training_step(port, batch, scan)
     baseline = _rss_mb()
     step()  # warm-up (allocator, first-touch); its peak counts in the peak below
     times, rates = [], []

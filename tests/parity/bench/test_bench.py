@@ -245,6 +245,29 @@ def test_gpu_report_names_every_number():
         "device": "NVIDIA H200", "torch": "2.14.1", "cuda": "13.0", "python": "3.11.7", "scan": "chunked",
         "golden": [{"port": "original", "outputs": (1e-6, "pred"), "gradients": (2e-5, "lps"), "passed": True},
                    {"port": "notebook", "outputs": (3e-3, "loss"), "gradients": (0.0, ""), "passed": False}],
-        "steps": [{"port": "original", "batch": 16, "median_s": 0.25, "images_per_s": 64.0, "peak_gpu_mb": 3000.0}]})
-    assert "NVIDIA H200" in text and "| original | 16 | 0.2500 | 64.0 | 3000 |" in text
+        "tf32": {"matmul": False, "cudnn": True}, "repeats": 7, "elapsed_s": 61.4,
+        "steps": [{"port": "original", "batch": 16, "median_s": 0.25, "min_s": 0.24, "max_s": 0.3, "images_per_s": 64.0,
+                   "peak_gpu_mb": 3000.0, "gflop_per_step": 450.0, "gemm_gflops": 50000.0, "fraction_of_gemm": 0.036}]})
+    assert "NVIDIA H200" in text and "--repeats 7" in text and "took 61 s" in text
+    assert "| original | 16 | 0.2500 (0.2400-0.3000) | 64.0 | 450.0 | 50.0 | 0.036 | 3000 |" in text
     assert "| notebook | 3.00e-03 (loss) | 0.00e+00 (-) | **no** |" in text
+    assert "TF32 in convolutions)" in text
+
+
+@pytest.mark.slow
+def test_gpu_step_code_runs_on_the_cpu():
+    """step_on_gpu's code pointed at the CPU: a positive time, the step's FLOPs counted, a fraction of GEMM below 1."""
+    from parity.bench.gpu import step_on_gpu
+
+    row = step_on_gpu("notebook", repeats=1, device="cpu", gemm_size=256)
+    assert row["batch"] == 32 and row["median_s"] > 0 and row["gflop_per_step"] > 100
+    assert 0 < row["fraction_of_gemm"] < 1 and row["images_per_s"] == pytest.approx(32 / row["median_s"])
+
+
+def test_strict_fp32_turns_tf32_off_and_restores_it():
+    from parity.bench.gpu import strict_fp32
+
+    torch.backends.cudnn.allow_tf32 = True
+    with strict_fp32():
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert torch.backends.cudnn.allow_tf32
