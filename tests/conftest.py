@@ -23,7 +23,7 @@ def lr_schedules() -> dict:
     return json.loads(golden_path("lr_schedules.json").read_text())
 
 
-@pytest.fixture(params=["ref", "chunked", "compiled"])
+@pytest.fixture(params=["ref", "chunked", "compiled", "parallel"])
 def scan(request):
-    """Run the test once with each CPU scan; the test puts its model on it (``set_scan``)."""
+    """Run the test once with each scan that runs on a CPU; the test puts its model on it (``set_scan``)."""
     return request.param

@@ -1,10 +1,11 @@
 """``parity bench gpu``: the checks a lent GPU is for, in one command (under 8 minutes on one GPU).
 
 1. Golden parity on the GPU: both ports' golden models and tensors (package data) moved to CUDA, one
-   training step's output, loss and every gradient compared with the sources' CPU tensors; the scan that
-   runs is named (mamba_ssm's fused kernel where installed, else the PyTorch chunked scan on CUDA tensors).
-2. One training step of each port at its source's batch (original 16, notebook 32): median time, images/s
-   and peak allocated GPU memory.
+   training step's output, loss and every gradient compared with the sources' CPU tensors in strict float32;
+   the scan that runs is named (mamba_ssm's fused kernel where installed, else the parallel PyTorch scan).
+2. One training step of each port at its source's batch (original 16, notebook 32), with the scan the GPU runs
+   by default and with the chunked one for comparison: median time, images/s, the FLOP rate as a fraction of
+   the GPU's dense matmul rate, and peak allocated GPU memory.
 Then ``reports/gpu.md``. Without CUDA it stops with one line; the report writer runs anywhere.
 """
 
@@ -26,7 +27,7 @@ def scan_on_gpu() -> str:
     """Which scan the Mamba mixers run on CUDA tensors."""
     from ..core.ssm.scan import cuda_scan_available
 
-    return "mamba_ssm fused kernel" if cuda_scan_available() else "chunked (PyTorch on CUDA)"
+    return "mamba_ssm fused kernel" if cuda_scan_available() else "parallel (PyTorch on CUDA)"
 
 
 def _max_rel(pairs) -> tuple[float, str]:
@@ -71,16 +72,18 @@ def golden_on_gpu(device: str = "cuda") -> list[dict]:
     return rows
 
 
-def step_on_gpu(port: str, repeats: int = 5, device: str = "cuda", gemm_size: int = GPU_GEMM_SIZE) -> dict:
-    """One training step at the source's batch under torch's default float32 settings: its median time, peak
-    allocated memory, and FLOP rate as a fraction of the device's dense fp32 matmul rate at the same settings."""
+def step_on_gpu(port: str, repeats: int = 5, device: str = "cuda", gemm_size: int = GPU_GEMM_SIZE,
+                scan: str = "cuda") -> dict:
+    """One training step at the source's batch under torch's default float32 settings, every mixer on ``scan``
+    ('cuda': mamba_ssm's kernel where installed, else the parallel scan): its median time, peak allocated
+    memory, and FLOP rate as a fraction of the device's dense fp32 matmul rate at the same settings."""
     import torch
 
     from ..evaluation.evaluate import gflop
     from .step import dense_gemm_gflops, timed_s, training_step
 
     batch = SOURCE_BATCH[port]
-    model, step = training_step(port, batch, scan="cuda", device=device)
+    model, step = training_step(port, batch, scan=scan, device=device)
     on_gpu = str(device).startswith("cuda")  # the CPU runs this code in tests, without a peak to read
     timed_s(step, device)  # warm-up: kernels, allocator
     if on_gpu:
@@ -88,11 +91,27 @@ def step_on_gpu(port: str, repeats: int = 5, device: str = "cuda", gemm_size: in
     times = [timed_s(step, device) for _ in range(repeats)]
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if on_gpu else float("nan")
     median = statistics.median(times)
+    busy_s, kernels = gpu_busy(step) if on_gpu else (float("nan"), 0)
     step_gflop = gflop(step, model)
     gemm = dense_gemm_gflops(gemm_size, repeats=3, device=device)
-    return {"port": port, "batch": batch, "median_s": median, "min_s": min(times), "max_s": max(times),
+    return {"port": port, "batch": batch, "scan": scan, "median_s": median, "min_s": min(times), "max_s": max(times),
             "images_per_s": batch / median, "peak_gpu_mb": peak, "gflop_per_step": step_gflop,
-            "gemm_gflops": gemm, "fraction_of_gemm": step_gflop / median / gemm}
+            "gemm_gflops": gemm, "fraction_of_gemm": step_gflop / median / gemm, "gpu_busy_s": busy_s,
+            "kernels": kernels}
+
+
+def gpu_busy(step) -> tuple[float, int]:
+    """(seconds the GPU spends in kernels and copies during one ``step``, how many it runs), by torch.profiler:
+    a step much longer than its busy time waits on the host that launches its kernels."""
+    import torch
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    on_device = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
+    return sum(e.self_device_time_total for e in on_device) / 1e6, sum(e.count for e in on_device)
 
 
 @contextlib.contextmanager
@@ -119,7 +138,7 @@ def run_gpu_check(repeats: int = 5) -> dict:
     with strict_fp32():
         golden = golden_on_gpu()
     tf32 = {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}
-    steps = [step_on_gpu(port, repeats) for port in SOURCE_BATCH]
+    steps = [step_on_gpu(port, repeats, scan=scan) for port in SOURCE_BATCH for scan in ("cuda", "chunked")]
     return {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
             "python": platform.python_version(), "scan": scan_on_gpu(), "golden": golden, "steps": steps,
             "tf32": tf32, "repeats": repeats, "elapsed_s": time.perf_counter() - t0}
@@ -147,13 +166,17 @@ def render_gpu_report(results: dict) -> str:
               f"torch's default float32 settings (TF32 in {' and '.join(on) if on else 'nothing'}); "
               f"{results['repeats']} timed steps after a warm-up, the median. GFLOP per step counts matrix products "
               "and convolutions (FlopCounterMode); the fraction divides the step's rate by a dense "
-              f"{GPU_GEMM_SIZE}^3 float32 matmul's on the same GPU at the same settings.", "",
-              "| port | batch | median s (min-max) | images/s | GFLOP/step | matmul TFLOP/s | fraction of GEMM | "
-              "peak GPU memory (MiB) |", "|---|---|---|---|---|---|---|---|"]
+              f"{GPU_GEMM_SIZE}^3 float32 matmul's on the same GPU at the same settings. GPU busy: the share of the "
+              "median step the GPU spends in kernels and copies, read by torch.profiler over one more step, with the "
+              "number it runs; a low share means the step waits on the host that launches them.", "",
+              "| port | batch | scan | median s (min-max) | images/s | GFLOP/step | matmul TFLOP/s | fraction of GEMM | "
+              "GPU busy (kernels) | peak GPU memory (MiB) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in results["steps"]:
-        lines.append(f"| {row['port']} | {row['batch']} | {row['median_s']:.4f} ({row['min_s']:.4f}-{row['max_s']:.4f}) | "
+        scan = results["scan"] if row["scan"] == "cuda" else row["scan"]
+        lines.append(f"| {row['port']} | {row['batch']} | {scan} | {row['median_s']:.4f} ({row['min_s']:.4f}-{row['max_s']:.4f}) | "
                      f"{row['images_per_s']:.1f} | {row['gflop_per_step']:.1f} | {row['gemm_gflops'] / 1e3:.1f} | "
-                     f"{row['fraction_of_gemm']:.3f} | {row['peak_gpu_mb']:.0f} |")
+                     f"{row['fraction_of_gemm']:.3f} | {row['gpu_busy_s'] / row['median_s']:.0%} ({row['kernels']}) | "
+                     f"{row['peak_gpu_mb']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -167,4 +190,4 @@ def write_gpu_report(out, repeats: int = 5):
     return Path(out), results
 
 
-__all__ = ["golden_on_gpu", "render_gpu_report", "run_gpu_check", "scan_on_gpu", "step_on_gpu", "write_gpu_report"]
+__all__ = ["golden_on_gpu", "gpu_busy", "render_gpu_report", "run_gpu_check", "scan_on_gpu", "step_on_gpu", "write_gpu_report"]

@@ -5,8 +5,9 @@ B, C (batch, d_state, L); D, delta_bias (d_inner,).
 
 The reference has the semantics of ``mamba_ssm.ops.selective_scan_interface.selective_scan_ref``
 (the golden tensors were made with it). The CPU paths: ``compiled.py`` (a C kernel built at first use,
-the default) and ``chunked.py`` (pure PyTorch, the fallback wherever the kernel cannot be built). The
-fused CUDA kernel is used only when ``mamba_ssm`` imports and the tensors are on a GPU.
+the default) and ``chunked.py`` (pure PyTorch, the fallback wherever the kernel cannot be built). On a GPU:
+mamba_ssm's fused kernel when it imports, else ``parallel.py`` (whole-sequence tensor operations, a few
+dozen kernel launches a scan instead of the chunked scan's one per time step).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-SCAN_IMPLS = ("ref", "chunked", "compiled", "cuda")
+SCAN_IMPLS = ("ref", "chunked", "compiled", "parallel", "cuda")
 DEFAULT_SCAN = "compiled"  # each Mamba mixer holds its own choice (``Mamba.scan``); this is where it starts
 
 
@@ -74,12 +75,19 @@ def check_scan(impl: str) -> str:
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    impl: str = DEFAULT_SCAN):
-    """Dispatch: fused CUDA kernel for GPU tensors when available, else the chosen CPU path ('compiled'
-    falls back to 'chunked' where its kernel cannot be built)."""
+    """Dispatch: fused CUDA kernel for GPU tensors when available, else the chosen path, where 'compiled'
+    and 'cuda' mean the parallel scan for GPU tensors (the C kernel runs on CPU tensors only) and
+    'compiled' falls back to 'chunked' where its kernel cannot be built."""
     if u.is_cuda and impl != "ref":
         fused = _cuda_scan()
         if fused is not None:
             return fused(u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus)
+        if impl != "chunked":
+            impl = "parallel"
+    if impl == "parallel":
+        from .parallel import selective_scan_parallel
+
+        return selective_scan_parallel(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if impl == "ref":
         return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if impl == "chunked":

@@ -242,14 +242,16 @@ def test_gpu_report_names_every_number():
     from parity.bench.gpu import render_gpu_report
 
     text = render_gpu_report({
-        "device": "NVIDIA H200", "torch": "2.14.1", "cuda": "13.0", "python": "3.11.7", "scan": "chunked",
+        "device": "NVIDIA H200", "torch": "2.14.1", "cuda": "13.0", "python": "3.11.7", "scan": "parallel",
         "golden": [{"port": "original", "outputs": (1e-6, "pred"), "gradients": (2e-5, "lps"), "passed": True},
                    {"port": "notebook", "outputs": (3e-3, "loss"), "gradients": (0.0, ""), "passed": False}],
         "tf32": {"matmul": False, "cudnn": True}, "repeats": 7, "elapsed_s": 61.4,
-        "steps": [{"port": "original", "batch": 16, "median_s": 0.25, "min_s": 0.24, "max_s": 0.3, "images_per_s": 64.0,
-                   "peak_gpu_mb": 3000.0, "gflop_per_step": 450.0, "gemm_gflops": 50000.0, "fraction_of_gemm": 0.036}]})
+        "steps": [{"port": "original", "batch": 16, "scan": scan, "median_s": 0.25, "min_s": 0.24, "max_s": 0.3,
+                   "images_per_s": 64.0, "peak_gpu_mb": 3000.0, "gflop_per_step": 450.0, "gemm_gflops": 50000.0,
+                   "fraction_of_gemm": 0.036, "gpu_busy_s": 0.1, "kernels": 1234} for scan in ("cuda", "chunked")]})
     assert "NVIDIA H200" in text and "--repeats 7" in text and "took 61 s" in text
-    assert "| original | 16 | 0.2500 (0.2400-0.3000) | 64.0 | 450.0 | 50.0 | 0.036 | 3000 |" in text
+    assert "| original | 16 | parallel | 0.2500 (0.2400-0.3000) | 64.0 | 450.0 | 50.0 | 0.036 | 40% (1234) | 3000 |" in text
+    assert "| original | 16 | chunked | 0.2500" in text
     assert "| notebook | 3.00e-03 (loss) | 0.00e+00 (-) | **no** |" in text
     assert "TF32 in convolutions)" in text
 

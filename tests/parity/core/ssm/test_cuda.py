@@ -14,16 +14,17 @@ from parity.testing import scan_inputs as make_inputs
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-@pytest.mark.parametrize("impl", ["cuda", "compiled", "chunked"])
+@pytest.mark.parametrize("impl", ["cuda", "compiled", "chunked", "parallel"])
 def test_scan_on_gpu_matches_the_cpu_reference(impl):
-    """'cuda' is mamba_ssm's fused kernel when installed; the others run their PyTorch code on the GPU."""
+    """'cuda' is mamba_ssm's fused kernel when installed; the others run PyTorch code on the GPU ('compiled'
+    means the parallel scan there)."""
     if impl == "cuda" and _cuda_scan() is None:
         pytest.skip("mamba_ssm is not installed")
     inputs = make_inputs(batch=2, d_inner=16, d_state=8, length=97, seed=3)
     grad = torch.randn(2, 16, 97, generator=torch.Generator().manual_seed(1))
     results = []
     for device, fn in (("cpu", selective_scan_ref), ("cuda", lambda *a, **k: selective_scan(*a, **k, impl=impl))):
-        leaves = {k: v.to(device).requires_grad_() for k, v in inputs.items()}
+        leaves = {k: v.detach().to(device).requires_grad_() for k, v in inputs.items()}
         out = fn(*[leaves[k] for k in NAMES[:6]], z=leaves["z"], delta_bias=leaves["delta_bias"], delta_softplus=True)
         out.backward(grad.to(device))
         results.append([out.detach().cpu()] + [leaves[k].grad.cpu() for k in NAMES])

@@ -1,4 +1,4 @@
-"""The fast selective scans (chunked PyTorch, compiled C kernel) against the sequential reference:
+"""The fast selective scans (chunked PyTorch, compiled C kernel, parallel PyTorch) against the sequential reference:
 outputs and every gradient."""
 
 from __future__ import annotations
@@ -8,12 +8,13 @@ import torch
 
 from parity.core.ssm.chunked import auto_chunk_size, selective_scan_chunked
 from parity.core.ssm.compiled import compiled_scan_status, selective_scan_compiled
+from parity.core.ssm.parallel import linear_scan, selective_scan_parallel
 from parity.core.ssm.scan import selective_scan, selective_scan_ref
 from parity.testing import SCAN_INPUT_NAMES as NAMES
 from parity.testing import rel_err
 from parity.testing import scan_inputs as make_inputs
 
-FAST = {"chunked": selective_scan_chunked, "compiled": selective_scan_compiled}
+FAST = {"chunked": selective_scan_chunked, "compiled": selective_scan_compiled, "parallel": selective_scan_parallel}
 
 
 @pytest.fixture(params=list(FAST))
@@ -174,15 +175,29 @@ def test_auto_chunk_size_and_bad_arguments():
         selective_scan_chunked(*[inputs[k] for k in NAMES[:5]], chunk_size=0)
 
 
-def test_gradcheck_float64():
+@pytest.mark.parametrize("scan", [lambda *a, **k: selective_scan_chunked(*a, **k, chunk_size=4), selective_scan_parallel],
+                         ids=["chunked", "parallel"])
+def test_gradcheck_float64(scan):
     inputs = make_inputs(batch=1, d_inner=2, d_state=3, length=6, seed=31, dtype=torch.float64)
     leaves = [inputs[k].requires_grad_() for k in NAMES]
 
     def fn(u, delta, A, B, C, D, z, delta_bias):
-        return selective_scan_chunked(u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=True,
-                                      chunk_size=4)
+        return scan(u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=True)
 
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 8, 13, 64, 100])
+def test_linear_scan_is_the_sequential_recurrence(length):
+    """Every length, powers of two or padded: x_t = a_t x_{t-1} + b_t from zero, in float64."""
+    gen = torch.Generator().manual_seed(length)
+    a = torch.rand(2, 3, length, 4, generator=gen, dtype=torch.float64)
+    b = torch.randn(2, 3, length, 4, generator=gen, dtype=torch.float64)
+    x, expected = torch.zeros(2, 3, 4, dtype=torch.float64), []
+    for t in range(length):
+        x = a[..., t, :] * x + b[..., t, :]
+        expected.append(x)
+    assert torch.allclose(linear_scan(a, b), torch.stack(expected, dim=-2), rtol=0, atol=1e-12)
 
 
 def test_compiled_without_a_working_compiler_falls_back_and_says_why(monkeypatch, tmp_path):
