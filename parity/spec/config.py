@@ -66,7 +66,7 @@ class ModelConfig:
     fix_lp_extraction: bool = False
     per_sample_coords: bool = False
     final_residual: bool = False
-    # How, not what: the selective scan every Mamba mixer runs (ref | chunked | compiled | cuda); the same
+    # How, not what: the selective scan every Mamba mixer runs (ref | chunked | compiled | parallel | cuda); the same
     # numbers within float32 rounding, so never a difference between the sources.
     scan: str = "compiled"
 

@@ -138,5 +138,5 @@ def test_the_scan_is_configuration_and_reaches_every_mixer():
     cfg.model.scan = "chunked"
     mixers = [m for m in build_model(cfg).modules() if isinstance(m, Mamba)]
     assert mixers and {m.scan for m in mixers} == {"chunked"}
-    with pytest.raises(ParityError, match="model.scan='compild' is not one of ref, chunked, compiled, cuda \\(did you mean 'compiled'"):
+    with pytest.raises(ParityError, match="model.scan='compild' is not one of ref, chunked, compiled, parallel, cuda \\(did you mean 'compiled'"):
         apply_overrides(notebook_baseline(), ["model.scan=compild"])
