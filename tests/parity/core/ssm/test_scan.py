@@ -187,17 +187,19 @@ def test_gradcheck_float64(scan):
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("length", [1, 2, 3, 8, 13, 64, 100])
-def test_linear_scan_is_the_sequential_recurrence(length):
-    """Every length, powers of two or padded: x_t = a_t x_{t-1} + b_t from zero, in float64."""
+def test_linear_scan_is_the_sequential_recurrence(length, reverse):
+    """Every length, powers of two or padded, either direction: x_t = a_t x_{t-1} + b_t from zero (reversed:
+    x_t = a_t x_{t+1} + b_t), in float64."""
     gen = torch.Generator().manual_seed(length)
     a = torch.rand(2, 3, length, 4, generator=gen, dtype=torch.float64)
     b = torch.randn(2, 3, length, 4, generator=gen, dtype=torch.float64)
-    x, expected = torch.zeros(2, 3, 4, dtype=torch.float64), []
-    for t in range(length):
+    x, expected = torch.zeros(2, 3, 4, dtype=torch.float64), [None] * length
+    for t in (reversed(range(length)) if reverse else range(length)):
         x = a[..., t, :] * x + b[..., t, :]
-        expected.append(x)
-    assert torch.allclose(linear_scan(a, b), torch.stack(expected, dim=-2), rtol=0, atol=1e-12)
+        expected[t] = x
+    assert torch.allclose(linear_scan(a, b, reverse), torch.stack(expected, dim=-2), rtol=0, atol=1e-12)
 
 
 def test_compiled_without_a_working_compiler_falls_back_and_says_why(monkeypatch, tmp_path):
