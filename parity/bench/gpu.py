@@ -114,6 +114,40 @@ def gpu_busy(step) -> tuple[float, int]:
     return sum(e.self_device_time_total for e in on_device) / 1e6, sum(e.count for e in on_device)
 
 
+SCAN_SHAPE = (16, 512, 512, 16)  # (batch, d_inner, L, d_state): the original's CIFAR mixers, as `parity bench scan`
+
+
+def scan_times_on_gpu(repeats: int = 5, device: str = "cuda", shape=SCAN_SHAPE) -> list[dict]:
+    """Median seconds of one selective-scan forward + backward on the GPU at ``shape``, and its peak allocated
+    memory, per scan that runs there: the one the mixers use and the chunked one."""
+    import torch
+
+    from ..core.ssm.scan import selective_scan
+    from ..testing import SCAN_INPUT_NAMES, scan_inputs
+    from .step import timed_s
+
+    batch, d_inner, length, d_state = shape
+    data = {k: v.to(device) for k, v in scan_inputs(batch=batch, d_inner=d_inner, d_state=d_state, length=length,
+                                                    seed=0).items()}
+    grad = torch.randn(batch, d_inner, length, generator=torch.Generator().manual_seed(1)).to(device)
+    on_gpu = str(device).startswith("cuda")
+    rows = []
+    for impl in ("cuda", "chunked"):
+        def run():
+            leaves = {k: v.detach().clone().requires_grad_() for k, v in data.items()}
+            out = selective_scan(*[leaves[k] for k in SCAN_INPUT_NAMES[:6]], z=leaves["z"],
+                                 delta_bias=leaves["delta_bias"], delta_softplus=True, impl=impl)
+            out.backward(grad)
+
+        timed_s(run, device)  # warm-up
+        if on_gpu:
+            torch.cuda.reset_peak_memory_stats(device)
+        times = [timed_s(run, device) for _ in range(repeats)]
+        rows.append({"scan": impl, "shape": shape, "median_s": statistics.median(times),
+                     "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 if on_gpu else float("nan")})
+    return rows
+
+
 @contextlib.contextmanager
 def strict_fp32():
     """float32 matmuls and convolutions without TF32 (torch lets cuDNN's convolutions use it by default), as
@@ -139,9 +173,10 @@ def run_gpu_check(repeats: int = 5) -> dict:
         golden = golden_on_gpu()
     tf32 = {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}
     steps = [step_on_gpu(port, repeats, scan=scan) for port in SOURCE_BATCH for scan in ("cuda", "chunked")]
+    scans = scan_times_on_gpu(repeats)
     return {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
             "python": platform.python_version(), "scan": scan_on_gpu(), "golden": golden, "steps": steps,
-            "tf32": tf32, "repeats": repeats, "elapsed_s": time.perf_counter() - t0}
+            "scans": scans, "tf32": tf32, "repeats": repeats, "elapsed_s": time.perf_counter() - t0}
 
 
 def render_gpu_report(results: dict) -> str:
@@ -177,6 +212,14 @@ def render_gpu_report(results: dict) -> str:
                      f"{row['images_per_s']:.1f} | {row['gflop_per_step']:.1f} | {row['gemm_gflops'] / 1e3:.1f} | "
                      f"{row['fraction_of_gemm']:.3f} | {row['gpu_busy_s'] / row['median_s']:.0%} ({row['kernels']}) | "
                      f"{row['peak_gpu_mb']:.0f} |")
+    if results.get("scans"):
+        lines += ["", "## One selective scan, forward and backward", "",
+                  "At the original's mixer shape (batch, d_inner, L, d_state) = "
+                  f"{tuple(results['scans'][0]['shape'])}, the median of {results['repeats']} after a warm-up.", "",
+                  "| scan | median ms | peak GPU memory (MiB) |", "|---|---|---|"]
+        for row in results["scans"]:
+            scan = results["scan"] if row["scan"] == "cuda" else row["scan"]
+            lines.append(f"| {scan} | {row['median_s'] * 1e3:.2f} | {row['peak_gpu_mb']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -190,4 +233,4 @@ def write_gpu_report(out, repeats: int = 5):
     return Path(out), results
 
 
-__all__ = ["golden_on_gpu", "gpu_busy", "render_gpu_report", "run_gpu_check", "scan_on_gpu", "step_on_gpu", "write_gpu_report"]
+__all__ = ["golden_on_gpu", "gpu_busy", "render_gpu_report", "run_gpu_check", "scan_on_gpu", "scan_times_on_gpu", "step_on_gpu", "write_gpu_report"]

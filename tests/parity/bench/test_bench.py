@@ -248,12 +248,21 @@ def test_gpu_report_names_every_number():
         "tf32": {"matmul": False, "cudnn": True}, "repeats": 7, "elapsed_s": 61.4,
         "steps": [{"port": "original", "batch": 16, "scan": scan, "median_s": 0.25, "min_s": 0.24, "max_s": 0.3,
                    "images_per_s": 64.0, "peak_gpu_mb": 3000.0, "gflop_per_step": 450.0, "gemm_gflops": 50000.0,
-                   "fraction_of_gemm": 0.036, "gpu_busy_s": 0.1, "kernels": 1234} for scan in ("cuda", "chunked")]})
+                   "fraction_of_gemm": 0.036, "gpu_busy_s": 0.1, "kernels": 1234} for scan in ("cuda", "chunked")],
+        "scans": [{"scan": "cuda", "shape": (16, 512, 512, 16), "median_s": 0.0093, "peak_gpu_mb": 2066.6}]})
     assert "NVIDIA H200" in text and "--repeats 7" in text and "took 61 s" in text
     assert "| original | 16 | parallel | 0.2500 (0.2400-0.3000) | 64.0 | 450.0 | 50.0 | 0.036 | 40% (1234) | 3000 |" in text
     assert "| original | 16 | chunked | 0.2500" in text
     assert "| notebook | 3.00e-03 (loss) | 0.00e+00 (-) | **no** |" in text
     assert "TF32 in convolutions)" in text
+    assert "(16, 512, 512, 16)" in text and "| parallel | 9.30 | 2067 |" in text
+
+
+def test_gpu_scan_timing_code_runs_on_the_cpu():
+    from parity.bench.gpu import scan_times_on_gpu
+
+    rows = scan_times_on_gpu(repeats=1, device="cpu", shape=(2, 8, 33, 4))
+    assert [r["scan"] for r in rows] == ["cuda", "chunked"] and all(r["median_s"] > 0 for r in rows)
 
 
 @pytest.mark.slow
