@@ -190,16 +190,16 @@ def test_gradcheck_float64(scan):
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("length", [1, 2, 3, 8, 13, 64, 100])
 def test_linear_scan_is_the_sequential_recurrence(length, reverse):
-    """Every length, powers of two or padded, either direction: x_t = a_t x_{t-1} + b_t from zero (reversed:
-    x_t = a_t x_{t+1} + b_t), in float64."""
+    """Every length, powers of two or padded, either direction: x_t = a_t x_{t-1} + b_t from zero along dim 0
+    (reversed: x_t = a_t x_{t+1} + b_t), in float64."""
     gen = torch.Generator().manual_seed(length)
-    a = torch.rand(2, 3, length, 4, generator=gen, dtype=torch.float64)
-    b = torch.randn(2, 3, length, 4, generator=gen, dtype=torch.float64)
+    a = torch.rand(length, 2, 3, 4, generator=gen, dtype=torch.float64)
+    b = torch.randn(length, 2, 3, 4, generator=gen, dtype=torch.float64)
     x, expected = torch.zeros(2, 3, 4, dtype=torch.float64), [None] * length
     for t in (reversed(range(length)) if reverse else range(length)):
-        x = a[..., t, :] * x + b[..., t, :]
+        x = a[t] * x + b[t]
         expected[t] = x
-    assert torch.allclose(linear_scan(a, b, reverse), torch.stack(expected, dim=-2), rtol=0, atol=1e-12)
+    assert torch.allclose(linear_scan(a, b, reverse), torch.stack(expected), rtol=0, atol=1e-12)
 
 
 def test_compiled_without_a_working_compiler_falls_back_and_says_why(monkeypatch, tmp_path):
