@@ -388,8 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--matrix-repeats", type=int, default=1, help="runs of the whole smoke matrix (0: skip)")
     p.add_argument("--quick", action="store_true", help="tiny shapes: checks the suite runs, measures nothing")
     p.set_defaults(func=cmd_bench_suite)
-    p = bench.add_parser("gpu", help="on a CUDA machine: golden parity on the GPU and one training step of each "
-                         "port at its source's batch -> reports/gpu.md")
+    p = bench.add_parser("gpu", help="on a CUDA machine: golden parity on the GPU, one training step of each port at "
+                         "its source's batch and one scan, each with the GPU's scan and the chunked one -> reports/gpu.md")
     p.add_argument("--out", default="reports/gpu.md")
     p.add_argument("--repeats", type=int, default=5, help="timed training steps per port")
     p.set_defaults(func=cmd_bench_gpu)
