@@ -407,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ports", nargs="*", default=["original", "notebook"], choices=["original", "notebook"])
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--scan", default="compiled", choices=["ref", "chunked", "compiled"])
+    p.add_argument("--scan", default="compiled", choices=["ref", "chunked", "compiled", "parallel"])
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_bench_step)
     return parser
