@@ -187,7 +187,10 @@ def render_gpu_report(results: dict) -> str:
              f"Regenerate on a CUDA machine: `parity bench gpu --repeats {results['repeats']}` (writes this file; "
              f"this run took {results['elapsed_s']:.0f} s).", "",
              f"Device: {results['device']}; torch {results['torch']}, CUDA {results['cuda']}, Python "
-             f"{results['python']}; the Mamba scan on the GPU: {results['scan']}.", "",
+             f"{results['python']}; the Mamba scan on the GPU: {results['scan']}"
+             + ("." if results["scan"].startswith("mamba_ssm") else
+                "; mamba_ssm is not installed here (`pip install -e '.[cuda]'` adds its fused kernel, which this "
+                "check then runs and compares)."), "",
              "## Golden parity on the GPU", "",
              "Each port's golden model and batch moved to the GPU, one training step's outputs and gradients compared "
              "with the sources' CPU tensors, in strict float32 (TF32 off for matrix products and convolutions). "

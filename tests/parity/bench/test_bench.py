@@ -241,7 +241,7 @@ def test_gpu_golden_check_runs_its_code_on_the_cpu():
 def test_gpu_report_names_every_number():
     from parity.bench.gpu import render_gpu_report
 
-    text = render_gpu_report({
+    results = {
         "device": "NVIDIA H200", "torch": "2.14.1", "cuda": "13.0", "python": "3.11.7", "scan": "parallel",
         "golden": [{"port": "original", "outputs": (1e-6, "pred"), "gradients": (2e-5, "lps"), "passed": True},
                    {"port": "notebook", "outputs": (3e-3, "loss"), "gradients": (0.0, ""), "passed": False}],
@@ -249,13 +249,17 @@ def test_gpu_report_names_every_number():
         "steps": [{"port": "original", "batch": 16, "scan": scan, "median_s": 0.25, "min_s": 0.24, "max_s": 0.3,
                    "images_per_s": 64.0, "peak_gpu_mb": 3000.0, "gflop_per_step": 450.0, "gemm_gflops": 50000.0,
                    "fraction_of_gemm": 0.036, "gpu_busy_s": 0.1, "kernels": 1234} for scan in ("cuda", "chunked")],
-        "scans": [{"scan": "cuda", "shape": (16, 512, 512, 16), "median_s": 0.0093, "peak_gpu_mb": 2066.6}]})
+        "scans": [{"scan": "cuda", "shape": (16, 512, 512, 16), "median_s": 0.0093, "peak_gpu_mb": 2066.6}]}
+    text = render_gpu_report(results)
     assert "NVIDIA H200" in text and "--repeats 7" in text and "took 61 s" in text
     assert "| original | 16 | parallel | 0.2500 (0.2400-0.3000) | 64.0 | 450.0 | 50.0 | 0.036 | 40% (1234) | 3000 |" in text
     assert "| original | 16 | chunked | 0.2500" in text
     assert "| notebook | 3.00e-03 (loss) | 0.00e+00 (-) | **no** |" in text
     assert "TF32 in convolutions)" in text
     assert "(16, 512, 512, 16)" in text and "| parallel | 9.30 | 2067 |" in text
+    assert "mamba_ssm is not installed here" in text
+    fused = render_gpu_report({**results, "scan": "mamba_ssm fused kernel"})
+    assert "the Mamba scan on the GPU: mamba_ssm fused kernel." in fused and "not installed" not in fused
 
 
 def test_gpu_scan_timing_code_runs_on_the_cpu():
