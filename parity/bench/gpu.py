@@ -77,27 +77,38 @@ def step_on_gpu(port: str, repeats: int = 5, device: str = "cuda", gemm_size: in
     """One training step at the source's batch under torch's default float32 settings, every mixer on ``scan``
     ('cuda': mamba_ssm's kernel where installed, else the parallel scan): its median time, peak allocated
     memory, and FLOP rate as a fraction of the device's dense fp32 matmul rate at the same settings."""
-    import torch
-
     from ..evaluation.evaluate import gflop
-    from .step import dense_gemm_gflops, timed_s, training_step
+    from .step import dense_gemm_gflops, training_step
 
     batch = SOURCE_BATCH[port]
     model, step = training_step(port, batch, scan=scan, device=device)
-    on_gpu = str(device).startswith("cuda")  # the CPU runs this code in tests, without a peak to read
-    timed_s(step, device)  # warm-up: kernels, allocator
-    if on_gpu:
-        torch.cuda.reset_peak_memory_stats(device)
-    times = [timed_s(step, device) for _ in range(repeats)]
-    peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if on_gpu else float("nan")
+    times, peak = timed_runs(step, repeats, device)
     median = statistics.median(times)
-    busy_s, kernels = gpu_busy(step) if on_gpu else (float("nan"), 0)
+    busy_s, kernels = gpu_busy(step) if _on_gpu(device) else (float("nan"), 0)
     step_gflop = gflop(step, model)
     gemm = dense_gemm_gflops(gemm_size, repeats=3, device=device)
     return {"port": port, "batch": batch, "scan": scan, "median_s": median, "min_s": min(times), "max_s": max(times),
             "images_per_s": batch / median, "peak_gpu_mb": peak, "gflop_per_step": step_gflop,
             "gemm_gflops": gemm, "fraction_of_gemm": step_gflop / median / gemm, "gpu_busy_s": busy_s,
             "kernels": kernels}
+
+
+def _on_gpu(device) -> bool:
+    return str(device).startswith("cuda")  # tests run this module's code on the CPU, where there is no peak to read
+
+
+def timed_runs(fn, repeats: int, device: str = "cuda") -> tuple[list[float], float]:
+    """Seconds of ``repeats`` calls of ``fn`` after an untimed one (kernels, allocator), and the peak GPU memory
+    (MiB) they allocated; NaN off a GPU."""
+    import torch
+
+    from .step import timed_s
+
+    timed_s(fn, device)
+    if _on_gpu(device):
+        torch.cuda.reset_peak_memory_stats(device)
+    times = [timed_s(fn, device) for _ in range(repeats)]
+    return times, torch.cuda.max_memory_allocated(device) / 2 ** 20 if _on_gpu(device) else float("nan")
 
 
 def gpu_busy(step) -> tuple[float, int]:
@@ -124,13 +135,11 @@ def scan_times_on_gpu(repeats: int = 5, device: str = "cuda", shape=SCAN_SHAPE) 
 
     from ..core.ssm.scan import selective_scan
     from ..testing import SCAN_INPUT_NAMES, scan_inputs
-    from .step import timed_s
 
     batch, d_inner, length, d_state = shape
     data = {k: v.to(device) for k, v in scan_inputs(batch=batch, d_inner=d_inner, d_state=d_state, length=length,
                                                     seed=0).items()}
     grad = torch.randn(batch, d_inner, length, generator=torch.Generator().manual_seed(1)).to(device)
-    on_gpu = str(device).startswith("cuda")
     rows = []
     for impl in ("cuda", "chunked"):
         def run():
@@ -139,12 +148,8 @@ def scan_times_on_gpu(repeats: int = 5, device: str = "cuda", shape=SCAN_SHAPE) 
                                  delta_bias=leaves["delta_bias"], delta_softplus=True, impl=impl)
             out.backward(grad)
 
-        timed_s(run, device)  # warm-up
-        if on_gpu:
-            torch.cuda.reset_peak_memory_stats(device)
-        times = [timed_s(run, device) for _ in range(repeats)]
-        rows.append({"scan": impl, "shape": shape, "median_s": statistics.median(times),
-                     "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 if on_gpu else float("nan")})
+        times, peak = timed_runs(run, repeats, device)
+        rows.append({"scan": impl, "shape": shape, "median_s": statistics.median(times), "peak_gpu_mb": peak})
     return rows
 
 
@@ -236,4 +241,4 @@ def write_gpu_report(out, repeats: int = 5):
     return Path(out), results
 
 
-__all__ = ["golden_on_gpu", "gpu_busy", "render_gpu_report", "run_gpu_check", "scan_on_gpu", "scan_times_on_gpu", "step_on_gpu", "write_gpu_report"]
+__all__ = ["golden_on_gpu", "gpu_busy", "render_gpu_report", "run_gpu_check", "scan_on_gpu", "scan_times_on_gpu", "step_on_gpu", "timed_runs", "write_gpu_report"]

@@ -78,6 +78,12 @@ INLINE vf load_z(const float *z, int64_t row, int64_t t, int64_t n, const scan_s
     return sh->z_rev ? vload_rev(z + row, sh->L, t, n) : vload_part(z + row + t, n);
 }
 
+/* ez <- exp(-|z|) over the gate's row, the exps of its sigmoid in a loop of their own (see group_prologue) */
+INLINE void gate_exps(const float *z, int64_t row, const scan_shape *sh, float *ez)
+{
+    for (int64_t t = 0; t < sh->L; t += W) vstore(ez + t, vexp_neg_abs(load_z(z, row, t, sh->L - t, sh)));
+}
+
 /* The per-step inputs of a group of G rows. For the recurrences, interleaved [t G + g]: dt, dt * u and, in backward
  * (gyg not NULL), gy = g silu(z) (g itself without a gate). For backward's epilogue, per row: dt, softplus' derivative
  * (sigmoid of its argument), gy and, with a gate, gds = g silu'(z). scr: two padded rows of scratch per row.
@@ -145,10 +151,7 @@ INLINE void group_prologue(const int G, const float *delta, const float *u, cons
         if (z)  /* silu(z) = z sigmoid(z), silu'(z) = sigmoid(z) (1 + z (1 - sigmoid(z))) */
             for (int i = 0; i < G; i++) {
                 float *ez = scr[i];  /* free: backward's dt is in dt[i] */
-                for (int64_t t = 0; t < L; t += W) {
-                    const vf zz = load_z(z, gr->rows[i], t, L - t, sh);
-                    vstore(ez + t, vexp_neg_abs(zz));
-                }
+                gate_exps(z, gr->rows[i], sh, ez);
                 for (int64_t t = 0; t < L; t += W) {
                     const vf zz = load_z(z, gr->rows[i], t, L - t, sh), ex = vload(ez + t), gi = vload(gy[i] + t);
                     const vf sig = vsigmoid_of(zz, ex);
@@ -421,12 +424,8 @@ static void scan_forward_range(const float *u, const float *delta, const float *
             prefetch_rows(&pf, u, next.rows, next_n, L, 0);
             DISPATCH(G, NV, group_states(g_, nv_, 1, 0, a2, dtg, dtug, Bb, Cb, sh->bc_st, L, y, NULL, dAb, NULL, NULL, p,
                                          wide, &pf));
-            if (z)  /* the gate's exps in a loop of their own (see group_prologue) */
-                for (int g = 0; g < G; g++)
-                    for (int64_t t = 0; t < L; t += W) {
-                        const vf zz = load_z(z, gr.rows[g], t, L - t, sh);
-                        vstore(scr[g] + t, vexp_neg_abs(zz));
-                    }
+            if (z)
+                for (int g = 0; g < G; g++) gate_exps(z, gr.rows[g], sh, scr[g]);
             for (int64_t t = 0; t < L; t += W) {
                 const int64_t n = L - t;
                 vf o[GROUP];
