@@ -422,6 +422,9 @@ def _positive(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .runtime.allocator import keep_freed_memory
+
+    keep_freed_memory()  # before any tensor: training's same-sized tensors then reuse memory without page faults
     try:
         _positive(args)
         return args.func(args)

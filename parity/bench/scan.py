@@ -97,8 +97,8 @@ def _minor_faults() -> int:
 
 def _fwd_bwd(fn, data: dict, leaves: dict | None = None) -> tuple[float, float, int]:
     """One forward and backward; their wall times and the page faults taken meanwhile (first touches of memory
-    the allocator had handed back to the system: on this VM they cost a quarter of a backward when they
-    happen, and glibc's heap trimming decides when they do)."""
+    the allocator had handed back to the system: about 1 us each on this VM, a third of a backward when its
+    fresh gradients all take them; ``parity.runtime.allocator`` keeps freed memory so that they do not)."""
     leaves = leaves if leaves is not None else _leaves(data)
     faults = _minor_faults()
     t0 = time.perf_counter()

@@ -61,6 +61,7 @@ def machine() -> dict:
     import torch
 
     from ..core.ssm.compiled import compiled_scan_status
+    from ..runtime.allocator import allocator_state
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -83,7 +84,7 @@ def machine() -> dict:
             "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
             "mambapy": mambapy_version, "cuda": torch.cuda.is_available(), "platform": platform.platform(),
-            "compiled_scan": compiled_scan_status()["reason"]}
+            "compiled_scan": compiled_scan_status()["reason"], "allocator": allocator_state()}
 
 
 def _matrix_once(out: Path) -> float:
@@ -329,8 +330,9 @@ def render(results: dict, out: Path, command: str) -> str:
                   "`forward_s`, `backward_s`: each pass's median, and `forward_x_bound`, `backward_x_bound` each "
                   "over its own bound (forward: 1 exp and 6 FLOPs per element; backward: 1 exp and 21). "
                   "`page_faults`: the median number of minor page faults per run, first touches of memory the "
-                  "allocator had handed back to the system (glibc's heap trimming decides when; each 4 KiB page costs "
-                  "microseconds on this VM, so a run that takes thousands is that much slower).", ""]
+                  "allocator had handed back to the system (each 4 KiB page costs about a microsecond on this VM, so a "
+                  "run that takes thousands is that many microseconds slower); with the allocator of the machine table "
+                  "keeping freed memory (`parity/runtime/allocator.py`), a run in steady state takes none.", ""]
     step = pd.DataFrame([{k: v for k, v in r.items() if k not in ("profile", "matmuls")} for r in results["step"]])
     lines += ["## One training step of each port's CIFAR-10 configuration", "",
               "Forward + backward + AdamW on 32x32 images, the sources' full model sizes. Peak RSS is the "

@@ -132,8 +132,10 @@ def _ray_train(job: Job, started: float) -> tuple[str, str]:
     """The body of one Ray task: claim the run folder (the same flock as local runs, so a local command
     and a Ray matrix on one folder never train a run twice), train, release. Returns (state, message);
     a ParityError comes back as ('error', message) so the driver can stop with one line."""
+    from .allocator import keep_freed_memory
     from .runlock import claim, release
 
+    keep_freed_memory()  # a worker process not started by the parity command
     handle = claim(job.run_dir, wait=True)
     try:
         if not _pending(job, started):
