@@ -422,9 +422,6 @@ def _positive(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .runtime.allocator import keep_freed_memory
-
-    keep_freed_memory()  # before any tensor: training's same-sized tensors then reuse memory without page faults
     try:
         _positive(args)
         return args.func(args)
@@ -443,5 +440,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The ``parity`` command: ``main`` in a process whose allocator keeps freed memory for reuse."""
+    from .runtime.allocator import relaunch_with_allocator
+
+    relaunch_with_allocator()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -49,9 +49,6 @@ def measure_decode(port: str, size: int, batch: int = 32, repeats: int = 3) -> d
 
 
 if __name__ == "__main__":
-    from parity.runtime.allocator import keep_freed_memory
-
-    keep_freed_memory()  # as under the parity command (which starts these cases)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("port", choices=PORTS)
     parser.add_argument("--size", type=int, default=256)

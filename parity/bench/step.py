@@ -229,9 +229,6 @@ def step_table(rows: list[dict]):
 
 
 if __name__ == "__main__":
-    from parity.runtime.allocator import keep_freed_memory
-
-    keep_freed_memory()  # as under the parity command (which starts these cases)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("port", choices=PORTS)
     parser.add_argument("--batch", type=int, default=16)

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..core.errors import ParityError, RunFileError, first_line
+from .allocator import ENV
 from .matrix import Job, plan_matrix
 from .rundir import RunDir
 
@@ -132,10 +133,8 @@ def _ray_train(job: Job, started: float) -> tuple[str, str]:
     """The body of one Ray task: claim the run folder (the same flock as local runs, so a local command
     and a Ray matrix on one folder never train a run twice), train, release. Returns (state, message);
     a ParityError comes back as ('error', message) so the driver can stop with one line."""
-    from .allocator import keep_freed_memory
     from .runlock import claim, release
 
-    keep_freed_memory()  # a worker process not started by the parity command
     handle = claim(job.run_dir, wait=True)
     try:
         if not _pending(job, started):
@@ -194,8 +193,10 @@ class RayExecutor(Executor):
         if ray.is_initialized():  # a caller (a test, a notebook) already chose the cluster
             return False
         kwargs = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False,
-                  # workers import parity from this checkout even without an editable install
-                  "runtime_env": {"env_vars": {"PYTHONPATH": _pythonpath()}}}
+                  # workers import parity from this checkout even without an editable install, and start with
+                  # this process's allocator settings (a cluster's workers were not started by us)
+                  "runtime_env": {"env_vars": {"PYTHONPATH": _pythonpath(),
+                                               **({ENV: os.environ[ENV]} if ENV in os.environ else {})}}}
         if self.address:
             ray.init(address=self.address, **kwargs)
         else:

@@ -1,5 +1,6 @@
-"""keep_freed_memory: freed tensors are reused without page faults; the user's own choice is left alone.
-Each case runs in a fresh interpreter, since the setting is the process's."""
+"""The allocator the parity command runs with: freed tensors are reused without page faults, the program is
+started again once with glibc's tunables, and the user's own choice is left alone. Processes under test are
+fresh interpreters: glibc reads its tunables only at start."""
 
 import json
 import os
@@ -9,51 +10,65 @@ import sys
 
 import pytest
 
+from parity.runtime.allocator import ENV, OPT_OUT, TUNABLES, allocator_environment
+
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 
-# steady state of a training-like pattern: two 16 MB tensors made and freed, over and over
-CYCLES = r"""
-import json, os, resource, sys, torch
-from parity.runtime.allocator import keep_freed_memory
-state = keep_freed_memory() if sys.argv[1] == "keep" else "not called"
+# a training-like pattern: two 16 MB tensors made and freed, over and over; page faults per round
+ROUNDS = r"""
+import json, os, resource, torch
 faults = []
-for _ in range(8):
+for _ in range(6):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     a, b = torch.ones(4_000_000), torch.ones(4_000_000)
     del a, b
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(json.dumps({"state": state, "faults": faults,
-                  "env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}))
+print(json.dumps(faults))
 """
 PAGES = 2 * 4_000_000 * 4 // 4096  # pages the two tensors span
 
 
-def _run(mode: str, **env) -> dict:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "PARITY_SYSTEM_MALLOC"}
-    done = subprocess.run([sys.executable, "-c", CYCLES, mode], capture_output=True, text=True, check=True,
-                          env={**clean, **env})
+def _clean_env() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in (ENV, OPT_OUT) and not k.startswith("MALLOC_")}
+
+
+def _faults(env: dict) -> list[int]:
+    done = subprocess.run([sys.executable, "-c", ROUNDS], capture_output=True, text=True, check=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @glibc
 def test_freed_memory_is_reused_without_page_faults():
-    kept, default = _run("keep"), _run("default")
-    assert kept["state"].startswith("glibc, freed memory kept")
-    assert sum(kept["faults"][-3:]) < 0.02 * PAGES
-    assert sum(default["faults"][-3:]) > 2 * PAGES  # glibc's defaults hand the memory back every time
+    kept = _faults(allocator_environment(_clean_env()))
+    assert sum(kept[1:]) < 0.02 * PAGES  # from the second round on, every block is reused
+    assert sum(_faults(_clean_env())[1:]) > 2 * PAGES  # glibc's defaults hand the memory back every round
 
 
 @glibc
-def test_processes_started_after_it_keep_freed_memory_too():
-    kept = _run("keep")
-    assert set(kept["env"]) == {"MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"}
-    child = _run("default", **kept["env"])  # glibc reads the variables at start
-    assert sum(child["faults"][-3:]) < 0.02 * PAGES
-    assert _run("keep", **kept["env"])["state"].startswith("glibc, freed memory kept")  # ours, not the user's
+def test_the_program_is_started_again_once_with_the_tunables():
+    script = ("import os, sys; from parity.runtime.allocator import relaunch_with_allocator, allocator_state; "
+              "print('start', os.getpid(), flush=True); relaunch_with_allocator(); "
+              "print('run', os.getpid(), allocator_state())")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          env=_clean_env())
+    lines = done.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["start", "start", "run"]  # once again, then on
+    assert len({line.split()[1] for line in lines}) == 1  # the same process (exec)
+    assert lines[-1].split(maxsplit=2)[2].startswith("glibc, freed memory kept for reuse")
 
 
-def test_the_users_choice_is_left_alone():
-    opted_out = _run("keep", PARITY_SYSTEM_MALLOC="1")
-    assert opted_out["state"] == "system defaults (PARITY_SYSTEM_MALLOC=1)" and opted_out["env"] == {}
-    own = _run("keep", MALLOC_TOP_PAD_="65536")
-    assert own["state"] == "the user's settings (MALLOC_TOP_PAD_)" and own["env"] == {"MALLOC_TOP_PAD_": "65536"}
+def test_tunables_join_the_users_other_ones():
+    env = allocator_environment({"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX512F", "HOME": "/x"})
+    if platform.libc_ver()[0] != "glibc":
+        assert env is None
+        return
+    assert env["HOME"] == "/x"
+    items = env[ENV].split(":")
+    assert items[0] == "glibc.cpu.hwcaps=-AVX512F" and set(items[1:]) == {f"{k}={v}" for k, v in TUNABLES.items()}
+    assert allocator_environment(env) is None  # in force: no second relaunch
+
+
+@pytest.mark.parametrize("env", [{OPT_OUT: "1"}, {"MALLOC_TOP_PAD_": "65536"},
+                                 {ENV: "glibc.malloc.tcache_count=7"}])
+def test_the_users_choice_is_left_alone(env):
+    assert allocator_environment(env) is None
