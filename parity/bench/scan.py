@@ -10,12 +10,14 @@ The compiled kernel's row also states its time as a multiple of its hardware bou
 
 from __future__ import annotations
 
-import resource
+import argparse
+import json
 import statistics
 import time
 
 import torch
 
+from .fresh import minor_faults
 from .scanbound import probe_rates, scan_bound
 
 SCAN_BENCH_IMPLS = ("ref", "chunked", "compiled", "mambapy")
@@ -91,23 +93,19 @@ def _leaves(data: dict) -> dict:
     return {k: v.detach().clone().requires_grad_() for k, v in data.items() if k != "grad"}
 
 
-def _minor_faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
 def _fwd_bwd(fn, data: dict, leaves: dict | None = None) -> tuple[float, float, int]:
     """One forward and backward; their wall times and the page faults taken meanwhile (first touches of memory
     the allocator had handed back to the system: about 1 us each on this VM, a third of a backward when its
     fresh gradients all take them; ``parity.runtime.allocator`` keeps freed memory so that they do not)."""
     leaves = leaves if leaves is not None else _leaves(data)
-    faults = _minor_faults()
+    faults = minor_faults()
     t0 = time.perf_counter()
     out = fn(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], leaves["D"],
              z=leaves["z"], delta_bias=leaves["delta_bias"], delta_softplus=True)
     t1 = time.perf_counter()
     out.backward(data["grad"])
     t2 = time.perf_counter()
-    return t1 - t0, t2 - t1, _minor_faults() - faults
+    return t1 - t0, t2 - t1, minor_faults() - faults
 
 
 def bench_scan(batch: int = 16, length: int = 512, d_inner: int = 512, d_state: int = 16, repeats: int = 5,
@@ -191,3 +189,13 @@ def scan_table(rows: list[dict]):
                       f"{r['min_s']:.4f}", f"{r['max_s']:.4f}", f"{r['forward_s']:.4f}", f"{r['backward_s']:.4f}",
                       f"{r['page_faults']:.0f}", speedup, x_bound)
     return table
+
+
+if __name__ == "__main__":  # one case in a fresh process (the allocator comparison): its rows as JSON
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("impls", nargs="+", choices=SCAN_BENCH_IMPLS)
+    parser.add_argument("--shape", type=int, nargs=4, default=(16, 512, 512, 16), metavar=("B", "L", "D", "N"))
+    parser.add_argument("--repeats", type=int, default=5)
+    a = parser.parse_args()
+    b, length, d_inner, d_state = a.shape
+    print(json.dumps(bench_scan(b, length, d_inner, d_state, repeats=a.repeats, impls=tuple(a.impls))))

@@ -16,8 +16,8 @@ import math
 import statistics
 import time
 
+from .fresh import minor_faults, run_fresh
 from .fresh import rss_mb as _rss_mb
-from .fresh import run_fresh
 
 PORTS = ("original", "notebook")
 
@@ -89,19 +89,22 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
                        gemm_size: int = GEMM_SIZE) -> dict:
     import torch
 
+    from ..runtime.allocator import allocator_state
+
     if threads:
         torch.set_num_threads(threads)
     model, step = training_step(port, batch, scan)
     baseline = _rss_mb()
     step()  # warm-up (allocator, first-touch); its peak counts in the peak below
-    times, rates = [], []
+    times, rates, faults = [], [], []
     for _ in range(repeats):
         # the GEMM rate right before each step: a machine whose speed drifts (a shared VM's moves by a third
         # within minutes) is compared with itself
         rates.append(dense_gemm_gflops(gemm_size))
-        t0 = time.perf_counter()
+        f0, t0 = minor_faults(), time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
+        faults.append(minor_faults() - f0)
     med, gemm = statistics.median(times), statistics.median(rates)
     peak = _rss_mb()
     from parity.evaluation.evaluate import gflop
@@ -115,9 +118,10 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
     scans = scan_shapes(model, step)
     floor_s = scan_floor_s(scans)
     least_s = matmul_s + (floor_s or 0.0)
-    return {"port": port, "batch": batch, "scan": scan, "threads": torch.get_num_threads(),
+    return {"port": port, "batch": batch, "scan": scan, "threads": torch.get_num_threads(), "allocator": allocator_state(),
             "median_s": med, "min_s": min(times), "max_s": max(times), "images_per_s": batch / med,
-            "peak_rss_mb": peak, "baseline_rss_mb": baseline, "gflop_per_step": step_gflop,
+            "page_faults": statistics.median(faults), "peak_rss_mb": peak, "baseline_rss_mb": baseline,
+            "gflop_per_step": step_gflop,
             "gemm_gflops": gemm, "fraction_of_gemm": step_gflop / med / gemm,
             "matmul_s": matmul_s, "matmul_of_gemm": matmul_gflop / matmul_s / gemm if matmul_s else float("nan"),
             "scans": len(scans), "scan_floor_s": floor_s,

@@ -5,7 +5,8 @@ min and max, the issue's targets next to what was measured, and two plots.
 Cases: the selective scan (sequential reference, chunked PyTorch, compiled kernel, mambapy's parallel
 scan as an outside peer; the compiled kernel also as a multiple of its hardware bound here, see
 ``scanbound``); one training step of each port's CIFAR-10 configuration (images/s, peak
-memory); decoding at 32/64/128/256 (32 images); the whole smoke one-at-a-time matrix. Every step
+memory); decoding at 32/64/128/256 (32 images); glibc's allocator defaults against the kept-memory
+settings the ``parity`` command runs with; the whole smoke one-at-a-time matrix. Every step
 and decode case runs in a fresh process so that its peak memory is its own.
 """
 
@@ -99,6 +100,7 @@ def _matrix_once(out: Path) -> float:
 
 def run_suite(cfg: SuiteConfig, progress=print) -> dict:
     """Every case; returns {'machine', 'scan', 'step', 'decode', 'matrix'} (lists of row dicts)."""
+    from .allocator import compare_allocators
     from .decode import measure_decode
     from .scan import bench_scan
     from .step import measure_step
@@ -122,6 +124,8 @@ def run_suite(cfg: SuiteConfig, progress=print) -> dict:
         for size in sizes:
             progress(f"decoding: {port} {batch} images at {size}x{size}")
             results["decode"].append(measure_decode(port, size, batch, 1 if cfg.quick else cfg.repeats))
+    progress("allocator: glibc's defaults against freed memory kept (scan, notebook step)")
+    results["allocator"] = compare_allocators(shape, cfg.scan_repeats, 2 if cfg.quick else 32, cfg.repeats)
     results["matrix"] = []
     if cfg.matrix_repeats:
         times = []
@@ -333,7 +337,8 @@ def render(results: dict, out: Path, command: str) -> str:
                   "allocator had handed back to the system (each 4 KiB page costs about a microsecond on this VM, so a "
                   "run that takes thousands is that many microseconds slower); with the allocator of the machine table "
                   "keeping freed memory (`parity/runtime/allocator.py`), a run in steady state takes none.", ""]
-    step = pd.DataFrame([{k: v for k, v in r.items() if k not in ("profile", "matmuls")} for r in results["step"]])
+    step = pd.DataFrame([{k: v for k, v in r.items() if k not in ("profile", "matmuls", "allocator")}
+                         for r in results["step"]])
     lines += ["## One training step of each port's CIFAR-10 configuration", "",
               "Forward + backward + AdamW on 32x32 images, the sources' full model sizes. Peak RSS is the "
               "high-water mark of a fresh process (interpreter, torch and model included; its baseline before the "
@@ -353,6 +358,15 @@ def render(results: dict, out: Path, command: str) -> str:
               "Encode once, then decode the whole batch on an S x S grid; queries go through the decoder "
               f"{results['decode'][0]['chunk'] if results['decode'] else ''} at a time (counted over the batch), "
               "so memory stays bounded; the output equals one-piece decoding (tested).", "", _fmt(dec), ""]
+    if results.get("allocator"):
+        lines += ["## The allocator: glibc's defaults against freed memory kept", "",
+                  "The same cases in two fresh processes each, one on glibc's defaults (`PARITY_SYSTEM_MALLOC=1`), "
+                  "one with the tunables the `parity` command starts with (`parity/runtime/allocator.py`: freed "
+                  "memory kept, glibc's small-block caches off so that freed blocks merge back). Every other row of "
+                  "this report ran with the second. `page_faults`: per run (the scan) or per step, the median; each "
+                  "is a first touch of a 4 KiB page and costs about a microsecond on this VM. `peak_rss_mb`: the "
+                  "step process's high-water mark.", "",
+                  _fmt(pd.DataFrame(results["allocator"]).drop(columns="process_allocator", errors="ignore")), ""]
     if results["matrix"]:
         lines += ["## A whole smoke matrix", "", "`parity ablate --preset smoke --seeds 1` in a fresh process "
                   "(25 variants, training and full evaluation).", "", _fmt(pd.DataFrame(results["matrix"])), ""]

@@ -286,3 +286,21 @@ def test_strict_fp32_turns_tf32_off_and_restores_it():
     with strict_fp32():
         assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
     assert torch.backends.cudnn.allow_tf32
+
+
+def test_allocator_comparison_runs_each_case_under_each_setting():
+    import platform
+
+    from parity.bench.allocator import compare_allocators
+
+    rows = compare_allocators(scan_shape=(2, 64, 32, 4), scan_repeats=1, step_batch=1, step_repeats=1)
+    if platform.libc_ver()[0] != "glibc":
+        assert [r["allocator"] for r in rows] == ["glibc's defaults"] * 2
+        return
+    assert [(r["case"].split()[0], r["allocator"]) for r in rows] == [
+        ("compiled", "glibc's defaults"), ("notebook", "glibc's defaults"),
+        ("compiled", "freed memory kept"), ("notebook", "freed memory kept")]
+    steps = [r for r in rows if r["case"].startswith("notebook")]
+    assert steps[0]["process_allocator"].startswith("glibc's defaults (PARITY_SYSTEM_MALLOC=1)")
+    assert steps[1]["process_allocator"].startswith("glibc, freed memory kept for reuse")  # what the child ran with
+    assert all(r["median_s"] > 0 and r["page_faults"] >= 0 for r in rows) and steps[0]["peak_rss_mb"] > 0
