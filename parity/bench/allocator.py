@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from ..runtime.allocator import ENV, OPT_OUT, allocator_environment
+from ..runtime.allocator import OPT_OUT, allocator_environment, without_malloc_settings
 from .fresh import run_fresh
 
 SETTINGS = {"glibc's defaults": False, "freed memory kept": True}
@@ -16,7 +16,7 @@ SETTINGS = {"glibc's defaults": False, "freed memory kept": True}
 def setting_environment(kept: bool) -> dict | None:
     """This process's environment without malloc settings, then with ours (kept) or with the opt-out; None
     where ours cannot apply (not glibc)."""
-    clean = {k: v for k, v in os.environ.items() if k not in (ENV, OPT_OUT) and not k.startswith("MALLOC_")}
+    clean = without_malloc_settings(os.environ)
     return allocator_environment(clean) if kept else {**clean, OPT_OUT: "1"}
 
 

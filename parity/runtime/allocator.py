@@ -50,6 +50,11 @@ def _users_settings(env: Mapping[str, str]) -> list[str]:
     return own + sorted(k for k in env if k.startswith("MALLOC_") and k.endswith("_"))
 
 
+def without_malloc_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without any malloc setting (ours, the user's, the opt-out): glibc's defaults."""
+    return {k: v for k, v in env.items() if k not in (ENV, OPT_OUT) and not k.startswith("MALLOC_")}
+
+
 def allocator_environment(env: Mapping[str, str]) -> dict[str, str] | None:
     """``env`` with our tunables added to ``GLIBC_TUNABLES`` (other tunables there kept), or None where
     nothing is to change: they are in force already, the user opted out or has malloc settings of their

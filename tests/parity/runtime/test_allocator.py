@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from parity.runtime.allocator import ENV, OPT_OUT, TUNABLES, allocator_environment
+from parity.runtime.allocator import ENV, OPT_OUT, TUNABLES, allocator_environment, without_malloc_settings
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 
@@ -28,10 +28,6 @@ print(json.dumps(faults))
 PAGES = 2 * 4_000_000 * 4 // 4096  # pages the two tensors span
 
 
-def _clean_env() -> dict:
-    return {k: v for k, v in os.environ.items() if k not in (ENV, OPT_OUT) and not k.startswith("MALLOC_")}
-
-
 def _faults(env: dict) -> list[int]:
     done = subprocess.run([sys.executable, "-c", ROUNDS], capture_output=True, text=True, check=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -39,9 +35,9 @@ def _faults(env: dict) -> list[int]:
 
 @glibc
 def test_freed_memory_is_reused_without_page_faults():
-    kept = _faults(allocator_environment(_clean_env()))
+    kept = _faults(allocator_environment(without_malloc_settings(os.environ)))
     assert sum(kept[1:]) < 0.02 * PAGES  # from the second round on, every block is reused
-    assert sum(_faults(_clean_env())[1:]) > 2 * PAGES  # glibc's defaults hand the memory back every round
+    assert sum(_faults(without_malloc_settings(os.environ))[1:]) > 2 * PAGES  # glibc's defaults hand the memory back every round
 
 
 @glibc
@@ -50,7 +46,7 @@ def test_the_program_is_started_again_once_with_the_tunables():
               "print('start', os.getpid(), flush=True); relaunch_with_allocator(); "
               "print('run', os.getpid(), allocator_state())")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                          env=_clean_env())
+                          env=without_malloc_settings(os.environ))
     lines = done.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["start", "start", "run"]  # once again, then on
     assert len({line.split()[1] for line in lines}) == 1  # the same process (exec)
