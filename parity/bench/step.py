@@ -118,8 +118,8 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
     scans = scan_shapes(model, step)
     floor_s = scan_floor_s(scans)
     least_s = matmul_s + (floor_s or 0.0)
-    return {"port": port, "batch": batch, "scan": scan, "threads": torch.get_num_threads(), "allocator": allocator_state(),
-            "median_s": med, "min_s": min(times), "max_s": max(times), "images_per_s": batch / med,
+    return {"port": port, "batch": batch, "scan": scan, "threads": torch.get_num_threads(),
+            "allocator": allocator_state(), "median_s": med, "min_s": min(times), "max_s": max(times), "images_per_s": batch / med,
             "page_faults": statistics.median(faults), "peak_rss_mb": peak, "baseline_rss_mb": baseline,
             "gflop_per_step": step_gflop,
             "gemm_gflops": gemm, "fraction_of_gemm": step_gflop / med / gemm,

@@ -3,18 +3,18 @@
 glibc's malloc hands large freed blocks back to the operating system (blocks above its mmap threshold are
 unmapped on free; free memory at the heap's top beyond its trim threshold is trimmed). Training allocates
 and frees tensors of the same sizes every step, so each step takes them back as fresh pages, and the first
-touch of every 4 KiB page is a page fault: about 1 us each on this VM, 12 ms of a 41 ms selective scan
-forward + backward (12,000 faults) and some 100,000 faults of the original's training step.
+touch of every 4 KiB page is a page fault: about 1 us each on this VM, some 15 ms of the compiled scan's 49 ms
+forward + backward (12,256 faults) and 100,000 faults or more in each of the original's training steps.
 
 Keeping freed memory (higher thresholds) is not enough on its own: torch asks for 64-byte aligned blocks, glibc
 carves each from a slightly larger one, and the small pieces it cuts off sit in its per-thread cache (tcache)
 and fast bins, where they do not merge back. A freed block then stays a few bytes too small for the same request
-next step, and the heap grows instead: in our measurements that raised the peak of a decoding run from 0.78 to
-1.8 GiB in some runs. With the cache and the fast bins off as well, the pieces merge back at once and every
-block is reused. Measured here, against glibc's defaults, in fresh processes: the scan's forward + backward 41 ->
-30 ms with no page faults; decoding 32 images at 256x256 10.6 -> 6.5 s; the training steps' page faults down
-by 80 to 90% and their peak memory lower (original 2.64 -> 2.31 GiB, notebook 1.43 -> 1.32 GiB), step times
-within their run-to-run spread.
+next step, and the heap grows instead: with the thresholds alone, a decoding run's peak went from 0.78 to 1.8 GiB
+in some runs. With the cache and the fast bins off as well, the pieces merge back at once and every block is
+reused. ``parity bench`` measures both settings side by side (``reports/benchmarks.md``, *The allocator*): the
+scan's forward + backward 49 -> 34 ms and 12,256 -> 0 page faults a run, the notebook's step 34,755 -> 6,147
+page faults and 1.41 -> 1.32 GiB at its peak. Measured once each besides: decoding 32 images at 256x256 10.6 ->
+6.5 s; the original's step peak 2.64 -> 2.31 GiB.
 
 glibc reads these settings (its tunables) only when a process starts, so ``relaunch_with_allocator`` starts the
 program once more with them in ``GLIBC_TUNABLES``; the processes it starts in turn (benchmark cases, Ray
@@ -44,6 +44,10 @@ def _tunables(env: Mapping[str, str]) -> dict[str, str]:
     return {name: value for name, value in pairs}
 
 
+def _ours_in_force(env: Mapping[str, str]) -> bool:
+    return all(_tunables(env).get(k) == str(v) for k, v in TUNABLES.items())
+
+
 def _users_settings(env: Mapping[str, str]) -> list[str]:
     """The user's own malloc settings in ``env``: glibc malloc tunables other than ours, MALLOC_*_ variables."""
     own = [k for k, v in _tunables(env).items() if k.startswith("glibc.malloc.") and str(TUNABLES.get(k)) != v]
@@ -61,10 +65,9 @@ def allocator_environment(env: Mapping[str, str]) -> dict[str, str] | None:
     own, or the C library is not glibc."""
     if env.get(OPT_OUT, "") not in ("", "0") or _users_settings(env) or platform.libc_ver()[0] != "glibc":
         return None
-    current = _tunables(env)
-    if all(current.get(k) == str(v) for k, v in TUNABLES.items()):
+    if _ours_in_force(env):
         return None
-    merged = {**current, **{k: str(v) for k, v in TUNABLES.items()}}
+    merged = {**_tunables(env), **{k: str(v) for k, v in TUNABLES.items()}}
     return {**env, ENV: ":".join(f"{k}={v}" for k, v in merged.items())}
 
 
@@ -87,7 +90,7 @@ def allocator_state() -> str:
         return f"glibc's defaults ({OPT_OUT}={os.environ[OPT_OUT]})"
     if platform.libc_ver()[0] != "glibc":
         return "the system's allocator (not glibc)"
-    if all(_tunables(os.environ).get(k) == str(v) for k, v in TUNABLES.items()):
+    if _ours_in_force(os.environ):
         return ("glibc, freed memory kept for reuse (tcache and fast bins off, trim threshold 2 GiB, "
                 "mmap threshold 1 GiB)")
     user = _users_settings(os.environ)
