@@ -108,9 +108,13 @@ def quick_test_psnr(model, loader, cfg: ExperimentConfig, max_images: int | None
 
 
 def environment() -> dict:
-    """The software and machine a run trained on (recorded with its results)."""
+    """The software and machine a run trained on (recorded with its results); the allocator's settings change
+    its speed and memory, never its numbers."""
+    from .allocator import allocator_state
+
     return {"parity": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+            "machine": platform.machine(), "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "allocator": allocator_state()}
 
 
 def _loader(dataset, cfg: ExperimentConfig, epoch: int | None, batch_size: int | None = None) -> DataLoader:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from parity.cli import main
+from parity.runtime.allocator import without_malloc_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--set", "data.train_subset=16", "--set", "data.test_subset=8", "--set", "eval.sr_sizes=[32]",
@@ -18,7 +20,8 @@ FAST = ["--set", "data.train_subset=16", "--set", "data.test_subset=8", "--set",
 
 
 def parity(*args, cwd=None, timeout=600):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    """The command in a user's plain shell (no malloc settings of the caller's)."""
+    env = {**without_malloc_settings(os.environ), "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "parity.cli", *args], capture_output=True, text=True, cwd=cwd,
                           env=env, timeout=timeout)
 
@@ -74,6 +77,9 @@ def test_train_then_resume_from_its_checkpoint(tmp_path):
     assert done.returncode == 0, done.stderr
     run = tmp_path / "original+jitter-train" / "seed-0"
     assert (run / "metrics.json").exists() and "test PSNR" in done.stdout
+    if platform.libc_ver()[0] == "glibc":  # the command ran with the allocator that keeps freed memory
+        environment = json.loads((run / "metrics.json").read_text())["environment"]
+        assert environment["allocator"].startswith("glibc, freed memory kept"), environment
     again = parity("train", "--resume", str(run / "checkpoint.pt"))
     assert again.returncode == 0, again.stderr
 
