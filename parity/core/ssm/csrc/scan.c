@@ -98,22 +98,24 @@ INLINE void group_prologue(const int G, const float *delta, const float *u, cons
 {
     const int64_t L = sh->L, Lp = PAD16(L), out_st = sh->out_st;
     const float *rows_dt[GROUP], *rows_dtu[GROUP];
+    if (sh->dt_low)  /* the G rows' projections side by side: each step of dt_proj's input loaded once */
+        for (int64_t t = 0; t < L; t += W) {
+            const int64_t n = L - t;
+            const float *w = sh->dt_weight + gr->dg * sh->dt_rank, *low = sh->dt_low + gr->b * L + t;
+            vf x[GROUP];
+            for (int i = 0; i < G; i++) x[i] = vzero();
+            for (int64_t r = 0; r < sh->dt_rank; r++) {
+                const vf lr = vload_part(low + r * sh->dt_low_st, n);
+                for (int i = 0; i < G; i++) x[i] = vfma(vset(w[i * sh->dt_rank + r]), lr, x[i]);
+            }
+            for (int i = 0; i < G; i++) vstore(scr[i] + t, vadd(x[i], vset(bias ? bias[i] : 0.0f)));
+        }
     for (int i = 0; i < G; i++) {
         const int64_t row = gr->rows[i];
         float *pre = scr[i], *e = scr[i] + Lp;  /* then dt (forward) and dt * u */
         const vf b = vset(bias ? bias[i] : 0.0f);
-        for (int64_t t = 0; t < L; t += W) {
-            const int64_t n = L - t;
-            vf x;
-            if (sh->dt_low) {
-                const float *w = sh->dt_weight + (gr->dg + i) * sh->dt_rank, *low = sh->dt_low + gr->b * L + t;
-                x = vzero();
-                for (int64_t r = 0; r < sh->dt_rank; r++) x = vfma(vset(w[r]), vload_part(low + r * sh->dt_low_st, n), x);
-            } else {
-                x = vload_part(delta + row + t, n);
-            }
-            vstore(pre + t, vadd(x, b));
-        }
+        if (!sh->dt_low)
+            for (int64_t t = 0; t < L; t += W) vstore(pre + t, vadd(vload_part(delta + row + t, L - t), b));
         /* softplus(x) = max(x, 0) + log(1 + exp(-|x|)), its derivative sigmoid(x) */
         if (softplus)
             for (int64_t t = 0; t < L; t += W) {
