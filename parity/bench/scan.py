@@ -26,22 +26,18 @@ SCAN_BENCH_IMPLS = ("ref", "chunked", "compiled", "mambapy")
 def mambapy_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     """The outside peer: mambapy's ``selective_scan`` (its Blelloch parallel scan, ``pscan``, over
     (batch, L, d_inner, d_state) tensors) with the same bias, softplus and z gate as ours."""
-    import torch.nn.functional as F
     from einops import rearrange
     from mambapy.pscan import pscan
 
-    dt = delta + rearrange(delta_bias, "d -> d 1") if delta_bias is not None else delta
-    dt = F.softplus(dt) if delta_softplus else dt
-    x, dt = rearrange(u, "b d l -> b l d"), rearrange(dt, "b d l -> b l d")
+    from parity.core.ssm.terms import skip_and_gate, step_sizes
+
+    dt = rearrange(step_sizes(delta, delta_bias, delta_softplus), "b d l -> b l d")
+    x = rearrange(u, "b d l -> b l d")
     B, C = rearrange(B, "b n l -> b l n"), rearrange(C, "b n l -> b l n")
     decay = torch.exp(dt.unsqueeze(-1) * A)
     drive = dt.unsqueeze(-1) * B.unsqueeze(2) * x.unsqueeze(-1)
     y = (pscan(decay, drive) @ C.unsqueeze(-1)).squeeze(3)
-    if D is not None:
-        y = y + D * x
-    if z is not None:
-        y = y * F.silu(rearrange(z, "b d l -> b l d"))
-    return rearrange(y, "b l d -> b d l")
+    return skip_and_gate(rearrange(y, "b l d -> b d l"), u, D, z)
 
 
 def scan_available(impl: str) -> str | None:

@@ -119,10 +119,9 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
     floor_s = scan_floor_s(scans)
     least_s = matmul_s + (floor_s or 0.0)
     return {"port": port, "batch": batch, "scan": scan, "threads": torch.get_num_threads(),
-            "allocator": allocator_state(), "median_s": med, "min_s": min(times), "max_s": max(times), "images_per_s": batch / med,
-            "page_faults": statistics.median(faults), "peak_rss_mb": peak, "baseline_rss_mb": baseline,
-            "gflop_per_step": step_gflop,
-            "gemm_gflops": gemm, "fraction_of_gemm": step_gflop / med / gemm,
+            "allocator": allocator_state(), "median_s": med, "min_s": min(times), "max_s": max(times),
+            "images_per_s": batch / med, "page_faults": statistics.median(faults), "peak_rss_mb": peak,
+            "baseline_rss_mb": baseline, "gflop_per_step": step_gflop, "gemm_gflops": gemm, "fraction_of_gemm": step_gflop / med / gemm,
             "matmul_s": matmul_s, "matmul_of_gemm": matmul_gflop / matmul_s / gemm if matmul_s else float("nan"),
             "scans": len(scans), "scan_floor_s": floor_s,
             "ceiling": step_gflop / least_s / gemm if least_s else float("nan"),

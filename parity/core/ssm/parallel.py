@@ -13,9 +13,10 @@ within float32 rounding.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch.autograd.function import once_differentiable
+
+from .terms import skip_and_gate, step_sizes
 
 
 def _scan_in_place(a: torch.Tensor, x: torch.Tensor, reverse: bool = False) -> None:
@@ -134,16 +135,9 @@ def selective_scan_parallel(u, delta, A, B, C, D=None, z=None, delta_bias=None, 
     dtype_in = u.dtype
     ct = torch.float64 if u.dtype == torch.float64 else torch.float32  # float64 stays, for gradcheck
     u, delta, A, B, C = u.to(ct), delta.to(ct), A.to(ct), B.to(ct), C.to(ct)
-    if delta_bias is not None:
-        delta = delta + rearrange(delta_bias.to(ct), "d -> d 1")
-    if delta_softplus:
-        delta = F.softplus(delta)
-    out = SelectiveScanCore.apply(delta, delta * u, A, B, C)
-    if D is not None:
-        out = out + u * rearrange(D.to(ct), "d -> d 1")
-    if z is not None:
-        out = out * F.silu(z.to(ct))
-    return out.to(dtype_in)
+    dt = step_sizes(delta, delta_bias.to(ct) if delta_bias is not None else None, delta_softplus)
+    out = SelectiveScanCore.apply(dt, dt * u, A, B, C)
+    return skip_and_gate(out, u, D.to(ct) if D is not None else None, z.to(ct) if z is not None else None).to(dtype_in)
 
 
 __all__ = ["SelectiveScanCore", "linear_scan", "selective_scan_parallel"]

@@ -15,8 +15,8 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange
+
+from .terms import skip_and_gate, step_sizes
 
 SCAN_IMPLS = ("ref", "chunked", "compiled", "parallel", "cuda")
 DEFAULT_SCAN = "compiled"  # each Mamba mixer holds its own choice (``Mamba.scan``); this is where it starts
@@ -26,11 +26,8 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
                        return_last_state=False):
     """Sequential scan, one time step at a time; slow, simple, the ground truth."""
     dtype_in = u.dtype
-    u, delta = u.float(), delta.float()
-    if delta_bias is not None:
-        delta = delta + rearrange(delta_bias.float(), "d -> d 1")
-    if delta_softplus:
-        delta = F.softplus(delta)
+    u = u.float()
+    delta = step_sizes(delta.float(), delta_bias.float() if delta_bias is not None else None, delta_softplus)
     B, C = B.float(), C.float()
     batch, d_inner, d_state = u.shape[0], A.shape[0], A.shape[1]
 
@@ -41,11 +38,7 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     for t in range(u.shape[2]):
         state = decay[:, :, t] * state + drive[:, :, t]
         ys.append(torch.einsum("bdn,bn->bd", state, C[:, :, t]))
-    y = torch.stack(ys, dim=2)
-    out = y if D is None else y + u * rearrange(D, "d -> d 1")
-    if z is not None:
-        out = out * F.silu(z)
-    out = out.to(dtype_in)
+    out = skip_and_gate(torch.stack(ys, dim=2), u, D, z).to(dtype_in)
     return (out, state) if return_last_state else out
 
 
