@@ -12,8 +12,23 @@ element (b, d, t, n), a multiply-add as 2 FLOPs (as the FMA rate counts it):
   gradient needs it); the adjoint 15: h_t = C_t gy_t + exp(dt A) h_{t+1} (3), and 2 each for gC, gB, the
   gradients wrt dt u and wrt dt (through the decay), gA, and q = h exp(dt A) x_{t-1}.
 
-So 2 exps and 25 FLOPs per element (27 gated). The elementwise work per (b, d, t) (softplus, gate, D skip:
-1/d_state as much) is left out, which keeps the bound a lower bound.
+So 2 exps and 25 FLOPs per element (27 gated).
+
+And per step of a row (b, d, t), 1/d_state as often but with transcendental functions of its own: the step
+size, the gate and the skip, which the scan must compute too (measured on this machine, they are about a
+quarter of the compiled kernel's time at the original's shape). Counted with delta's bias and softplus, as the
+Mamba mixer calls the scan; a log or an exp counted as one exp at the exp rate, a reciprocal as one FLOP (the
+kernel's log1p and reciprocals take more than that, so the count stays a lower one):
+
+- forward: the step size softplus(delta + bias) = max(x, 0) + log(1 + exp(-|x|)): 2 exps, 3 FLOPs; dt u: 1;
+  the skip y + D u: 2; the gate silu(z) = z / (1 + exp(-z)) and the product with it: 1 exp, 4 FLOPs;
+- backward: the step size again (2 exps, 3 FLOPs) and dt u (1); softplus' derivative sigmoid(x) from the same
+  exp (2); the gate again (1 exp; sigmoid 2, silu 1, silu' = sig (1 + z (1 - sig)) 3, g silu 1 and g (y + D u)
+  silu' 4: 11 FLOPs); the gradients wrt delta ((g_dtu u + g_dt) sigmoid: 3), u (g_dtu dt + gy D: 3), the bias
+  and D (sums over t: 1 and 2).
+
+So 6 exps and 36 FLOPs per step of a row (4 exps and 6 FLOPs fewer without softplus, delta + bias kept; 2 exps
+and 15 FLOPs fewer without the gate).
 
 Bytes: every (batch, d_inner, L) tensor read or written once per pass: forward reads u, delta (and z) and
 writes the output; backward reads u, delta (and z) and the output's gradient and writes the gradients of u,
@@ -53,27 +68,38 @@ FMA_CHAINS = 12  # bench_fma's independent chains
 REPEATS = 7  # timed runs per rate; the best counts
 
 
-def pass_work(batch: int, length: int, d_inner: int, d_state: int, gated: bool = True) -> dict:
+def pass_work(batch: int, length: int, d_inner: int, d_state: int, gated: bool = True,
+              softplus: bool = True) -> dict:
     """Exps, FLOPs and bytes of each pass of the compiled scan at this shape, {'forward': {...}, 'backward':
-    {...}} (see the module docstring for what is counted)."""
+    {...}}: the recurrences' work per element (b, d, t, n) and the step size's, the gate's and the skip's per
+    step of a row (b, d, t), added up (see the module docstring for what is counted)."""
     elements = batch * d_inner * length * d_state
-    rows = batch * d_inner * length  # elements of one (batch, d_inner, L) tensor
+    rows = batch * d_inner * length  # elements of one (batch, d_inner, L) tensor, and steps of all rows
     small = batch * d_state * length  # one of B, C, gB, gC
     inputs = 3 if gated else 2  # u, delta (and z)
-    return {"forward": {"exps": elements, "flops": 6 * elements,
+    step_size = (2, 3) if softplus else (0, 1)  # (exps, FLOPs) of dt from delta + bias
+    forward_row = (step_size[0] + gated, step_size[1] + 1 + 2 + 4 * gated)
+    backward_row = (step_size[0] + gated, step_size[1] + 1 + 2 * softplus + 11 * gated + 9)
+    return {"forward": {"exps": elements + forward_row[0] * rows, "flops": 6 * elements + forward_row[1] * rows,
                         "bytes": 4 * ((inputs + 1) * rows + 2 * small)},  # in, out; B, C
-            "backward": {"exps": elements, "flops": (4 + (2 if gated else 0) + 15) * elements,
+            "backward": {"exps": elements + backward_row[0] * rows,
+                         "flops": (4 + (2 if gated else 0) + 15) * elements + backward_row[1] * rows,
                          "bytes": 4 * ((inputs + 1 + inputs) * rows + 4 * small)}}  # in, g; their gradients; B, C, gB, gC
 
 
-def scan_work(batch: int, length: int, d_inner: int, d_state: int, gated: bool = True) -> dict:
+def scan_work(batch: int, length: int, d_inner: int, d_state: int, gated: bool = True, softplus: bool = True) -> dict:
     """Exps, FLOPs and bytes of one forward + backward of the compiled scan at this shape: the two passes'
-    (``pass_work``) added up."""
-    passes = pass_work(batch, length, d_inner, d_state, gated).values()
+    (``pass_work``) added up; and the parts of them per element (b, d, t, n) and per step of a row (b, d, t)."""
+    passes = pass_work(batch, length, d_inner, d_state, gated, softplus).values()
     elements = batch * d_inner * length * d_state
-    flops = sum(p["flops"] for p in passes)
-    return {"elements": elements, "exps": sum(p["exps"] for p in passes), "flops": flops,
-            "flops_per_element": flops // elements if elements else 0, "bytes": sum(p["bytes"] for p in passes)}
+    rows = batch * d_inner * length
+    exps, flops = sum(p["exps"] for p in passes), sum(p["flops"] for p in passes)
+    exps_per_element, flops_per_element = 2, 25 + 2 * gated
+    return {"elements": elements, "exps": exps, "flops": flops, "exps_per_element": exps_per_element,
+            "flops_per_element": flops_per_element,
+            "exps_per_row_step": (exps - exps_per_element * elements) // rows if rows else 0,
+            "flops_per_row_step": (flops - flops_per_element * elements) // rows if rows else 0,
+            "bytes": sum(p["bytes"] for p in passes)}
 
 
 def _timed_parallel(fn, threads: int, repeats: int) -> float:
@@ -146,14 +172,14 @@ def _bandwidth(threads: int, elements: int) -> float:
 
 
 def scan_bound(batch: int, length: int, d_inner: int, d_state: int, threads: int | None = None,
-               gated: bool = True, rates: dict | None = None) -> dict:
+               gated: bool = True, rates: dict | None = None, softplus: bool = True) -> dict:
     """The least time one forward + backward of the compiled scan could take here: the work (``scan_work``),
     the measured rates, compute and memory times and ``bound_s`` = the larger ('limit' says which); and each
     pass's own bound (``forward_bound_s``, ``backward_bound_s``).
     rates: exp and FMA rates from ``probe_rates``; without them, the best of ``REPEATS`` timed calls, measured
     once per thread count (about a second) and reused in this process. Bandwidth is measured once either way."""
     threads = threads or torch.get_num_threads()
-    work = scan_work(batch, length, d_inner, d_state, gated)
+    work = scan_work(batch, length, d_inner, d_state, gated, softplus)
     rates = rates or _compute_rates(threads)
     bandwidth = _bandwidth(threads, batch * d_inner * length)
 
@@ -162,8 +188,8 @@ def scan_bound(batch: int, length: int, d_inner: int, d_state: int, threads: int
         return compute_s, w["bytes"] / bandwidth
 
     compute_s, memory_s = bound(work)
-    per_pass = {f"{name}_bound_s": max(bound(w)) for name, w in pass_work(batch, length, d_inner, d_state,
-                                                                            gated).items()}
+    passes = pass_work(batch, length, d_inner, d_state, gated, softplus)
+    per_pass = {f"{name}_bound_s": max(bound(w)) for name, w in passes.items()}
     return {**work, **rates, "bytes_per_s": bandwidth, "threads": threads, "compute_s": compute_s,
             "memory_s": memory_s, "bound_s": max(compute_s, memory_s), **per_pass,
             "limit": "compute" if compute_s >= memory_s else "memory"}

@@ -56,15 +56,23 @@ def test_scan_table_shows_times_faults_and_bound():
 
 def test_scan_work_counts():
     work = scan_work(2, 3, 5, 7)
-    assert work["elements"] == 2 * 3 * 5 * 7 and work["exps"] == 2 * work["elements"]
-    assert work["flops"] == 27 * work["elements"] and scan_work(2, 3, 5, 7, gated=False)["flops"] == 25 * work["elements"]
+    elements, rows = 2 * 3 * 5 * 7, 2 * 3 * 5
+    assert work["elements"] == elements and work["exps_per_element"] == 2 and work["flops_per_element"] == 27
+    # per step of a row: softplus (exp, log) and the gate (exp) in each pass; 10 FLOPs forward, 26 backward
+    assert work["exps_per_row_step"] == 6 and work["flops_per_row_step"] == 36
+    assert work["exps"] == 2 * elements + 6 * rows and work["flops"] == 27 * elements + 36 * rows
+    plain = scan_work(2, 3, 5, 7, gated=False, softplus=False)
+    assert plain["exps"] == 2 * elements and plain["flops"] == 25 * elements + 15 * rows
+    assert scan_work(2, 3, 5, 7, gated=False)["exps"] == 2 * elements + 4 * rows
     # 11 (batch, d_inner, L) tensors gated (u, delta, z, out; u, delta, z, g, gu, gdelta, gz), 8 without the gate,
     # plus B, C twice and gB, gC once
     assert work["bytes"] == 4 * (11 * 2 * 5 * 3 + 6 * 2 * 7 * 3)
-    assert scan_work(2, 3, 5, 7, gated=False)["bytes"] == 4 * (8 * 2 * 5 * 3 + 6 * 2 * 7 * 3)
-    # by pass: forward one exp and 6 FLOPs per element, reads u, delta, z, B, C and writes out; backward the rest
+    assert plain["bytes"] == 4 * (8 * 2 * 5 * 3 + 6 * 2 * 7 * 3)
+    # by pass: forward one exp and 6 FLOPs per element, 3 exps and 10 FLOPs per row step, reads u, delta, z,
+    # B, C and writes out; backward the rest
     fwd, bwd = pass_work(2, 3, 5, 7).values()
-    assert fwd["exps"] == bwd["exps"] == work["elements"] and fwd["flops"] == 6 * work["elements"]
+    assert fwd["exps"] == bwd["exps"] == elements + 3 * rows and fwd["flops"] == 6 * elements + 10 * rows
+    assert fwd["flops"] + bwd["flops"] == work["flops"]
     assert fwd["bytes"] == 4 * (4 * 2 * 5 * 3 + 2 * 2 * 7 * 3) and fwd["bytes"] + bwd["bytes"] == work["bytes"]
 
 
