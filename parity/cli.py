@@ -30,9 +30,18 @@ def cmd_summary(args) -> int:
 
 
 def cmd_bench_scan(args) -> int:
-    from .bench.scan import bench_scan, scan_table
+    from .bench.scan import bench_scan, scan_available, scan_phase_table, scan_phases_fresh, scan_table
 
     console = _console()
+    if args.phases:
+        missing = scan_available("compiled")
+        if missing:
+            console.print(f"[red]error:[/red] no compiled kernel to time: {missing}")
+            return 2
+        with console.status(f"the compiled scan by phase, {args.repeats} runs (its timed build, a fresh process)..."):
+            rows = scan_phases_fresh(args.batch, args.length, args.d_inner, args.d_state, repeats=args.repeats)
+        console.print(scan_phase_table(rows))
+        return 0
     with console.status(f"selective scan forward+backward, B={args.batch} L={args.length} "
                         f"d_inner={args.d_inner} d_state={args.d_state}: fast path {args.repeats} runs, reference "
                         f"{args.ref_repeats} (about 2 minutes each at the default shape on 2 cores)..."):
@@ -401,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--d-state", type=int, default=16)
     p.add_argument("--repeats", type=int, default=5, help="runs of the fast path")
     p.add_argument("--ref-repeats", type=int, default=3, help="runs of the (slow) reference")
+    p.add_argument("--phases", action="store_true",
+                   help="instead: the compiled kernel's time by phase, each against its part of the bound")
     p.set_defaults(func=cmd_bench_scan)
 
     p = bench.add_parser("step", help="one training step of a port's CIFAR-10 config: images/s, peak memory")

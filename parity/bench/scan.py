@@ -5,20 +5,23 @@ gradient. The sequential reference is slow: at the default shape one forward + b
 the order of a minute or more on 2 CPU cores, so ``repeats`` multiplies into many minutes.
 
 The compiled kernel's row also states its time as a multiple of its hardware bound on this machine
-(``parity.bench.scanbound``), which means the same on any machine.
+(``parity.bench.scanbound``), which means the same on any machine; ``bench_scan_phases`` splits that time
+by the kernel's phases, each against its own part of the bound.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import os
 import statistics
 import time
 
 import torch
 
-from .fresh import minor_faults
-from .scanbound import probe_rates, scan_bound
+from .fresh import minor_faults, run_fresh
+from .scanbound import phase_work, probe_rates, scan_bound
 
 SCAN_BENCH_IMPLS = ("ref", "chunked", "compiled", "mambapy")
 
@@ -150,6 +153,77 @@ def bench_scan(batch: int = 16, length: int = 512, d_inner: int = 512, d_state: 
     return rows
 
 
+# The kernel's phase timers in the order scan.c's scan_phase_seconds gives them: (pass, phase, the part of
+# ``phase_work`` it does). The prologues and epilogues share the elementwise work (softplus, gate, skip).
+KERNEL_PHASES = (("forward", "prologue", "elementwise"), ("forward", "recurrence", "recurrence"),
+                 ("forward", "epilogue", "elementwise"), ("backward", "prologue", "elementwise"),
+                 ("backward", "states", "states"), ("backward", "adjoint", "adjoint"),
+                 ("backward", "epilogue", "elementwise"))
+
+
+def bench_scan_phases(batch: int = 16, length: int = 512, d_inner: int = 512, d_state: int = 16,
+                      repeats: int = 5) -> list[dict]:
+    """Where the compiled scan's forward + backward time goes: per phase of the kernel, its median time per run
+    (CPU seconds over threads, so the phases add up to the kernel's wall time), its share of the whole call,
+    and against its own part of the hardware bound (``parity.bench.scanbound.phase_work`` at the rates probed
+    before each run, medians). The prologue and epilogue of a pass share one bound (the elementwise work),
+    given on the epilogue's row for both; a last row holds what lies outside the kernel's phases (the autograd
+    wrapper, B and C's copies, the sums of gB and gC). Needs the kernel's ``phases`` build
+    (``PARITY_SCAN_KERNEL=phases``: ``scan_phases_fresh`` runs this in a fresh process with it)."""
+    from parity.core.ssm.compiled import compiled_scan_status, kernel_library, kernel_variant
+
+    if kernel_variant() != "phases":
+        raise RuntimeError("the phase timers are in the kernel's phases build only: set PARITY_SCAN_KERNEL=phases "
+                           "(or call scan_phases_fresh)")
+    lib = kernel_library()
+    if lib is None:
+        raise RuntimeError(f"no compiled kernel: {compiled_scan_status()['reason']}")
+    fn, data = _scan_fn("compiled"), _inputs(batch, length, d_inner, d_state)
+    seconds = (ctypes.c_double * len(KERNEL_PHASES))()
+    _fwd_bwd(fn, data)
+    runs, walls, rates = [], [], []
+    for _ in range(repeats):
+        rates.append(probe_rates())
+        _fwd_bwd(fn, data)  # the call after the probes runs slow (see bench_scan)
+        leaves = _leaves(data)
+        lib.scan_phase_seconds(seconds)  # reset
+        forward, backward, _ = _fwd_bwd(fn, data, leaves)
+        lib.scan_phase_seconds(seconds)
+        runs.append(list(seconds))
+        walls.append(forward + backward)
+        del leaves
+    threads = torch.get_num_threads()
+    wall = statistics.median(walls)
+    exp_rate = statistics.median(r["exp_per_s"] for r in rates)
+    flop_rate = statistics.median(r["flop_per_s"] for r in rates)
+    work = phase_work(batch, length, d_inner, d_state)
+    rows = []
+    for k, (pass_, phase, part) in enumerate(KERNEL_PHASES):
+        seconds_k = statistics.median(run[k] for run in runs) / threads
+        row = {"pass": pass_, "phase": phase, "work": part, "ms": 1e3 * seconds_k, "share": seconds_k / wall}
+        if phase != "prologue":  # the elementwise bound on the epilogue's row, for prologue + epilogue
+            w = work[pass_][part]
+            bound_s = w["exps"] / exp_rate + w["flops"] / flop_rate
+            prologue = next((r for r in rows if r["pass"] == pass_ and r["phase"] == "prologue"), None)
+            spent = seconds_k + (prologue["ms"] / 1e3 if part == "elementwise" and prologue else 0.0)
+            row.update(bound_ms=1e3 * bound_s, x_bound=spent / bound_s if bound_s else None)
+        rows.append(row)
+    outside = wall - sum(r["ms"] for r in rows) / 1e3
+    rows.append({"pass": "both", "phase": "outside the kernel's phases", "work": None, "ms": 1e3 * outside,
+                 "share": outside / wall})
+    for r in rows:
+        r.update(wall_ms=1e3 * wall, threads=threads, runs=repeats, shape=(batch, d_inner, length, d_state))
+    return rows
+
+
+def scan_phases_fresh(batch: int = 16, length: int = 512, d_inner: int = 512, d_state: int = 16,
+                      repeats: int = 5) -> list[dict]:
+    """``bench_scan_phases`` in a fresh process on the kernel's phases build (this process keeps its own)."""
+    env = {**os.environ, "PARITY_SCAN_KERNEL": "phases"}
+    args = ["--phases", "--shape", *map(str, (batch, length, d_inner, d_state)), "--repeats", str(repeats)]
+    return run_fresh("parity.bench.scan", args, env)["phases"]
+
+
 def bound_summary(bound: dict) -> str:
     """One line on how the bound was derived: the work counted and the rates measured."""
     return (f"{bound['exps'] / 1e6:.3g} M exps, {bound['flops'] / 1e9:.3g} GFLOP, {bound['bytes'] / 1e6:.3g} MB; "
@@ -187,11 +261,35 @@ def scan_table(rows: list[dict]):
     return table
 
 
+def scan_phase_table(rows: list[dict]):
+    """A rich table of ``bench_scan_phases`` rows."""
+    from rich.table import Table
+
+    first = rows[0]
+    table = Table(title=f"Compiled scan by phase, {' x '.join(map(str, first['shape']))} (batch, d_inner, L, d_state)",
+                  caption=f"{first['wall_ms']:.1f} ms a call on {first['threads']} thread(s), median of {first['runs']} "
+                          "runs; a pass's prologue and epilogue share its elementwise bound (on the epilogue's row)")
+    for name in ("pass", "phase", "ms", "share", "bound ms", "x bound"):
+        table.add_column(name, justify="left" if name in ("pass", "phase") else "right")
+    for r in rows:
+        table.add_row(r["pass"], r["phase"], f"{r['ms']:.2f}", f"{100 * r['share']:.0f}%",
+                      f"{r['bound_ms']:.2f}" if r.get("bound_ms") else "-",
+                      f"{r['x_bound']:.2f}x" if r.get("x_bound") else "-")
+    return table
+
+
 if __name__ == "__main__":  # one case in a fresh process (the allocator comparison): its rows as JSON
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("impls", nargs="+", choices=SCAN_BENCH_IMPLS)
+    parser.add_argument("impls", nargs="*", metavar="IMPL", help=f"any of {', '.join(SCAN_BENCH_IMPLS)}")
     parser.add_argument("--shape", type=int, nargs=4, default=(16, 512, 512, 16), metavar=("B", "L", "D", "N"))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--phases", action="store_true", help="the compiled kernel's time by phase (bench_scan_phases)")
     a = parser.parse_args()
     b, length, d_inner, d_state = a.shape
-    print(json.dumps(bench_scan(b, length, d_inner, d_state, repeats=a.repeats, impls=tuple(a.impls))))
+    unknown = [impl for impl in a.impls if impl not in SCAN_BENCH_IMPLS]
+    if unknown or not (a.impls or a.phases):
+        parser.error(f"name scans from {', '.join(SCAN_BENCH_IMPLS)}" + (f" (not {unknown[0]!r})" if unknown else ""))
+    if a.phases:
+        print(json.dumps({"phases": bench_scan_phases(b, length, d_inner, d_state, repeats=a.repeats)}))
+    else:
+        print(json.dumps(bench_scan(b, length, d_inner, d_state, repeats=a.repeats, impls=tuple(a.impls))))

@@ -68,23 +68,39 @@ FMA_CHAINS = 12  # bench_fma's independent chains
 REPEATS = 7  # timed runs per rate; the best counts
 
 
+def phase_work(batch: int, length: int, d_inner: int, d_state: int, gated: bool = True,
+               softplus: bool = True) -> dict:
+    """Exps and FLOPs of each phase of the compiled kernel at this shape, pass by pass: {'forward':
+    {'recurrence', 'elementwise'}, 'backward': {'states', 'adjoint', 'elementwise'}}, each {'exps', 'flops'};
+    the recurrences' work per element (b, d, t, n), the step size's, the gate's and the skip's (the
+    prologues and epilogues) per step of a row (b, d, t); see the module docstring for what is counted."""
+    elements = batch * d_inner * length * d_state
+    rows = batch * d_inner * length  # steps of all rows
+    step_size = (2, 3) if softplus else (0, 1)  # (exps, FLOPs) of dt from delta + bias
+
+    def work(exps, flops):
+        return {"exps": exps, "flops": flops}
+
+    return {"forward": {"recurrence": work(elements, 6 * elements),
+                        "elementwise": work((step_size[0] + gated) * rows, (step_size[1] + 1 + 2 + 4 * gated) * rows)},
+            "backward": {"states": work(elements, (4 + 2 * gated) * elements),
+                         "adjoint": work(0, 15 * elements),
+                         "elementwise": work((step_size[0] + gated) * rows,
+                                             (step_size[1] + 1 + 2 * softplus + 11 * gated + 9) * rows)}}
+
+
 def pass_work(batch: int, length: int, d_inner: int, d_state: int, gated: bool = True,
               softplus: bool = True) -> dict:
     """Exps, FLOPs and bytes of each pass of the compiled scan at this shape, {'forward': {...}, 'backward':
-    {...}}: the recurrences' work per element (b, d, t, n) and the step size's, the gate's and the skip's per
-    step of a row (b, d, t), added up (see the module docstring for what is counted)."""
-    elements = batch * d_inner * length * d_state
-    rows = batch * d_inner * length  # elements of one (batch, d_inner, L) tensor, and steps of all rows
+    {...}}: its phases' work (``phase_work``) added up, and the bytes it reads and writes."""
+    rows = batch * d_inner * length  # elements of one (batch, d_inner, L) tensor
     small = batch * d_state * length  # one of B, C, gB, gC
     inputs = 3 if gated else 2  # u, delta (and z)
-    step_size = (2, 3) if softplus else (0, 1)  # (exps, FLOPs) of dt from delta + bias
-    forward_row = (step_size[0] + gated, step_size[1] + 1 + 2 + 4 * gated)
-    backward_row = (step_size[0] + gated, step_size[1] + 1 + 2 * softplus + 11 * gated + 9)
-    return {"forward": {"exps": elements + forward_row[0] * rows, "flops": 6 * elements + forward_row[1] * rows,
-                        "bytes": 4 * ((inputs + 1) * rows + 2 * small)},  # in, out; B, C
-            "backward": {"exps": elements + backward_row[0] * rows,
-                         "flops": (4 + (2 if gated else 0) + 15) * elements + backward_row[1] * rows,
-                         "bytes": 4 * ((inputs + 1 + inputs) * rows + 4 * small)}}  # in, g; their gradients; B, C, gB, gC
+    nbytes = {"forward": 4 * ((inputs + 1) * rows + 2 * small),  # in, out; B, C
+              "backward": 4 * ((inputs + 1 + inputs) * rows + 4 * small)}  # in, g; their gradients; B, C, gB, gC
+    return {name: {"exps": sum(w["exps"] for w in phases.values()), "flops": sum(w["flops"] for w in phases.values()),
+                   "bytes": nbytes[name]}
+            for name, phases in phase_work(batch, length, d_inner, d_state, gated, softplus).items()}
 
 
 def scan_work(batch: int, length: int, d_inner: int, d_state: int, gated: bool = True, softplus: bool = True) -> dict:

@@ -102,7 +102,7 @@ def run_suite(cfg: SuiteConfig, progress=print) -> dict:
     """Every case; returns {'machine', 'scan', 'step', 'decode', 'matrix'} (lists of row dicts)."""
     from .allocator import compare_allocators
     from .decode import measure_decode
-    from .scan import bench_scan
+    from .scan import bench_scan, scan_available, scan_phases_fresh
     from .step import measure_step
 
     results = {"machine": machine(), "started": _dt.datetime.now().isoformat(timespec="seconds"),
@@ -111,6 +111,11 @@ def run_suite(cfg: SuiteConfig, progress=print) -> dict:
     progress(f"selective scan at {shape} (reference {cfg.ref_repeats} run(s), others {cfg.scan_repeats})")
     results["scan"] = bench_scan(*shape[:1], length=shape[1], d_inner=shape[2], d_state=shape[3],
                                  repeats=cfg.scan_repeats, ref_repeats=cfg.ref_repeats)
+    results["scan_phases"] = []
+    if scan_available("compiled") is None:
+        progress("the compiled scan by phase (its timed build, a fresh process)")
+        results["scan_phases"] = scan_phases_fresh(*shape[:1], length=shape[1], d_inner=shape[2], d_state=shape[3],
+                                                   repeats=cfg.scan_repeats)
     steps = [("original", 2 if cfg.quick else 16, "compiled"), ("original", 2 if cfg.quick else 16, "chunked"),
              ("notebook", 2 if cfg.quick else 32, "compiled")]
     results["step"] = []
@@ -284,6 +289,28 @@ def step_matmuls(steps: list[dict], top: int = 10) -> list[str]:
     return lines
 
 
+def scan_phase_section(rows: list[dict]) -> list[str]:
+    """The compiled scan's time by phase (``bench_scan_phases``): a table and what it says; nothing without rows."""
+    if not rows:
+        return []
+    table = pd.DataFrame([{"pass": r["pass"], "phase": r["phase"], "ms": r["ms"], "share": f"{100 * r['share']:.0f}%",
+                           "bound_ms": r.get("bound_ms"), "x_bound": r.get("x_bound")} for r in rows])
+    worst = max((r for r in rows if r.get("x_bound")), key=lambda r: r["x_bound"])
+    return ["### Where the compiled scan's time goes", "",
+            f"The same forward + backward on the kernel's timed build (`PARITY_SCAN_KERNEL=phases`: a clock read "
+            f"around each phase of each group of channels, the outputs bit-identical), medians of "
+            f"{rows[0].get('runs', 'the')} runs at {' x '.join(map(str, rows[0]['shape']))} on {rows[0]['threads']} "
+            f"thread(s), {rows[0]['wall_ms']:.1f} ms a call. `ms`: each phase's time summed over the threads and "
+            "divided by their number, so the rows add up to the call; `bound_ms`: that phase's part of the bound "
+            "(`phase_work` in `parity/bench/scanbound.py`, at the median rates probed before the runs); the "
+            "prologue and the epilogue of a pass share the elementwise part (the step size's softplus, the gate, the "
+            "skip), so their row's `x_bound` counts both. The last row is what lies outside the phases: the autograd "
+            "wrapper, B and C's padded copies, the sums of gB and gC, and threads waiting for each other.", "",
+            _fmt(table), "",
+            f"Furthest from its bound: the {worst['pass']} {worst['phase']} ({worst['work']} work) at "
+            f"{worst['x_bound']:.1f}x.", ""]
+
+
 def render(results: dict, out: Path, command: str) -> str:
     files = out.parent / f"{out.stem}_files"
     m = results["machine"]
@@ -341,6 +368,7 @@ def render(results: dict, out: Path, command: str) -> str:
                   "allocator had handed back to the system (each 4 KiB page costs about a microsecond on this VM, so a "
                   "run that takes thousands is that many microseconds slower); with the allocator of the machine table "
                   "keeping freed memory (`parity/runtime/allocator.py`), a run in steady state takes none.", ""]
+    lines += scan_phase_section(results.get("scan_phases") or [])
     step = pd.DataFrame([{k: v for k, v in r.items() if k not in ("profile", "matmuls", "allocator")}
                          for r in results["step"]])
     lines += ["## One training step of each port's CIFAR-10 configuration", "",

@@ -14,7 +14,8 @@ cached under ``$PARITY_CACHE`` (default ``~/.cache/parity``). Without a compiler
 but float32 CPU tensors, ``selective_scan_compiled`` falls back to the pure-PyTorch chunked scan;
 ``compiled_scan_status()`` says which is in use and why. ``PARITY_SCAN_KERNEL`` picks the build:
 ``native`` (default: the widest vectors this CPU has), ``avx2`` (AVX-512 disabled) or ``scalar`` (no
-explicit vectors); the last two exist so that tests can check every code path on one machine.
+explicit vectors); the last two exist so that tests can check every code path on one machine. ``phases`` is
+``native`` with timers around each phase of the scan, read by ``parity.bench.scanphases``.
 
 Threads: each kernel call runs ``torch.get_num_threads()`` OpenMP threads, each on its share of the channels
 (or of a flat array). The library links the OpenMP runtime torch has loaded, so the kernels run on the same
@@ -49,7 +50,8 @@ SOURCES = [CSRC / "scan.c", CSRC / "conv.c", CSRC / "gelu.c"]  # all include sim
 CFLAGS = ["-O3", "-ffast-math", "-march=native", "-fPIC", "-std=c11"]
 LDFLAGS = ["-shared", "-lm"]
 OPENMP = ["-fopenmp"]  # tried first, then without (single-threaded kernels)
-KERNEL_VARIANTS = {"native": [], "avx2": ["-mno-avx512f"], "scalar": ["-DSCAN_SCALAR"]}
+KERNEL_VARIANTS = {"native": [], "avx2": ["-mno-avx512f"], "scalar": ["-DSCAN_SCALAR"],
+                   "phases": ["-DSCAN_PHASES"]}  # native with per-phase timers (parity.bench.scanphases)
 _status: dict[str, dict] = {}  # per kernel variant
 
 
@@ -63,7 +65,7 @@ class ScanShape(ctypes.Structure):
 
 
 def kernel_variant() -> str:
-    """The kernel build in use: ``$PARITY_SCAN_KERNEL`` (native, avx2 or scalar), default native."""
+    """The kernel build in use: ``$PARITY_SCAN_KERNEL`` (native, avx2, scalar or phases), default native."""
     variant = os.environ.get("PARITY_SCAN_KERNEL", "native")
     if variant not in KERNEL_VARIANTS:
         raise ValueError(f"PARITY_SCAN_KERNEL={variant!r}: choose from {', '.join(KERNEL_VARIANTS)}")
@@ -138,6 +140,8 @@ def _library(variant: str = "native"):
     lib.bench_exp.argtypes = [ptr, ptr, i64, i64]
     lib.bench_fma.restype = ctypes.c_float
     lib.bench_fma.argtypes = [i64]
+    lib.scan_phase_seconds.restype = i64
+    lib.scan_phase_seconds.argtypes = [ptr]
     lanes = lib.scan_lanes()
     simd = {16: "AVX-512", 8: "AVX2"}.get(lanes, "no explicit SIMD")
     threads = "OpenMP threads" if "-fopenmp" in flags else "single-threaded: no OpenMP"

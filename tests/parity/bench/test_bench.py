@@ -8,9 +8,19 @@ import pytest
 import torch
 
 from parity.bench.decode import measure_decode
-from parity.bench.scan import _inputs, bench_scan, bound_summary, mambapy_scan, scan_available, scan_table
-from parity.bench.scanbound import pass_work, probe_rates, scan_bound, scan_work
-from parity.bench.suite import TARGETS, SuiteConfig, render, target_rows
+from parity.bench.scan import (
+    KERNEL_PHASES,
+    _inputs,
+    bench_scan,
+    bench_scan_phases,
+    bound_summary,
+    mambapy_scan,
+    scan_available,
+    scan_phases_fresh,
+    scan_table,
+)
+from parity.bench.scanbound import pass_work, phase_work, probe_rates, scan_bound, scan_work
+from parity.bench.suite import TARGETS, SuiteConfig, render, scan_phase_section, target_rows
 from parity.core.ssm.scan import selective_scan_ref
 from parity.testing import rel_err
 
@@ -74,6 +84,39 @@ def test_scan_work_counts():
     assert fwd["exps"] == bwd["exps"] == elements + 3 * rows and fwd["flops"] == 6 * elements + 10 * rows
     assert fwd["flops"] + bwd["flops"] == work["flops"]
     assert fwd["bytes"] == 4 * (4 * 2 * 5 * 3 + 2 * 2 * 7 * 3) and fwd["bytes"] + bwd["bytes"] == work["bytes"]
+
+
+def test_phase_work_adds_up_to_the_passes():
+    phases, passes = phase_work(2, 3, 5, 7, gated=False), pass_work(2, 3, 5, 7, gated=False)
+    assert {name: list(p) for name, p in phases.items()} == {"forward": ["recurrence", "elementwise"],
+                                                          "backward": ["states", "adjoint", "elementwise"]}
+    for name, pass_ in passes.items():
+        for key in ("exps", "flops"):
+            assert sum(w[key] for w in phases[name].values()) == pass_[key]
+    assert phases["backward"]["adjoint"]["exps"] == 0  # the adjoint reuses the states pass's decays
+    assert {part for _, _, part in KERNEL_PHASES} == {"recurrence", "elementwise", "states", "adjoint"}
+
+
+def test_scan_phases_need_the_timed_build():
+    with pytest.raises(RuntimeError, match="PARITY_SCAN_KERNEL=phases"):
+        bench_scan_phases(1, 8, 4, 2, repeats=1)
+
+
+def test_scan_phases_in_a_fresh_process_add_up_to_the_call():
+    if scan_available("compiled"):
+        pytest.skip("no compiled kernel here")
+    rows = scan_phases_fresh(batch=1, length=64, d_inner=8, d_state=4, repeats=1)
+    assert [(r["pass"], r["phase"]) for r in rows[:-1]] == [(p, ph) for p, ph, _ in KERNEL_PHASES]
+    assert all(r["ms"] > 0 for r in rows[:-1]) and rows[-1]["work"] is None
+    assert sum(r["ms"] for r in rows) == pytest.approx(rows[0]["wall_ms"])
+    for r in rows[:-1]:  # a bound on every row but the prologues (theirs is on the epilogue's row)
+        assert (r.get("x_bound") is None) == (r["phase"] == "prologue")
+    epilogue = next(r for r in rows if r["pass"] == "forward" and r["phase"] == "epilogue")
+    prologue = next(r for r in rows if r["pass"] == "forward" and r["phase"] == "prologue")
+    assert epilogue["x_bound"] == pytest.approx((epilogue["ms"] + prologue["ms"]) / epilogue["bound_ms"])
+    text = "\n".join(scan_phase_section(rows))
+    assert "Where the compiled scan's time goes" in text and "outside the kernel's phases" in text
+    assert scan_phase_section([]) == []
 
 
 def test_scan_bound_is_positive_and_names_its_limit():

@@ -32,7 +32,50 @@
  * machine. exp is our own (2^y: a degree-6 polynomial for the fraction and an exponent scale, about 1 ulp) so
  * that it inlines into the loops and keeps the state in registers.
  */
+#ifdef SCAN_PHASES
+#define _POSIX_C_SOURCE 200809L /* clock_gettime under -std=c11 */
+#include <time.h>
+#endif
 #include "simd.h"
+
+/* Per-phase timers, built only into the "phases" kernel variant (-DSCAN_PHASES; parity.bench.scanphases):
+ * the seconds each thread spends in each phase of a group, added up over threads and calls until
+ * scan_phase_seconds reads them. A clock read costs some 20 ns, a few per group of channels: noise next to the
+ * microseconds a group takes, and nothing at all in the other builds. */
+enum { PH_FW_PROLOGUE, PH_FW_RECURRENCE, PH_FW_EPILOGUE, PH_BW_PROLOGUE, PH_BW_STATES, PH_BW_ADJOINT, PH_BW_EPILOGUE,
+       PHASES };
+#ifdef SCAN_PHASES
+static double phase_total[PHASES];
+INLINE double phase_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+#define PHASES_START double phase_t = phase_now(), phase_acc[PHASES] = {0}
+#define PHASE_DONE(k) do { const double now_ = phase_now(); phase_acc[k] += now_ - phase_t; phase_t = now_; } while (0)
+#define PHASES_END do { for (int k_ = 0; k_ < PHASES; k_++) { _Pragma("omp atomic") phase_total[k_] += phase_acc[k_]; } } while (0)
+#else
+#define PHASES_START do { } while (0)
+#define PHASE_DONE(k) do { } while (0)
+#define PHASES_END do { } while (0)
+#endif
+
+/* out[k] <- the seconds summed in phase k (PHASES of them, in the enum's order) since the last read, which
+ * starts them again from zero. Returns 1 where the timers are built in, 0 (and zeros) elsewhere. */
+int64_t scan_phase_seconds(double *out)
+{
+#ifdef SCAN_PHASES
+    for (int k = 0; k < PHASES; k++) {
+        out[k] = phase_total[k];
+        phase_total[k] = 0.0;
+    }
+    return 1;
+#else
+    for (int k = 0; k < PHASES; k++) out[k] = 0.0;
+    return 0;
+#endif
+}
 
 /* Channels go through the recurrences in groups of G = GROUP (or single ones for the rest of a range): the
  * group shares each step's loads of B, C and its read-modify-write of gB, gC, which otherwise make the
@@ -402,6 +445,7 @@ static void scan_forward_range(const float *u, const float *delta, const float *
     float *dAb = dtug + 2 * GROUP * Lp;  /* a block's decays, where backward keeps its ws */
     vf *p = (vf *)(work + group_work(L, NP)), *wide = p + 2 * GROUP * W;
     vf a2[GROUP * NV];
+    PHASES_START;
     for (int64_t b = 0; b < sh->batch; b++) {
         const float *Bb = Bt + b * L * sh->bc_st, *Cb = Ct + b * L * sh->bc_st;
         for (int64_t dg = d0; dg < d1;) {
@@ -416,6 +460,7 @@ static void scan_forward_range(const float *u, const float *delta, const float *
             else
                 group_prologue(1, delta, u, NULL, NULL, bias_g, (int)softplus, sh, &gr, dtg, dtug, NULL, NULL, NULL,
                                NULL, NULL, scr);
+            PHASE_DONE(PH_FW_PROLOGUE);
             /* fetched ahead: this group's gate and output rows, the next group's inputs */
             prefetcher pf = {0};
             group_rows next;
@@ -426,6 +471,7 @@ static void scan_forward_range(const float *u, const float *delta, const float *
             prefetch_rows(&pf, u, next.rows, next_n, L, 0);
             DISPATCH(G, NV, group_states(g_, nv_, 1, 0, a2, dtg, dtug, Bb, Cb, sh->bc_st, L, y, NULL, dAb, NULL, NULL, p,
                                          wide, &pf));
+            PHASE_DONE(PH_FW_RECURRENCE);
             if (z)
                 for (int g = 0; g < G; g++) gate_exps(z, gr.rows[g], sh, scr[g]);
             for (int64_t t = 0; t < L; t += W) {
@@ -444,9 +490,11 @@ static void scan_forward_range(const float *u, const float *delta, const float *
                 }
                 if (out_st != 1) vstore_tmajor(out + gr.obase + t * out_st, out_st, n, G, o);
             }
+            PHASE_DONE(PH_FW_EPILOGUE);
             dg += G;
         }
     }
+    PHASES_END;
 }
 
 /* g: gradient wrt out (out's layout). Writes gu, gdelta (rows layout), gA (d_inner, NP) and, when not NULL,
@@ -472,6 +520,7 @@ static void scan_backward_range(const float *u, const float *delta, const float 
     float *ws = gyg + GROUP * Lp, *dAs = ws + GROUP * L * NP;
     vf *pu = (vf *)(work + group_work(L, NP)), *pt = pu + GROUP * W, *wide = pt + GROUP * W;
     vf a[GROUP * NV], a2[GROUP * NV], ga[GROUP * NV];
+    PHASES_START;
     memset(gA + d0 * NP, 0, (size_t)((d1 - d0) * NP) * sizeof(float));
     memset(gB, 0, (size_t)(batch * L * NP) * sizeof(float));  /* this range's partial sums, zeroed by its own thread */
     memset(gC, 0, (size_t)(batch * L * NP) * sizeof(float));
@@ -499,6 +548,7 @@ static void scan_backward_range(const float *u, const float *delta, const float 
             else
                 group_prologue(1, delta, u, z, g, bias_g, (int)softplus, sh, &gr, dtg, dtug, gyg, dt, dsp, gds,
                                gy, g_dtu);
+            PHASE_DONE(PH_BW_PROLOGUE);
             /* fetched ahead: this group's output rows, the next group's inputs */
             prefetcher pf = {0};
             group_rows next;
@@ -516,8 +566,10 @@ static void scan_backward_range(const float *u, const float *delta, const float 
             else
                 DISPATCH(G, NV, group_states(g_, nv_, 0, 1, a2, dtg, dtug, Bb, Cb, sh->bc_st, L, y, ws, dAs, gyg, gCb, pu,
                                              wide, &pf));
+            PHASE_DONE(PH_BW_STATES);
             DISPATCH(G, NV, group_adjoint(g_, nv_, a, dtg, dtug, gyg, Bb, Cb, sh->bc_st, ws, dAs, L, gBb, ga, g_dtu, g_dt,
                                           pu, pt, wide, &pf));
+            PHASE_DONE(PH_BW_ADJOINT);
             for (int i = 0; i < G; i++) {
                 const int64_t d = dg + i, row = gr.rows[i];
                 for (int64_t k = 0; k < NV; k++) vstore(gA + d * NP + k * W, ga[i * NV + k]);
@@ -543,9 +595,11 @@ static void scan_backward_range(const float *u, const float *delta, const float 
                 if (gbias) gbias[d] += vsum(sum_gd);
                 if (gD) gD[d] += vsum(sum_gyu);
             }
+            PHASE_DONE(PH_BW_EPILOGUE);
             dg += G;
         }
     }
+    PHASES_END;
 }
 
 /* The scan on nthreads threads, each on its share of the channels (whole groups) with its own row of work

@@ -5,7 +5,7 @@ from parity.core.ssm.compiled import compiled_scan_status, kernel_variant
 
 @pytest.fixture
 def kernel_build(monkeypatch):
-    """use(variant): put this test on the kernel build ``variant`` (native, avx2, scalar), or skip where that
+    """use(variant): put this test on the kernel build ``variant`` (native, avx2, scalar, phases), or skip where that
     build cannot be made here (the native one must: CI has a C compiler)."""
     def use(variant: str) -> None:
         monkeypatch.setenv("PARITY_SCAN_KERNEL", variant)

@@ -275,6 +275,35 @@ def test_other_kernel_builds_agree_with_the_native_one(variant, kernel_build):
         assert rel_err(other, native) <= 1e-5
 
 
+def test_timed_kernel_build_computes_the_same_and_times_every_phase(kernel_build):
+    """The phases build (parity.bench.scan.bench_scan_phases) only adds clock reads: outputs and gradients
+    bit-identical to the native build's; after a forward + backward every phase has taken time, and reading
+    the timers starts them from zero. Other builds have no timers and say so."""
+    import ctypes
+
+    from parity.core.ssm.compiled import kernel_library
+
+    inputs = make_inputs(batch=2, d_inner=9, d_state=16, length=40, seed=59)
+    results, timers = {}, {}
+    for variant in ("native", "phases"):
+        kernel_build(variant)
+        lib = kernel_library()
+        seconds = (ctypes.c_double * 7)()
+        lib.scan_phase_seconds(seconds)
+        leaves = {k: x.clone().requires_grad_() for k, x in inputs.items()}
+        out = selective_scan_compiled(*[leaves[k] for k in NAMES[:6]], z=leaves["z"], delta_bias=leaves["delta_bias"],
+                                      delta_softplus=True)
+        results[variant] = [out, *torch.autograd.grad(out.sum(), list(leaves.values()))]
+        timers[variant] = (lib.scan_phase_seconds(seconds), list(seconds))
+        lib.scan_phase_seconds(seconds)
+        timers[variant] += (list(seconds),)
+    for native, timed in zip(results["native"], results["phases"]):
+        assert torch.equal(native, timed)
+    assert timers["native"][0] == 0 and timers["native"][1] == [0.0] * 7
+    built, seconds, after_read = timers["phases"]
+    assert built == 1 and all(s > 0 for s in seconds) and after_read == [0.0] * 7
+
+
 def test_compiled_kernel_handles_extreme_decays():
     """exp(dt A) from underflow (dt A far below -87: zero, subnormal) to exactly 1 (dt = 0) stays finite and
     matches the reference."""
