@@ -30,7 +30,13 @@ def cmd_summary(args) -> int:
 
 
 def cmd_bench_scan(args) -> int:
-    from .bench.scan import bench_scan, scan_available, scan_phase_table, scan_phases_fresh, scan_table
+    from .bench.scan import (
+        bench_scan,
+        scan_available,
+        scan_phase_table,
+        scan_phases_fresh,
+        scan_table,
+    )
 
     console = _console()
     if args.phases:
@@ -166,7 +172,13 @@ def cmd_train(args) -> int:
 
         cfg = _experiment_config(args)
         run_dir = Path(args.out) / safe_folder_name(cfg.name) / f"seed-{cfg.train.seed}"
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from .runtime import distributed
 

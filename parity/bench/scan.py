@@ -170,7 +170,11 @@ def bench_scan_phases(batch: int = 16, length: int = 512, d_inner: int = 512, d_
     given on the epilogue's row for both; a last row holds what lies outside the kernel's phases (the autograd
     wrapper, B and C's copies, the sums of gB and gC). Needs the kernel's ``phases`` build
     (``PARITY_SCAN_KERNEL=phases``: ``scan_phases_fresh`` runs this in a fresh process with it)."""
-    from parity.core.ssm.compiled import compiled_scan_status, kernel_library, kernel_variant
+    from parity.core.ssm.compiled import (
+        compiled_scan_status,
+        kernel_library,
+        kernel_variant,
+    )
 
     if kernel_variant() != "phases":
         raise RuntimeError("the phase timers are in the kernel's phases build only: set PARITY_SCAN_KERNEL=phases "
