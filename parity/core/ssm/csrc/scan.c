@@ -655,13 +655,23 @@ void scan_sum_partials(const float *parts, int64_t nparts, int64_t batch, int64_
                 }
         return;
     }
+    /* other layouts ((batch, d_state, L) above all): the sums of 16 steps at a time as whole vectors, then
+     * written out transposed, so that the parts are read once, in order (not once per n) */
     for (int64_t b = 0; b < batch; b++)
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t t = 0; t < L; t++) {
-                float sum = 0.0f;
-                for (int64_t p = 0; p < nparts; p++) sum += parts[p * part + (b * L + t) * NP + n];
-                out[b * out_sb + n * out_sn + t * out_st] = sum;
+        for (int64_t t0 = 0; t0 < L; t0 += 16) {
+            const int64_t T = L - t0 < 16 ? L - t0 : 16;
+            for (int64_t k = 0; k < N; k += W) {
+                float tmp[16 * W];
+                for (int64_t j = 0; j < T; j++) {
+                    const float *q = parts + (b * L + t0 + j) * NP + k;
+                    vf sum = vload(q);
+                    for (int64_t p = 1; p < nparts; p++) sum = vadd(sum, vload(q + p * part));
+                    vstore(tmp + j * W, sum);
+                }
+                for (int64_t n = k; n < N && n < k + W; n++)
+                    for (int64_t j = 0; j < T; j++) out[b * out_sb + n * out_sn + (t0 + j) * out_st] = tmp[j * W + n - k];
             }
+        }
 }
 
 /* Throughput probes for parity.bench.scanbound, compiled exactly like the kernel. */
