@@ -55,6 +55,13 @@ KERNEL_VARIANTS = {"native": [], "avx2": ["-mno-avx512f"], "scalar": ["-DSCAN_SC
 _status: dict[str, dict] = {}  # per kernel variant
 
 
+class StateGrads(ctypes.Structure):
+    """scan.c's state_grads: where backward writes the gradients wrt B and C, (b, n, t) strides of each."""
+
+    _fields_ = [("out", ctypes.c_void_p * 2), ("N", ctypes.c_int64), *((name, ctypes.c_int64 * 2)
+                                                                      for name in ("sb", "sn", "st"))]
+
+
 class ScanShape(ctypes.Structure):
     """scan.c's scan_shape: sizes and strides (in floats) of one scan call."""
 
@@ -129,9 +136,7 @@ def _library(variant: str = "native"):
         getattr(lib, name).argtypes = [i64, i64]
     shape = ctypes.POINTER(ScanShape)
     lib.scan_forward.argtypes = [ptr] * 3 + [i64] + [ptr] * 7 + [i64, shape, i64]
-    lib.scan_backward.restype = i64
-    lib.scan_backward.argtypes = [ptr] * 3 + [i64] + [ptr] * 14 + [i64, shape, i64]
-    lib.scan_sum_partials.argtypes = [ptr] + [i64] * 5 + [ptr] + [i64] * 3
+    lib.scan_backward.argtypes = [ptr] * 3 + [i64] + [ptr] * 14 + [i64, shape, ctypes.POINTER(StateGrads), i64]
     lib.conv_silu_forward.argtypes = [ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64] + [i64] * 4 + [ptr, i64]
     lib.conv_silu_backward.argtypes = ([ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64, ptr, i64, i64, ptr, ptr] + [i64] * 4
                                        + [ptr, i64])
@@ -285,11 +290,11 @@ def run_scan_backward(u, delta, A_p, B_rows, C_rows, D, z, bias, softplus: bool,
     threads = _threads()
     parts = scratch("scan-partials", 2, threads, batch, L, NP)  # per thread: sums over its channels
     work = _work(lib.scan_backward_work, threads, L, NP)
-    ran = lib.scan_backward(_p(u), _p(delta), _p(bias), int(softplus), _p(A_p), _p(B_rows), _p(C_rows), _p(D), _p(z),
-                            g_pointer, _p(gu), _p(gdelta), _p(gA), _p(gbias), _p(gD), _p(gz), _p(parts), _p(work),
-                            work.shape[1], ctypes.byref(shape), threads)
-    for k, out in enumerate((gB, gC)):
-        lib.scan_sum_partials(_p(parts[k]), ran, batch, L, NP, N, _p(out), *out.stride())
+    grads = StateGrads((ctypes.c_void_p * 2)(gB.data_ptr(), gC.data_ptr()), N,
+                       *((ctypes.c_int64 * 2)(gB.stride(k), gC.stride(k)) for k in range(3)))
+    lib.scan_backward(_p(u), _p(delta), _p(bias), int(softplus), _p(A_p), _p(B_rows), _p(C_rows), _p(D), _p(z),
+                      g_pointer, _p(gu), _p(gdelta), _p(gA), _p(gbias), _p(gD), _p(gz), _p(parts), _p(work),
+                      work.shape[1], ctypes.byref(shape), ctypes.byref(grads), threads)
 
 
 class _CompiledScan(torch.autograd.Function):

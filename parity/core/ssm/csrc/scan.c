@@ -617,47 +617,32 @@ void scan_forward(const float *u, const float *delta, const float *bias, int64_t
     }
 }
 
-/* Its gradients on nthreads threads; thread i's partial sums of gB and gC go to parts + (0 or 1) nthreads P +
- * i P, P = batch L NP floats. Returns the number of threads that ran (the partial sums to add up). */
-int64_t scan_backward(const float *u, const float *delta, const float *bias, int64_t softplus, const float *A,
-                      const float *Bt, const float *Ct, const float *D, const float *z, const float *g, float *gu,
-                      float *gdelta, float *gA, float *gbias, float *gD, float *gz, float *parts, float *work,
-                      int64_t work_floats, const scan_shape *sh, int64_t nthreads)
-{
-    const int64_t P = sh->batch * sh->L * sh->NP;
-    int ran = 1;
-#pragma omp parallel num_threads((int)nthreads)
-    {
-        int64_t d0, d1;
-        const int i = thread_index(), n = thread_count();
-        if (i == 0) ran = n;
-        thread_share(sh->d_inner, GROUP, i, n, &d0, &d1);
-        scan_backward_range(u, delta, bias, softplus, A, Bt, Ct, D, z, g, gu, gdelta, gA, gbias, gD, gz, parts + i * P,
-                            parts + (nthreads + i) * P, work + i * work_floats, sh, d0, d1);
-    }
-    return ran;
-}
+/* Where backward writes the gradients wrt B and C: (b, n, t) of k = 0 (B) or 1 (C) at out[k] + b sb[k] + n sn[k] +
+ * t st[k], for n < N (the padding left out). */
+typedef struct {
+    float *out[2];
+    int64_t N, sb[2], sn[2], st[2];
+} state_grads;
 
-/* out (b, n, t) at b out_sb + n out_sn + t out_st, for n < N = the sum of parts (nparts, batch, L, NP) over parts,
- * without the padding: the gradients wrt B or C from the ranges' partial sums. */
-void scan_sum_partials(const float *parts, int64_t nparts, int64_t batch, int64_t L, int64_t NP, int64_t N, float *out,
-                       int64_t out_sb, int64_t out_sn, int64_t out_st)
+/* out (see state_grads) for the batches [b0, b1) <- the sum of the nparts partial sums at parts, part floats apart,
+ * each (batch, L, NP). */
+static void sum_partials(const float *parts, int64_t nparts, int64_t part, int64_t b0, int64_t b1, int64_t L,
+                         int64_t NP, int64_t N, float *out, int64_t sb, int64_t sn, int64_t st)
 {
-    const int64_t part = batch * L * NP;
-    if (out_sn == 1) {  /* d_state contiguous: whole vectors */
-        for (int64_t b = 0; b < batch; b++)
+    if (sn == 1) {  /* d_state contiguous: whole vectors */
+        for (int64_t b = b0; b < b1; b++)
             for (int64_t t = 0; t < L; t++)
                 for (int64_t k = 0; k < N; k += W) {
                     const float *q = parts + (b * L + t) * NP + k;
                     vf sum = vload(q);
                     for (int64_t p = 1; p < nparts; p++) sum = vadd(sum, vload(q + p * part));
-                    vstore_part(out + b * out_sb + t * out_st + k, sum, N - k);
+                    vstore_part(out + b * sb + t * st + k, sum, N - k);
                 }
         return;
     }
     /* other layouts ((batch, d_state, L) above all): the sums of 16 steps at a time as whole vectors, then
      * written out transposed, so that the parts are read once, in order (not once per n) */
-    for (int64_t b = 0; b < batch; b++)
+    for (int64_t b = b0; b < b1; b++)
         for (int64_t t0 = 0; t0 < L; t0 += 16) {
             const int64_t T = L - t0 < 16 ? L - t0 : 16;
             for (int64_t k = 0; k < N; k += W) {
@@ -669,9 +654,34 @@ void scan_sum_partials(const float *parts, int64_t nparts, int64_t batch, int64_
                     vstore(tmp + j * W, sum);
                 }
                 for (int64_t n = k; n < N && n < k + W; n++)
-                    for (int64_t j = 0; j < T; j++) out[b * out_sb + n * out_sn + (t0 + j) * out_st] = tmp[j * W + n - k];
+                    for (int64_t j = 0; j < T; j++) out[b * sb + n * sn + (t0 + j) * st] = tmp[j * W + n - k];
             }
         }
+}
+
+/* Its gradients on nthreads threads, each on its share of the channels: thread i's partial sums of gB and gC go
+ * to parts + (0 or 1) nthreads P + i P (P = batch L NP floats); then, once every thread is done, each adds up
+ * all threads' sums for its share of the batches into grads. In the threads rather than after them: the sums
+ * of each thread sit in its own core's cache, which one thread alone would fetch at a few GB/s. */
+void scan_backward(const float *u, const float *delta, const float *bias, int64_t softplus, const float *A,
+                   const float *Bt, const float *Ct, const float *D, const float *z, const float *g, float *gu,
+                   float *gdelta, float *gA, float *gbias, float *gD, float *gz, float *parts, float *work,
+                   int64_t work_floats, const scan_shape *sh, const state_grads *grads, int64_t nthreads)
+{
+    const int64_t P = sh->batch * sh->L * sh->NP;
+#pragma omp parallel num_threads((int)nthreads)
+    {
+        int64_t d0, d1, b0, b1;
+        const int i = thread_index(), n = thread_count();
+        thread_share(sh->d_inner, GROUP, i, n, &d0, &d1);
+        scan_backward_range(u, delta, bias, softplus, A, Bt, Ct, D, z, g, gu, gdelta, gA, gbias, gD, gz, parts + i * P,
+                            parts + (nthreads + i) * P, work + i * work_floats, sh, d0, d1);
+#pragma omp barrier
+        thread_share(sh->batch, 1, i, n, &b0, &b1);
+        for (int k = 0; k < 2; k++)
+            sum_partials(parts + k * nthreads * P, n, P, b0, b1, sh->L, sh->NP, grads->N, grads->out[k], grads->sb[k],
+                         grads->sn[k], grads->st[k]);
+    }
 }
 
 /* Throughput probes for parity.bench.scanbound, compiled exactly like the kernel. */
