@@ -271,6 +271,17 @@ def test_matmul_flops_from_profiled_shapes():
     assert matmul_gflop("aten::bmm", [[4, 8, 3], [4, 3, 5]]) == 4 * 2 * 8 * 3 * 5 / 1e9
 
 
+def test_bench_scan_phases_command_prints_the_phase_table(capsys):
+    from parity.cli import main
+
+    if scan_available("compiled"):
+        pytest.skip("no compiled kernel here")
+    assert main(["bench", "scan", "--phases", "--batch", "1", "--length", "32", "--d-inner", "8", "--d-state", "4",
+                 "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Compiled scan by phase" in out and "adjoint" in out and "outside the kernel's phases" in out
+
+
 def test_gpu_check_without_cuda_is_one_line(capsys):
     from parity.cli import main
 
