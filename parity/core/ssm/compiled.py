@@ -15,7 +15,7 @@ but float32 CPU tensors, ``selective_scan_compiled`` falls back to the pure-PyTo
 ``compiled_scan_status()`` says which is in use and why. ``PARITY_SCAN_KERNEL`` picks the build:
 ``native`` (default: the widest vectors this CPU has), ``avx2`` (AVX-512 disabled) or ``scalar`` (no
 explicit vectors); the last two exist so that tests can check every code path on one machine. ``phases`` is
-``native`` with timers around each phase of the scan, read by ``parity.bench.scanphases``.
+``native`` with timers around each phase of the scan, read by ``parity.bench.scan.bench_scan_phases``.
 
 Threads: each kernel call runs ``torch.get_num_threads()`` OpenMP threads, each on its share of the channels
 (or of a flat array). The library links the OpenMP runtime torch has loaded, so the kernels run on the same
@@ -51,7 +51,7 @@ CFLAGS = ["-O3", "-ffast-math", "-march=native", "-fPIC", "-std=c11"]
 LDFLAGS = ["-shared", "-lm"]
 OPENMP = ["-fopenmp"]  # tried first, then without (single-threaded kernels)
 KERNEL_VARIANTS = {"native": [], "avx2": ["-mno-avx512f"], "scalar": ["-DSCAN_SCALAR"],
-                   "phases": ["-DSCAN_PHASES"]}  # native with per-phase timers (parity.bench.scanphases)
+                   "phases": ["-DSCAN_PHASES"]}  # native with per-phase timers (bench_scan_phases)
 _status: dict[str, dict] = {}  # per kernel variant
 
 
@@ -136,6 +136,7 @@ def _library(variant: str = "native"):
         getattr(lib, name).argtypes = [i64, i64]
     shape = ctypes.POINTER(ScanShape)
     lib.scan_forward.argtypes = [ptr] * 3 + [i64] + [ptr] * 7 + [i64, shape, i64]
+    lib.scan_backward.restype = None
     lib.scan_backward.argtypes = [ptr] * 3 + [i64] + [ptr] * 14 + [i64, shape, ctypes.POINTER(StateGrads), i64]
     lib.conv_silu_forward.argtypes = [ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64] + [i64] * 4 + [ptr, i64]
     lib.conv_silu_backward.argtypes = ([ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64, ptr, i64, i64, ptr, ptr] + [i64] * 4

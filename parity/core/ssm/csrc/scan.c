@@ -25,7 +25,8 @@
  * channels at a time through a 4 x W transpose. A: (d_inner, NP); Bt, Ct: step t of batch b at
  * (b L + t) bc_st, NP floats from there (padded copies, or the mixer's x_proj output in place); bias, D:
  * (d_inner,) or NULL. Threads split the channels (whole groups; see simd.h): outputs indexed by d are written by
- * one thread only; gB and gC (sums over d) go to a per-thread partial buffer, added up by scan_sum_partials.
+ * one thread only; gB and gC (sums over d) go to a per-thread partial buffer, which the threads add up once all
+ * are done (scan_backward).
  *
  * The width comes from the compiler's target (-march=native): AVX-512 (W=16), AVX2+FMA (W=8), or plain C
  * (W=1), see simd.h; -mno-avx512f and -DSCAN_SCALAR force the narrower ones, so tests can check every path on one
@@ -38,7 +39,8 @@
 #endif
 #include "simd.h"
 
-/* Per-phase timers, built only into the "phases" kernel variant (-DSCAN_PHASES; parity.bench.scanphases):
+/* Per-phase timers, built only into the "phases" kernel variant (-DSCAN_PHASES; read by
+ * parity.bench.scan.bench_scan_phases):
  * the seconds each thread spends in each phase of a group, added up over threads and calls until
  * scan_phase_seconds reads them. A clock read costs some 20 ns, a few per group of channels: noise next to the
  * microseconds a group takes, and nothing at all in the other builds. */
@@ -54,7 +56,12 @@ INLINE double phase_now(void)
 }
 #define PHASES_START double phase_t = phase_now(), phase_acc[PHASES] = {0}
 #define PHASE_DONE(k) do { const double now_ = phase_now(); phase_acc[k] += now_ - phase_t; phase_t = now_; } while (0)
-#define PHASES_END do { for (int k_ = 0; k_ < PHASES; k_++) { _Pragma("omp atomic") phase_total[k_] += phase_acc[k_]; } } while (0)
+#define PHASES_END \
+    do { \
+        for (int k_ = 0; k_ < PHASES; k_++) { \
+            _Pragma("omp atomic") phase_total[k_] += phase_acc[k_]; \
+        } \
+    } while (0)
 #else
 #define PHASES_START do { } while (0)
 #define PHASE_DONE(k) do { } while (0)
@@ -499,7 +506,7 @@ static void scan_forward_range(const float *u, const float *delta, const float *
 
 /* g: gradient wrt out (out's layout). Writes gu, gdelta (rows layout), gA (d_inner, NP) and, when not NULL,
  * gbias, gD (d_inner,) and gz (rows layout; needs z) for d in [d0, d1), and gB, gC (batch, L, NP): this range's
- * partial sums over its channels (scan_sum_partials adds the ranges up). work: scan_backward_work floats,
+ * partial sums over its channels (scan_backward adds the ranges up). work: scan_backward_work floats,
  * 64-byte aligned. */
 static void scan_backward_range(const float *u, const float *delta, const float *bias, int64_t softplus,
                                 const float *A, const float *Bt, const float *Ct, const float *D, const float *z,
