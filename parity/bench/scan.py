@@ -21,7 +21,7 @@ import time
 import torch
 
 from .fresh import minor_faults, run_fresh
-from .scanbound import phase_work, probe_rates, scan_bound
+from .scanbound import compute_seconds, phase_work, probe_rates, scan_bound
 
 SCAN_BENCH_IMPLS = ("ref", "chunked", "compiled", "mambapy")
 
@@ -198,18 +198,17 @@ def bench_scan_phases(batch: int = 16, length: int = 512, d_inner: int = 512, d_
         del leaves
     threads = torch.get_num_threads()
     wall = statistics.median(walls)
-    exp_rate = statistics.median(r["exp_per_s"] for r in rates)
-    flop_rate = statistics.median(r["flop_per_s"] for r in rates)
+    median_rates = {key: statistics.median(r[key] for r in rates) for key in ("exp_per_s", "flop_per_s")}
     work = phase_work(batch, length, d_inner, d_state)
-    rows = []
+    rows, prologue_s = [], {}
     for k, (pass_, phase, part) in enumerate(KERNEL_PHASES):
         seconds_k = statistics.median(run[k] for run in runs) / threads
         row = {"pass": pass_, "phase": phase, "work": part, "ms": 1e3 * seconds_k, "share": seconds_k / wall}
-        if phase != "prologue":  # the elementwise bound on the epilogue's row, for prologue + epilogue
-            w = work[pass_][part]
-            bound_s = w["exps"] / exp_rate + w["flops"] / flop_rate
-            prologue = next((r for r in rows if r["pass"] == pass_ and r["phase"] == "prologue"), None)
-            spent = seconds_k + (prologue["ms"] / 1e3 if part == "elementwise" and prologue else 0.0)
+        if phase == "prologue":  # its bound is on the epilogue's row, for prologue + epilogue
+            prologue_s[pass_] = seconds_k
+        else:
+            bound_s = compute_seconds(work[pass_][part], median_rates)
+            spent = seconds_k + (prologue_s.get(pass_, 0.0) if part == "elementwise" else 0.0)
             row.update(bound_ms=1e3 * bound_s, x_bound=spent / bound_s if bound_s else None)
         rows.append(row)
     outside = wall - sum(r["ms"] for r in rows) / 1e3

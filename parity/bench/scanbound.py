@@ -187,6 +187,12 @@ def _bandwidth(threads: int, elements: int) -> float:
     return 2 * src.numel() * src.element_size() / best
 
 
+def compute_seconds(work: dict, rates: dict) -> float:
+    """The least time ``work`` ({'exps', 'flops'}) takes at ``rates`` ({'exp_per_s', 'flop_per_s'}): exps are
+    work for the same vector pipes as FLOPs, so the two add."""
+    return work["exps"] / rates["exp_per_s"] + work["flops"] / rates["flop_per_s"]
+
+
 def scan_bound(batch: int, length: int, d_inner: int, d_state: int, threads: int | None = None,
                gated: bool = True, rates: dict | None = None, softplus: bool = True) -> dict:
     """The least time one forward + backward of the compiled scan could take here: the work (``scan_work``),
@@ -200,8 +206,7 @@ def scan_bound(batch: int, length: int, d_inner: int, d_state: int, threads: int
     bandwidth = _bandwidth(threads, batch * d_inner * length)
 
     def bound(w):
-        compute_s = w["exps"] / rates["exp_per_s"] + w["flops"] / rates["flop_per_s"]
-        return compute_s, w["bytes"] / bandwidth
+        return compute_seconds(w, rates), w["bytes"] / bandwidth
 
     compute_s, memory_s = bound(work)
     passes = pass_work(batch, length, d_inner, d_state, gated, softplus)
