@@ -92,6 +92,11 @@ def cmd_bench_step(args) -> int:
     for r in rows:
         top = ", ".join(f"{op['op']} {op['ms']:.0f} ms ({op['share']:.0%})" for op in r["profile"][:6])
         console.print(f"[bold]{r['port']}[/bold] where the step's time goes (torch.profiler, self CPU): {top}")
+        parts = r.get("parts")
+        if parts and r.get("scan_floor_s") is not None:
+            console.print(f"  by part: matrix products {parts['matmul']:.0f} ms, selective scans {parts['scan']:.0f} ms "
+                          f"(their bound {r['scan_floor_s'] * 1e3:.0f} ms), other compiled kernels "
+                          f"{parts['kernels']:.0f} ms, everything else {parts['other']:.0f} ms")
     console.print("[dim]peak RSS: the high-water mark of the benchmark's own process (interpreter, torch, model, "
                   "warm-up step and timed steps included); of GEMM rate: the step's FLOPs (FlopCounterMode) per "
                   "second over a 2048^3 fp32 matmul's rate timed right before each step; ceiling: the same for the least "

@@ -110,7 +110,7 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
     from parity.evaluation.evaluate import gflop
 
     step_gflop = gflop(step, model)  # matrix products and convolutions of one step, whatever kernels run
-    profile, matmuls = profile_step(step)
+    profile, matmuls, parts = profile_step(step)
     matmul_s = sum(r["ms"] for r in matmuls) / 1e3
     matmul_gflop = sum(r["gflop"] for r in matmuls)
     for r in matmuls:
@@ -126,7 +126,7 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
             "matmul_s": matmul_s, "matmul_of_gemm": matmul_gflop / matmul_s / gemm if matmul_s else float("nan"),
             "scans": len(scans), "scan_floor_s": floor_s,
             "ceiling": step_gflop / least_s / gemm if least_s else float("nan"),
-            "profile": profile, "matmuls": matmuls}
+            "profile": profile, "matmuls": matmuls, "parts": parts}
 
 
 def scan_shapes(model, step) -> list[tuple[int, int, int, int]]:
@@ -176,12 +176,28 @@ def matmul_gflop(op: str, shapes: list) -> float:
     return 2 * math.prod(a) * b[-1] / 1e9
 
 
-def profile_step(step, top: int = 10) -> tuple[list[dict], list[dict]]:
+def step_parts(ops) -> dict[str, float]:
+    """Milliseconds of a profiled step by part, from its ops' (name, self ms, calls): the matrix products
+    (``MATMUL_OPS``), the selective scans' kernel calls, the other compiled kernels' calls (conv1d + SiLU, GELU:
+    each call is a ``parity::`` profiler range, ``parity.core.ssm.compiled.profiled``), everything else (the
+    autograd Functions' own work around the kernels, norms, attention, the optimizer, ...) and the total."""
+    from parity.core.ssm.compiled import PROFILER_PREFIX, SCAN_EVENTS
+
+    parts = dict.fromkeys(("matmul", "scan", "kernels", "other"), 0.0)
+    for op, ms, _ in ops:
+        part = ("matmul" if op in MATMUL_OPS else "scan" if op in SCAN_EVENTS
+                else "kernels" if op.startswith(PROFILER_PREFIX) else "other")
+        parts[part] += ms
+    return {**parts, "total": sum(parts.values())}
+
+
+def profile_step(step, top: int = 10) -> tuple[list[dict], list[dict], dict[str, float]]:
     """Where one step's time goes, from torch.profiler over one step: self CPU time per op, the ``top`` largest
-    and the rest summed ({'op', 'ms', 'calls', 'share'}; the compiled kernels show as their autograd Functions,
-    ``MambaInner``, ``FeedForwardGELU`` and their backwards), and the step's matrix products by op and shapes
-    ({'op', 'a', 'b', 'calls', 'ms', 'gflop'}, the most time first): together the least time the step could take
-    on this machine's BLAS, were everything else free."""
+    and the rest summed ({'op', 'ms', 'calls', 'share'}; each compiled kernel call is a ``parity::`` range, the
+    autograd Functions around them, ``MambaInner``, ``FeedForwardGELU`` and their backwards, keep the rest of
+    their work), the step's matrix products by op and shapes ({'op', 'a', 'b', 'calls', 'ms', 'gflop'}, the most
+    time first): together the least time the step could take on this machine's BLAS, were everything else free;
+    and the step by part (``step_parts``)."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
@@ -204,7 +220,7 @@ def profile_step(step, top: int = 10) -> tuple[list[dict], list[dict]]:
             row["calls"] += e.count
             row["ms"] += e.self_cpu_time_total / 1e3
             row["gflop"] += e.count * matmul_gflop(e.key, shapes)
-    return rows, sorted(matmuls.values(), key=lambda r: -r["ms"])
+    return rows, sorted(matmuls.values(), key=lambda r: -r["ms"]), step_parts(ops)
 
 
 def measure_step(port: str, batch: int, repeats: int = 3, scan: str = "compiled", threads: int | None = None,

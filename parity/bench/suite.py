@@ -253,10 +253,12 @@ def step_profiles(steps: list[dict]) -> list[str]:
             lines += ["### Where a step's time goes", "",
                       "torch.profiler over one more step of the same process: self CPU time per op, the largest "
                       "first (the profiler's own overhead included, so the total exceeds the median above a little). "
-                      "`aten::mm`/`aten::addmm`: the matrix products (the roofline's work); `MambaInner` and its "
-                      "backward: the fused mixer core on the compiled kernels (conv1d + SiLU, the selective scan; its "
-                      "matrix products count under `aten::mm`); `FeedForwardGELU`: the MLP's GELU kernel; "
-                      "`_ChunkedScan*`: the pure-PyTorch scan; `aten::copy_`: layout copies.", ""]
+                      "`aten::mm`/`aten::addmm`: the matrix products (the roofline's work); `parity::scan_forward`, "
+                      "`parity::scan_backward`: the compiled selective scan's calls, `parity::conv_*` and "
+                      "`parity::gelu_*` the other compiled kernels' (conv1d + SiLU, GELU); `MambaInner`, "
+                      "`FeedForwardGELU` and their backwards: the rest of the fused mixer core and MLP around those "
+                      "calls (their matrix products count under `aten::mm`); `_ChunkedScan*`: the pure-PyTorch scan; "
+                      "`aten::copy_`: layout copies.", ""]
         prof = pd.DataFrame(r["profile"])
         prof["share"] = [f"{s:.0%}" for s in prof["share"]]
         lines += [f"**{r['port']}, B={r['batch']}, {r['scan']} scan**", "", _fmt(prof), ""]
@@ -286,6 +288,46 @@ def step_matmuls(steps: list[dict], top: int = 10) -> list[str]:
         lines += [f"**{r['port']}, B={r['batch']}**: {r['matmul_s']:.2f} s of matrix products at "
                   f"{r['matmul_of_gemm']:.2f} of the GEMM rate; step {r['median_s']:.2f} s, so "
                   f"{r['matmul_s'] / r['median_s']:.0%} of it is matrix products", "", _fmt(shown), ""]
+    return lines
+
+
+def step_gaps(steps: list[dict]) -> list[str]:
+    """Markdown: each compiled-scan step's profiled time by part (``step.step_parts``) against the least time of its
+    ceiling (its matrix products as they ran, its scans at their bound, every other part free), and what the gap
+    between the two is made of."""
+    lines = []
+    for r in steps:
+        parts = r.get("parts")
+        if not parts or r["scan"] != "compiled" or r.get("scan_floor_s") is None:
+            continue
+        if not lines:
+            lines += ["### The step against its ceiling", "",
+                      "The same profile by part: `ms`, its self CPU time; `least_ms`, what the ceiling allows that "
+                      "part (the matrix products as they ran, the selective scans at their hardware bound, every "
+                      "other part nothing); `above_ms`, the difference, and `of_gap` its share of the step's gap to "
+                      "the ceiling. Each compiled kernel call is a `parity::` range in the profile, so the scans' "
+                      "row is the kernel alone; the autograd Functions around the kernels (their Python, their "
+                      "small copies) count under everything else.", ""]
+        floor_ms = r["scan_floor_s"] * 1e3
+        rows = [("matrix products", parts["matmul"], parts["matmul"]),
+                (f"selective scans ({r['scans']}, forward and backward)", parts["scan"], floor_ms),
+                ("other compiled kernels (conv1d + SiLU, GELU)", parts["kernels"], 0.0),
+                ("everything else", parts["other"], 0.0)]
+        gap = sum(ms - least for _, ms, least in rows)
+        table = pd.DataFrame([{"part": name, "ms": round(ms), "share": f"{ms / parts['total']:.0%}",
+                               "least_ms": round(least), "above_ms": round(ms - least),
+                               "of_gap": f"{(ms - least) / gap:.0%}" if gap > 0 else "-"} for name, ms, least in rows]
+                             + [{"part": "**step (profiled)**", "ms": round(parts["total"]), "share": "100%",
+                                 "least_ms": round(parts["matmul"] + floor_ms), "above_ms": round(gap),
+                                 "of_gap": "100%"}])
+        named = [op for op in r.get("profile", []) if not op["op"].startswith(("aten::mm", "aten::addmm", "parity::"))
+                 and "other ops" not in op["op"]][:3]
+        largest = ", ".join(f"`{op['op']}` {op['ms']:.0f} ms" for op in named)
+        lines += [f"**{r['port']}, B={r['batch']}**: profiled {parts['total'] / 1e3:.2f} s against the ceiling's "
+                  f"{(parts['matmul'] + floor_ms) / 1e3:.2f} s; the scans above their bound are "
+                  f"{(parts['scan'] - floor_ms) / gap:.0%} of the gap, everything but the matrix products and the "
+                  f"kernels {parts['other'] / gap:.0%}" + (f" (its largest ops: {largest})" if largest else ""),
+                  "", _fmt(table), ""]
     return lines
 
 
@@ -369,7 +411,7 @@ def render(results: dict, out: Path, command: str) -> str:
                   "run that takes thousands is that many microseconds slower); with the allocator of the machine table "
                   "keeping freed memory (`parity/runtime/allocator.py`), a run in steady state takes none.", ""]
     lines += scan_phase_section(results.get("scan_phases") or [])
-    step = pd.DataFrame([{k: v for k, v in r.items() if k not in ("profile", "matmuls", "allocator")}
+    step = pd.DataFrame([{k: v for k, v in r.items() if k not in ("profile", "matmuls", "parts", "allocator")}
                          for r in results["step"]])
     lines += ["## One training step of each port's CIFAR-10 configuration", "",
               "Forward + backward + AdamW on 32x32 images, the sources' full model sizes. Peak RSS is the "
@@ -385,6 +427,7 @@ def render(results: dict, out: Path, command: str) -> str:
               "`fraction_of_gemm` can reach here, were every other op free.", "", _fmt(step), ""]
     lines += step_profiles(results["step"])
     lines += step_matmuls(results["step"])
+    lines += step_gaps(results["step"])
     dec = pd.DataFrame(results["decode"])
     lines += ["## Decoding at any resolution", "",
               "Encode once, then decode the whole batch on an S x S grid; queries go through the decoder "

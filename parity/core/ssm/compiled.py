@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 from einops import rearrange
 from torch.autograd.function import once_differentiable
+from torch.profiler import record_function
 
 CSRC = Path(__file__).parent / "csrc"
 SOURCES = [CSRC / "scan.c", CSRC / "conv.c", CSRC / "gelu.c"]  # all include simd.h
@@ -77,6 +78,23 @@ def kernel_variant() -> str:
     if variant not in KERNEL_VARIANTS:
         raise ValueError(f"PARITY_SCAN_KERNEL={variant!r}: choose from {', '.join(KERNEL_VARIANTS)}")
     return variant
+
+
+PROFILER_PREFIX = "parity::"  # each kernel call's range in torch.profiler: parity::scan_forward, ...
+SCAN_EVENTS = (f"{PROFILER_PREFIX}scan_forward", f"{PROFILER_PREFIX}scan_backward")
+
+
+def profiled(fn):
+    """``fn`` (a ``run_<kernel>``) inside a torch.profiler range named ``parity::<kernel>``, so that a profile shows
+    each kernel call apart from the autograd Function around it (a few microseconds a call, profiling or not)."""
+    name = PROFILER_PREFIX + fn.__name__.removeprefix("run_")
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with record_function(name):
+            return fn(*args, **kwargs)
+
+    return run
 
 
 def _cache_dir() -> Path:
@@ -255,6 +273,7 @@ def _state_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     return x, step
 
 
+@profiled
 def run_scan_forward(u, delta, A_p, B_rows, C_rows, D, z, bias, softplus: bool, out, reverse: bool = False,
                      out_scale: float = 1.0, delta_proj=None) -> None:
     """out <- out_scale x the scan. u, delta, z: (batch, d_inner, L), one set of strides, t contiguous; A_p:
@@ -276,6 +295,7 @@ def run_scan_forward(u, delta, A_p, B_rows, C_rows, D, z, bias, softplus: bool, 
                      out_pointer, _p(work), work.shape[1], ctypes.byref(shape), threads)
 
 
+@profiled
 def run_scan_backward(u, delta, A_p, B_rows, C_rows, D, z, bias, softplus: bool, g, gu, gdelta, gz, gA, gbias, gD,
                       gB, gC, reverse: bool = False, out_scale: float = 1.0, delta_proj=None) -> None:
     """The gradients of ``run_scan_forward`` wrt its inputs for the output gradient g (out's layout): gu, gdelta,
@@ -340,6 +360,7 @@ class _CompiledScan(torch.autograd.Function):
         return gu, gdelta, gA[:, :N], gB, gC, gD, gz, gbias, None
 
 
+@profiled
 def run_conv_forward(x, weight, bias, out, reverse: bool = False) -> None:
     """out <- silu(causal depthwise conv1d of x): x, out (batch, d_inner, L), any strides with t contiguous;
     weight (d_inner, K) contiguous; bias (d_inner,) or None. reverse: of x read backwards in time."""
@@ -354,6 +375,7 @@ def run_conv_forward(x, weight, bias, out, reverse: bool = False) -> None:
                           out.stride(1), batch, L, int(reverse), d_inner, _p(work), threads)
 
 
+@profiled
 def run_conv_backward(x, weight, bias, g, gx, gweight, gbias, reverse: bool = False) -> None:
     """The gradients of ``run_conv_forward`` for the output gradient g: gx (x's shape, any strides with t
     contiguous; backwards in time with reverse, like x), gweight (d_inner, K) and gbias (d_inner,) or None."""
@@ -396,12 +418,14 @@ class _CompiledConvSiLU(torch.autograd.Function):
         return gx, rearrange(gw, "d k -> d 1 k"), gb
 
 
+@profiled
 def run_gelu_forward(h, a, bias=None) -> None:
     """a <- gelu(h + bias) (the erf form): h, a contiguous (rows, cols) float32, bias (cols,) or None."""
     cols = h.shape[-1]
     kernel_library().gelu_forward(_p(h), _p(bias), _p(a), h.numel() // cols, cols, _threads())
 
 
+@profiled
 def run_gelu_backward(h, ga, a=None, bias=None) -> None:
     """ga <- ga gelu'(h + bias) in place and, unless a is None, a <- gelu(h + bias); h, ga, a contiguous
     (rows, cols) float32, bias (cols,) or None."""

@@ -190,6 +190,9 @@ def _results(ref_s=100.0, fast_s=1.0, peer_s=2.0, ips=2.5, rss=3000.0, nb_ips=12
     if ceiling is not None:  # the matrix products' share, as profile_step reports it
         for r, c in zip(step, ceiling):
             matmul_s = 0.9 * r["gflop_per_step"] / r["gemm_gflops"] / c
+            parts = {"matmul": matmul_s * 1e3, "scan": matmul_s * 200, "kernels": matmul_s * 50,
+                     "other": r["median_s"] * 1e3 - matmul_s * 1250}
+            r.update(parts={**parts, "total": sum(parts.values())})
             r.update(matmul_s=matmul_s, matmul_of_gemm=c * 0.97, ceiling=c, scans=12, scan_floor_s=matmul_s / 9,
                      matmuls=[{"op": "aten::mm", "a": "8192 x 256", "b": "256 x 1024", "calls": 12,
                                "ms": matmul_s * 1e3, "gflop": r["gflop_per_step"] * 0.97, "of_gemm": c * 0.97}])
@@ -220,6 +223,12 @@ def test_a_roofline_target_above_the_measured_ceiling_is_named_out_of_reach(tmp_
     assert any("its 12 scans take at least" in r["measured"] for r in missed)
     text = render(_results(roofline=0.5, nb_roofline=0.4, ceiling=(0.7, 0.9)), tmp_path / "b.md", "parity bench")
     assert "out of reach here" in text and "### The step's matrix products" in text and "8192 x 256" in text
+    # the gap to the ceiling by part: the scans above their bound (0.2 of matmul_s, bound 1/9 of it) and the rest
+    assert "### The step against its ceiling" in text and "| selective scans (12, forward and backward)" in text
+    step = _results(roofline=0.5, nb_roofline=0.4, ceiling=(0.7, 0.9))["step"][0]
+    gap = step["parts"]["total"] - step["parts"]["matmul"] - step["scan_floor_s"] * 1e3
+    share = (step["parts"]["scan"] - step["scan_floor_s"] * 1e3) / gap
+    assert f"the scans above their bound are {share:.0%} of the gap" in text
     reached = {r["target"]: r["met"] for r in target_rows(_results(ceiling=(0.9, 0.9)))}
     assert reached[TARGETS["roofline-original"]] is True
 
@@ -260,7 +269,20 @@ def test_step_case_reports_its_fraction_of_the_gemm_rate():
     assert row["scans"] == 8 and 0 < row["scan_floor_s"] < row["median_s"]
     assert row["ceiling"] == pytest.approx(row["gflop_per_step"] / (row["matmul_s"] + row["scan_floor_s"])
                                            / row["gemm_gflops"])
+    # the same profile by part: the matrix products as above, the scans' kernel calls, every op counted once
+    parts = row["parts"]
+    assert parts["matmul"] == pytest.approx(row["matmul_s"] * 1e3) and parts["scan"] > 0 and parts["kernels"] > 0
+    assert parts["total"] == pytest.approx(sum(r["ms"] for r in ops))
     assert 0.5 < sum(r["gflop"] for r in mm) / row["gflop_per_step"] <= 1.0 + 1e-6
+
+
+def test_step_parts_sort_every_op_once():
+    from parity.bench.step import step_parts
+
+    ops = [("aten::mm", 50.0, 4), ("aten::addmm_", 5.0, 1), ("parity::scan_forward", 7.0, 2),
+           ("parity::scan_backward", 9.0, 2), ("parity::conv_forward", 2.0, 4), ("MambaInner", 3.0, 2),
+           ("aten::add", 1.5, 9)]
+    assert step_parts(ops) == {"matmul": 55.0, "scan": 16.0, "kernels": 2.0, "other": 4.5, "total": 77.5}
 
 
 def test_matmul_flops_from_profiled_shapes():

@@ -92,6 +92,24 @@ def test_fused_mixer_matches_the_unfused_one(d_model, d_state, length, batch):
         assert rel_err(fused_grads[name], grads[name]) <= 1e-4, name
 
 
+def test_each_kernel_call_of_the_fused_mixer_is_a_profiler_range():
+    """A profile of the fused mixer shows each compiled kernel call as its own parity:: range (what
+    parity.bench.step splits a step's time by): one scan each way, the conv forward twice (backward recomputes
+    x) and once backward; unprofiled, the same calls give the same numbers."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    mixer = Mamba(32, d_state=8)
+    x = torch.randn(2, 17, 32, generator=torch.Generator().manual_seed(2))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        profiled = mixer_run(mixer, x, "compiled")
+    calls = {e.key: e.count for e in prof.key_averages() if e.key.startswith("parity::")}
+    assert calls == {"parity::scan_forward": 1, "parity::scan_backward": 1, "parity::conv_forward": 2,
+                     "parity::conv_backward": 1}
+    plain = mixer_run(mixer, x, "compiled")
+    assert torch.equal(profiled[0], plain[0]) and torch.equal(profiled[1], plain[1])
+
+
 def test_fused_mixer_without_grad_matches():
     torch.manual_seed(0)
     mixer = Mamba(32)
