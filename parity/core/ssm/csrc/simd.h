@@ -151,6 +151,55 @@ INLINE void vload_tmajor4(const float *p, int64_t st, vf *r)
     deinterleave4(v, r);
 }
 
+/* r[i] lane k <-> r[k] lane i: 32-bit pairs, then 64-bit pairs, then 128-bit blocks in two rounds (64 shuffles). */
+INLINE void transpose16(vf *r)
+{
+    vf t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* then r[4 i + c]'s 128-bit block q holds column 4 q + c of rows 4 i .. 4 i + 3 */
+    for (int i = 0; i < 4; i++) {
+        const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+        const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    /* a 4 x 4 transpose of 128-bit blocks for each c: column 4 q + c gathers block q of r[c], r[4 + c], ... */
+    for (int c = 0; c < 4; c++) {
+        const vf s0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44), s1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xEE);
+        const vf s2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44);
+        const vf s3 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xEE);
+        t[c] = _mm512_shuffle_f32x4(s0, s2, 0x88);
+        t[4 + c] = _mm512_shuffle_f32x4(s0, s2, 0xDD);
+        t[8 + c] = _mm512_shuffle_f32x4(s1, s3, 0x88);
+        t[12 + c] = _mm512_shuffle_f32x4(s1, s3, 0xDD);
+    }
+    for (int k = 0; k < 16; k++) r[k] = t[k];
+}
+
+/* 16 rows (rs floats apart) to and from a time-major layout (row g's step t at p[t st + g]), n <= 16 steps from
+ * the rows' start: each step's 16 values one whole 64-byte store or load. Loads give zeros past n. */
+#define HAVE_TMAJOR16 1
+INLINE void vstore_tmajor16(float *p, int64_t st, int64_t n, const float *rows, int64_t rs)
+{
+    vf r[16];
+    for (int g = 0; g < 16; g++) r[g] = vload(rows + g * rs);
+    transpose16(r);
+    for (int64_t t = 0; t < n && t < 16; t++) vstore(p + t * st, r[t]);
+}
+
+INLINE void vload_tmajor16(const float *p, int64_t st, int64_t n, float *rows, int64_t rs)
+{
+    vf r[16];
+    for (int64_t t = 0; t < 16; t++) r[t] = t < n ? vload(p + t * st) : vzero();
+    transpose16(r);
+    for (int g = 0; g < 16; g++) vstore(rows + g * rs, r[g]);
+}
+
 #elif defined(__AVX2__) && defined(__FMA__) && !defined(SCAN_SCALAR)
 #include <immintrin.h>
 #define W 8

@@ -314,3 +314,50 @@ def test_compiled_kernel_handles_extreme_decays():
     results = run_both(data, use=("u", "delta", "A", "B", "C", "D"), softplus=False, fast=selective_scan_compiled)
     assert all(torch.isfinite(g).all() for g in results[1][1].values())
     assert_parity(results)
+
+
+def kernel_call(data, g, time_major: bool, reverse: bool = False):
+    """run_scan_forward and run_scan_backward on ``data`` with out and g in rows (batch, d_inner, L) or time-major
+    (batch, L, d_inner) memory, as the fused mixer has them; g given as (batch, d_inner, L). Returns out, then every
+    gradient, all as (batch, d_inner, L)."""
+    from einops import rearrange
+
+    from parity.core.ssm.compiled import kernel_library, padded_state, run_scan_backward, run_scan_forward
+
+    u, delta, A, B, C, D, z, bias = (data[k] for k in NAMES)
+    width = kernel_library().scan_lanes()
+    A_p = padded_state(A, width)
+    Bt, Ct = (padded_state(rearrange(t, "b n l -> b l n"), width) for t in (B, C))
+
+    def layout(t):
+        return rearrange(rearrange(t, "b d l -> b l d").contiguous(), "b l d -> b d l") if time_major else t.clone()
+
+    out, g = layout(torch.empty_like(u)), layout(g)
+    run_scan_forward(u, delta, A_p, Bt, Ct, D, z, bias, True, out, reverse)
+    grads = [torch.empty_like(u) for _ in range(3)] + [torch.empty_like(A_p), torch.empty_like(bias), torch.empty_like(D)]
+    gB, gC = torch.empty_like(B), torch.empty_like(C)
+    run_scan_backward(u, delta, A_p, Bt, Ct, D, z, bias, True, g, *grads[:3], *grads[3:], gB, gC, reverse)
+    return [out.contiguous(), *grads, gB, gC]
+
+
+@pytest.mark.parametrize("d_inner, length, threads", [(40, 37, 1), (40, 37, 2), (64, 16, 2), (21, 5, 1), (128, 33, 2)])
+def test_time_major_out_and_g_match_the_rows_layout_bit_for_bit(d_inner, length, threads):
+    """The fused mixer's layout (out and g time-major: read and written 16 channels at a time through a staging
+    buffer on AVX-512, the rest of a thread's channels 4 or 1 at a time) gives the rows layout's numbers exactly,
+    and so does a reversed call (out and z backwards in time) against the rows layout on flipped z, out and g."""
+    data = make_inputs(batch=3, d_inner=d_inner, d_state=16, length=length, seed=61)
+    g = torch.randn(3, d_inner, length, generator=torch.Generator().manual_seed(62))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        rows = kernel_call(data, g, time_major=False)
+        for got, want in zip(kernel_call(data, g, time_major=True), rows):
+            assert torch.equal(got, want)
+        flipped = {**data, "z": data["z"].flip(-1)}
+        rows = kernel_call(flipped, g.flip(-1), time_major=False)
+        reverse = kernel_call(data, g, time_major=True, reverse=True)
+        rows[0], rows[3] = rows[0].flip(-1), rows[3].flip(-1)  # out and gz run backwards in time
+        for got, want in zip(reverse, rows):
+            assert torch.equal(got, want)
+    finally:
+        torch.set_num_threads(before)
