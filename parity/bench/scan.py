@@ -146,6 +146,10 @@ def bench_scan(batch: int = 16, length: int = 512, d_inner: int = 512, d_state: 
                             key=lambda b: b["bound_s"])
             bound = bounds[(len(bounds) - 1) // 2]
             bound = {**bound, "runs_bound_min_s": bounds[0]["bound_s"], "runs_bound_max_s": bounds[-1]["bound_s"]}
+            # each run over its own bound: the spread of the ratio itself on a machine whose speed drifts
+            paired = sorted((f + b) / scan_bound(batch, length, d_inner, d_state, rates=r)["bound_s"]
+                            for (f, b, _), r in zip(passes, rates))
+            row.update(x_bound_runs_min=paired[0], x_bound_runs_max=paired[-1])
             row.update(bound_s=bound["bound_s"], x_bound=row["median_s"] / bound["bound_s"],
                        forward_x_bound=row["forward_s"] / bound["forward_bound_s"],
                        backward_x_bound=row["backward_s"] / bound["backward_bound_s"], bound=bound)

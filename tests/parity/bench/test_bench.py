@@ -156,6 +156,10 @@ def test_bench_scan_bounds_its_median_run_with_the_median_rates(monkeypatch):
     assert row["x_bound"] == pytest.approx(row["median_s"] / median["bound_s"])
     assert row["bound"]["runs_bound_min_s"] < row["bound_s"] < row["bound"]["runs_bound_max_s"]
     assert "ranged from" in bound_summary(row["bound"])
+    # and each run over its own bound: bounds 4x apart, so the ratios spread by 4x, less the runs' own spread
+    lo, hi, bound = row["x_bound_runs_min"], row["x_bound_runs_max"], row["bound"]
+    assert row["min_s"] / bound["runs_bound_max_s"] <= lo <= hi <= row["max_s"] / bound["runs_bound_min_s"]
+    assert hi / lo >= 4 * row["min_s"] / row["max_s"] * (1 - 1e-5)  # the FLOPs add a hair to each bound
 
 
 def test_decode_case_in_a_fresh_process():
