@@ -1,7 +1,7 @@
 """The allocator's effect, measured: the compiled scan's forward + backward and the notebook's training step,
-each in two fresh processes, one on glibc's defaults and one keeping freed memory for reuse (the tunables
-the ``parity`` command starts with, ``parity.runtime.allocator``). Same cases, same code; only the
-environment differs."""
+each in two fresh processes, one on glibc's defaults and one keeping freed memory for reuse on transparent huge
+pages (the tunables the ``parity`` command starts with, ``parity.runtime.allocator``). Same cases, same code; only
+the environment differs."""
 
 from __future__ import annotations
 

@@ -440,9 +440,10 @@ def render(results: dict, out: Path, command: str) -> str:
         lines += ["## The allocator: glibc's defaults against freed memory kept", "",
                   "The same cases in two fresh processes each, one on glibc's defaults (`PARITY_SYSTEM_MALLOC=1`), "
                   "one with the tunables the `parity` command starts with (`parity/runtime/allocator.py`: freed "
-                  "memory kept, glibc's small-block caches off so that freed blocks merge back). Every other row of "
-                  "this report ran with the second. `page_faults`: per run (the scan) or per step, the median; each "
-                  "is a first touch of a 4 KiB page and costs about a microsecond on this VM. `peak_rss_mb`: the "
+                  "memory kept, glibc's small-block caches off so that freed blocks merge back, the heap on "
+                  "transparent huge pages). Every other row of this report ran with the second. `page_faults`: per "
+                  "run (the scan) or per step, the median; each is a first touch of a page (4 KiB, or 2 MiB where "
+                  "huge) and costs about a microsecond on this VM. `peak_rss_mb`: the "
                   "step process's high-water mark.", "",
                   _fmt(pd.DataFrame(results["allocator"]).drop(columns="process_allocator", errors="ignore")), ""]
     if results["matrix"]:

@@ -16,6 +16,13 @@ scan's forward + backward 49 -> 34 ms and 12,256 -> 0 page faults a run, the not
 page faults and 1.41 -> 1.32 GiB at its peak. Measured once each besides: decoding 32 images at 256x256 10.6 ->
 6.5 s; the original's step peak 2.64 -> 2.31 GiB.
 
+The heap is also asked for transparent huge pages (``glibc.malloc.hugetlb=1``: glibc 2.35 or later madvises it;
+older ones ignore the setting, and so does a system whose huge pages are off): with 2 MiB pages instead of 4 KiB
+ones, the kernels' reads and writes that stride across a tensor (the scan's time-major output, a line every
+d_inner floats) and the matrix products miss the TLB far less. Measured in A/B pairs of fresh processes: the
+original's training step at B=16 2.70-2.89 -> 2.47-2.69 s, the notebook's at B=32 0.78 -> 0.74-0.76 s, the compiled
+scan's forward + backward about 10% faster; peak RSS unchanged (2.15 and 2.16 GiB after one original step).
+
 glibc reads these settings (its tunables) only when a process starts, so ``relaunch_with_allocator`` starts the
 program once more with them in ``GLIBC_TUNABLES``; the processes it starts in turn (benchmark cases, Ray
 workers) inherit them. Where the user has set any of glibc's malloc tunables or ``MALLOC_*_`` variables, or
@@ -28,12 +35,14 @@ import os
 import platform
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 TUNABLES = {
     "glibc.malloc.tcache_count": 0,  # freed small pieces merge back at once instead of waiting in a cache
     "glibc.malloc.mxfast": 0,  # ... or in the fast bins
     "glibc.malloc.trim_threshold": 2**31 - 1,  # free memory kept at the heap's top (the most glibc takes)
     "glibc.malloc.mmap_threshold": 1 << 30,  # blocks below 1 GiB come from the heap, reused rather than unmapped
+    "glibc.malloc.hugetlb": 1,  # ... on transparent huge pages where the system offers them (madvise)
 }
 OPT_OUT = "PARITY_SYSTEM_MALLOC"
 ENV = "GLIBC_TUNABLES"
@@ -84,6 +93,15 @@ def relaunch_with_allocator() -> None:
         return
 
 
+def transparent_huge_pages() -> str | None:
+    """The system's transparent huge page mode (always, madvise or never), None where it does not say."""
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return None
+    return next((word[1:-1] for word in text.split() if word.startswith("[")), None)
+
+
 def allocator_state() -> str:
     """One line for reports: the allocator settings this process started with."""
     if os.environ.get(OPT_OUT, "") not in ("", "0"):
@@ -91,7 +109,9 @@ def allocator_state() -> str:
     if platform.libc_ver()[0] != "glibc":
         return "the system's allocator (not glibc)"
     if _ours_in_force(os.environ):
+        pages = ("on transparent huge pages" if transparent_huge_pages() in ("always", "madvise")
+                 else "on 4 KiB pages (transparent huge pages are off here)")
         return ("glibc, freed memory kept for reuse (tcache and fast bins off, trim threshold 2 GiB, "
-                "mmap threshold 1 GiB)")
+                f"mmap threshold 1 GiB), {pages}")
     user = _users_settings(os.environ)
     return f"the user's settings ({', '.join(user)})" if user else "glibc's defaults"

@@ -10,7 +10,14 @@ import sys
 
 import pytest
 
-from parity.runtime.allocator import ENV, OPT_OUT, TUNABLES, allocator_environment, without_malloc_settings
+from parity.runtime.allocator import (
+    ENV,
+    OPT_OUT,
+    TUNABLES,
+    allocator_environment,
+    transparent_huge_pages,
+    without_malloc_settings,
+)
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 
@@ -38,6 +45,29 @@ def test_freed_memory_is_reused_without_page_faults():
     kept = _faults(allocator_environment(without_malloc_settings(os.environ)))
     assert sum(kept[1:]) < 0.02 * PAGES  # from the second round on, every block is reused
     assert sum(_faults(without_malloc_settings(os.environ))[1:]) > 2 * PAGES  # glibc's defaults hand the memory back every round
+
+
+# a 64 MB tensor, touched; then the process's memory on transparent huge pages, in kB
+HUGE = r"""
+import torch
+x = torch.ones(16_000_000)
+print(next(int(line.split()[1]) for line in open("/proc/self/smaps_rollup") if line.startswith("AnonHugePages")))
+"""
+
+
+def _huge_kb(env: dict) -> int:
+    done = subprocess.run([sys.executable, "-c", HUGE], capture_output=True, text=True, check=True, env=env)
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+@glibc
+@pytest.mark.skipif(transparent_huge_pages() not in ("always", "madvise")
+                    or tuple(map(int, platform.libc_ver()[1].split(".")[:2] or (0, 0))) < (2, 35),
+                    reason="needs transparent huge pages and glibc 2.35 or later (glibc.malloc.hugetlb)")
+def test_large_tensors_sit_on_transparent_huge_pages():
+    assert _huge_kb(allocator_environment(without_malloc_settings(os.environ))) >= 32 * 1024  # half the tensor at least
+    if transparent_huge_pages() == "madvise":  # only what asks for them gets them
+        assert _huge_kb(without_malloc_settings(os.environ)) < 32 * 1024
 
 
 @glibc
