@@ -80,9 +80,21 @@ def cmd_bench_gpu(args) -> int:
 
 
 def cmd_bench_step(args) -> int:
-    from .bench.step import measure_step, step_table
+    from .bench.step import measure_step, step_scan_phases_fresh, step_table
 
     console = _console()
+    if args.phases:
+        from .bench.scan import scan_available, scan_phase_table
+
+        missing = scan_available("compiled")
+        if missing:
+            raise ParityError(f"the scan's phases need the compiled kernel: {missing}")
+        for port in args.ports:
+            with console.status(f"{port}: its scans by phase in {args.repeats} training steps at batch {args.batch} "
+                                "(the kernel's timed build, a fresh process)..."):
+                phase_rows = step_scan_phases_fresh(port, args.batch, args.repeats)
+            console.print(scan_phase_table(phase_rows, f", per scan in {port}'s training step at batch {args.batch}"))
+        return 0
     rows = []
     for port in args.ports:
         with console.status(f"{port}: one training step at batch {args.batch}, {args.repeats} runs "
@@ -437,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--scan", default="compiled", choices=["ref", "chunked", "compiled", "parallel"])
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--phases", action="store_true",
+                   help="instead: the step's selective scans by phase, each against its part of the bound")
     p.set_defaults(func=cmd_bench_step)
     return parser
 

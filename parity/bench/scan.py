@@ -174,18 +174,7 @@ def bench_scan_phases(batch: int = 16, length: int = 512, d_inner: int = 512, d_
     given on the epilogue's row for both; a last row holds what lies outside the kernel's phases (the autograd
     wrapper, B and C's copies, the sums of gB and gC). Needs the kernel's ``phases`` build
     (``PARITY_SCAN_KERNEL=phases``: ``scan_phases_fresh`` runs this in a fresh process with it)."""
-    from parity.core.ssm.compiled import (
-        compiled_scan_status,
-        kernel_library,
-        kernel_variant,
-    )
-
-    if kernel_variant() != "phases":
-        raise RuntimeError("the phase timers are in the kernel's phases build only: set PARITY_SCAN_KERNEL=phases "
-                           "(or call scan_phases_fresh)")
-    lib = kernel_library()
-    if lib is None:
-        raise RuntimeError(f"no compiled kernel: {compiled_scan_status()['reason']}")
+    lib = phases_library()
     fn, data = _scan_fn("compiled"), _inputs(batch, length, d_inner, d_state)
     seconds = (ctypes.c_double * len(KERNEL_PHASES))()
     _fwd_bwd(fn, data)
@@ -200,13 +189,36 @@ def bench_scan_phases(batch: int = 16, length: int = 512, d_inner: int = 512, d_
         runs.append(list(seconds))
         walls.append(forward + backward)
         del leaves
-    threads = torch.get_num_threads()
-    wall = statistics.median(walls)
+    rows = phase_rows(runs, walls, rates, phase_work(batch, length, d_inner, d_state), torch.get_num_threads())
+    for r in rows:
+        r.update(shape=(batch, d_inner, length, d_state))
+    return rows
+
+
+def phases_library():
+    """The kernel's phases build, loaded; a one-line error where it is not the build in use or cannot be built."""
+    from parity.core.ssm.compiled import compiled_scan_status, kernel_library, kernel_variant
+
+    if kernel_variant() != "phases":
+        raise RuntimeError("the phase timers are in the kernel's phases build only: set PARITY_SCAN_KERNEL=phases "
+                           "(or call scan_phases_fresh)")
+    lib = kernel_library()
+    if lib is None:
+        raise RuntimeError(f"no compiled kernel: {compiled_scan_status()['reason']}")
+    return lib
+
+
+def phase_rows(runs: list[list[float]], walls: list[float], rates: list[dict], work: dict, threads: int,
+               calls: int = 1) -> list[dict]:
+    """Rows of a phase table from the timers' seconds of each run (``KERNEL_PHASES`` order, summed over threads and
+    ``calls`` scan calls), each run's wall time of those calls, the rates probed before each run and one call's
+    ``phase_work``: per phase, its median time per call and share, and against its part of the bound at the
+    median rates; then what lies outside the phases."""
+    wall = statistics.median(walls) / calls
     median_rates = {key: statistics.median(r[key] for r in rates) for key in ("exp_per_s", "flop_per_s")}
-    work = phase_work(batch, length, d_inner, d_state)
     rows, prologue_s = [], {}
     for k, (pass_, phase, part) in enumerate(KERNEL_PHASES):
-        seconds_k = statistics.median(run[k] for run in runs) / threads
+        seconds_k = statistics.median(run[k] for run in runs) / threads / calls
         row = {"pass": pass_, "phase": phase, "work": part, "ms": 1e3 * seconds_k, "share": seconds_k / wall}
         if phase == "prologue":  # its bound is on the epilogue's row, for prologue + epilogue
             prologue_s[pass_] = seconds_k
@@ -219,7 +231,7 @@ def bench_scan_phases(batch: int = 16, length: int = 512, d_inner: int = 512, d_
     rows.append({"pass": "both", "phase": "outside the kernel's phases", "work": None, "ms": 1e3 * outside,
                  "share": outside / wall})
     for r in rows:
-        r.update(wall_ms=1e3 * wall, threads=threads, runs=repeats, shape=(batch, d_inner, length, d_state))
+        r.update(wall_ms=1e3 * wall, threads=threads, runs=len(runs))
     return rows
 
 
@@ -268,12 +280,13 @@ def scan_table(rows: list[dict]):
     return table
 
 
-def scan_phase_table(rows: list[dict]):
-    """A rich table of ``bench_scan_phases`` rows."""
+def scan_phase_table(rows: list[dict], where: str = ""):
+    """A rich table of ``bench_scan_phases`` rows (or ``step.step_scan_phases``' ones, ``where`` saying which step)."""
     from rich.table import Table
 
     first = rows[0]
-    table = Table(title=f"Compiled scan by phase, {' x '.join(map(str, first['shape']))} (batch, d_inner, L, d_state)",
+    table = Table(title=f"Compiled scan by phase, {' x '.join(map(str, first['shape']))} (batch, d_inner, L, d_state)"
+                        + where,
                   caption=f"{first['wall_ms']:.1f} ms a call on {first['threads']} thread(s), median of {first['runs']} "
                           "runs; a pass's prologue and epilogue share its elementwise bound (on the epilogue's row)")
     for name in ("pass", "phase", "ms", "share", "bound ms", "x bound"):

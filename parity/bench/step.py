@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import time
 
@@ -223,6 +224,55 @@ def profile_step(step, top: int = 10) -> tuple[list[dict], list[dict], dict[str,
     return rows, sorted(matmuls.values(), key=lambda r: -r["ms"]), step_parts(ops)
 
 
+def step_scan_phases(port: str, batch: int, repeats: int = 3) -> list[dict]:
+    """Where the selective scans' time goes inside a training step of ``port`` at ``batch``: the rows of
+    ``parity.bench.scan.phase_rows`` per scan call (the fused mixer's layout: time-major output, dt_proj inside
+    the kernel), over ``repeats`` steps, each after the rates are probed and an untimed step; the calls' wall time
+    from their ``parity::scan_*`` profiler ranges. Needs the kernel's phases build (``step_scan_phases_fresh``)
+    and steps whose scans share one shape."""
+    import ctypes
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from parity.core.ssm.compiled import SCAN_EVENTS
+
+    from .scan import KERNEL_PHASES, phase_rows, phases_library
+    from .scanbound import phase_work, probe_rates
+
+    lib = phases_library()
+    model, step = training_step(port, batch)
+    shapes = scan_shapes(model, step)  # (its step is the warm-up)
+    if len(set(shapes)) != 1:
+        raise ValueError(f"{port}'s scans have {len(set(shapes))} shapes: the phase table needs one")
+    b, length, d_inner, d_state = shapes[0]
+    seconds = (ctypes.c_double * len(KERNEL_PHASES))()
+    runs, walls, rates = [], [], []
+    for _ in range(repeats):
+        rates.append(probe_rates())
+        step()  # the step right after the probes runs slow (see bench_scan)
+        lib.scan_phase_seconds(seconds)  # reset
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        lib.scan_phase_seconds(seconds)
+        runs.append(list(seconds))
+        walls.append(sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in SCAN_EVENTS) / 1e6)
+    rows = phase_rows(runs, walls, rates, phase_work(b, length, d_inner, d_state), torch.get_num_threads(),
+                      calls=len(shapes))
+    for r in rows:
+        r.update(shape=(b, d_inner, length, d_state), port=port, batch=batch, scans=len(shapes))
+    return rows
+
+
+def step_scan_phases_fresh(port: str, batch: int, repeats: int = 3) -> list[dict]:
+    """``step_scan_phases`` in a fresh process on the kernel's phases build."""
+    if port not in PORTS:
+        raise ValueError(f"unknown port {port!r}: choose one of {', '.join(PORTS)}")
+    env = {**os.environ, "PARITY_SCAN_KERNEL": "phases"}
+    return run_fresh("parity.bench.step", [port, "--batch", str(batch), "--repeats", str(repeats), "--phases"],
+                     env)["phases"]
+
+
 def measure_step(port: str, batch: int, repeats: int = 3, scan: str = "compiled", threads: int | None = None,
                  gemm_size: int = GEMM_SIZE) -> dict:
     """Run the case in a fresh subprocess and return its measurements."""
@@ -256,5 +306,9 @@ if __name__ == "__main__":
     parser.add_argument("--scan", default="compiled")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--gemm-size", type=int, default=GEMM_SIZE)
+    parser.add_argument("--phases", action="store_true", help="the scans' time by phase (step_scan_phases)")
     a = parser.parse_args()
-    print(json.dumps(measure_in_process(a.port, a.batch, a.repeats, a.scan, a.threads, a.gemm_size)))
+    if a.phases:
+        print(json.dumps({"phases": step_scan_phases(a.port, a.batch, a.repeats)}))
+    else:
+        print(json.dumps(measure_in_process(a.port, a.batch, a.repeats, a.scan, a.threads, a.gemm_size)))

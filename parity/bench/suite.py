@@ -103,7 +103,7 @@ def run_suite(cfg: SuiteConfig, progress=print) -> dict:
     from .allocator import compare_allocators
     from .decode import measure_decode
     from .scan import bench_scan, scan_available, scan_phases_fresh
-    from .step import measure_step
+    from .step import measure_step, step_scan_phases_fresh
 
     results = {"machine": machine(), "started": _dt.datetime.now().isoformat(timespec="seconds"),
                "config": cfg.__dict__.copy()}
@@ -122,6 +122,11 @@ def run_suite(cfg: SuiteConfig, progress=print) -> dict:
     for port, batch, scan in steps:
         progress(f"training step: {port} B={batch}, {scan} scan")
         results["step"].append(measure_step(port, batch, cfg.repeats, scan))
+    results["step_scan_phases"] = []
+    if scan_available("compiled") is None:
+        port, batch, _ = steps[0]
+        progress(f"the scans of {port}'s step by phase (the kernel's timed build, a fresh process)")
+        results["step_scan_phases"] = step_scan_phases_fresh(port, batch, cfg.repeats)
     results["decode"] = []
     sizes = (8, 16) if cfg.quick else cfg.decode_sizes
     batch = 2 if cfg.quick else cfg.decode_batch
@@ -356,6 +361,29 @@ def scan_phase_section(rows: list[dict]) -> list[str]:
             f"{worst['x_bound']:.1f}x.", ""]
 
 
+def step_scan_phase_section(rows: list[dict], alone: list[dict]) -> list[str]:
+    """The scans of a training step by phase (``step.step_scan_phases``), beside the same phases of the scan
+    alone (``alone``, ``bench_scan_phases`` rows) where the shapes match; nothing without rows."""
+    if not rows:
+        return []
+    first = rows[0]
+    same = bool(alone) and tuple(alone[0]["shape"]) == tuple(first["shape"])
+    alone_ms = {(r["pass"], r["phase"]): r["ms"] for r in alone} if same else {}
+    table = pd.DataFrame([{"pass": r["pass"], "phase": r["phase"], "ms": r["ms"], "share": f"{100 * r['share']:.0f}%",
+                           "bound_ms": r.get("bound_ms"), "x_bound": r.get("x_bound"),
+                           **({"alone_ms": alone_ms.get((r["pass"], r["phase"]))} if same else {})} for r in rows])
+    return ["### The same scans inside a training step", "",
+            f"The {first['scans']} scans of one {first['port']} training step at batch {first['batch']} "
+            f"({' x '.join(map(str, first['shape']))} each) on the timed build, per scan: medians of {first['runs']} "
+            f"steps, {first['wall_ms']:.1f} ms a scan (forward + backward, the wall time of its `parity::scan_*` "
+            "profiler ranges). Inside the fused mixer the scan computes delta from dt_proj's low-rank input itself "
+            "and writes and reads time-major rows (what out_proj reads and gives back), where the table above "
+            "reads a delta tensor and rows"
+            + ("; `alone_ms`: that table's time for the same phase." if same else ".")
+            + " The last row is the time of the calls outside the phases (threads waiting for each other, the sums "
+              "of gB and gC).", "", _fmt(table), ""]
+
+
 def render(results: dict, out: Path, command: str) -> str:
     files = out.parent / f"{out.stem}_files"
     m = results["machine"]
@@ -414,6 +442,7 @@ def render(results: dict, out: Path, command: str) -> str:
                   "run that takes thousands is that many microseconds slower); with the allocator of the machine table "
                   "keeping freed memory (`parity/runtime/allocator.py`), a run in steady state takes none.", ""]
     lines += scan_phase_section(results.get("scan_phases") or [])
+    lines += step_scan_phase_section(results.get("step_scan_phases") or [], results.get("scan_phases") or [])
     step = pd.DataFrame([{k: v for k, v in r.items() if k not in ("profile", "matmuls", "parts", "allocator")}
                          for r in results["step"]])
     lines += ["## One training step of each port's CIFAR-10 configuration", "",

@@ -19,8 +19,15 @@ from parity.bench.scan import (
     scan_phases_fresh,
     scan_table,
 )
-from parity.bench.scanbound import pass_work, phase_work, probe_rates, scan_bound, scan_work
-from parity.bench.suite import TARGETS, SuiteConfig, render, scan_phase_section, target_rows
+from parity.bench.scanbound import compute_seconds, pass_work, phase_work, probe_rates, scan_bound, scan_work
+from parity.bench.suite import (
+    TARGETS,
+    SuiteConfig,
+    render,
+    scan_phase_section,
+    step_scan_phase_section,
+    target_rows,
+)
 from parity.core.ssm.scan import selective_scan_ref
 from parity.testing import rel_err
 
@@ -117,6 +124,44 @@ def test_scan_phases_in_a_fresh_process_add_up_to_the_call():
     text = "\n".join(scan_phase_section(rows))
     assert "Where the compiled scan's time goes" in text and "outside the kernel's phases" in text
     assert scan_phase_section([]) == []
+
+
+def test_phase_rows_are_per_call_and_add_up():
+    """Timers summed over 2 threads and 4 calls: each row is one call's share, the outside row the rest of the wall."""
+    from parity.bench.scan import phase_rows
+
+    runs = [[8.0 * (k + 1) * 1e-3 for k in range(len(KERNEL_PHASES))]] * 3
+    rates = [{"exp_per_s": 1e9, "flop_per_s": 1e10}] * 3
+    rows = phase_rows(runs, [0.4] * 3, rates, phase_work(2, 16, 8, 4), threads=2, calls=4)
+    assert [r["ms"] for r in rows[:-1]] == pytest.approx([(k + 1) for k in range(len(KERNEL_PHASES))])
+    assert rows[0]["wall_ms"] == pytest.approx(100.0) and rows[-1]["ms"] == pytest.approx(100.0 - 28.0)
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+    states = next(r for r in rows if r["phase"] == "states")
+    assert states["bound_ms"] == pytest.approx(1e3 * compute_seconds(phase_work(2, 16, 8, 4)["backward"]["states"],
+                                                                     rates[0]))
+
+
+def test_a_steps_scans_by_phase_in_a_fresh_process(capsys):
+    """The notebook's 8 scans of one step on the timed build: per scan, every phase timed, adding up to the calls'
+    wall time; the report section sets them beside the scan alone where the shapes match; the command prints them."""
+    from parity.bench.step import step_scan_phases_fresh
+    from parity.cli import main
+
+    if scan_available("compiled"):
+        pytest.skip("no compiled kernel here")
+    rows = step_scan_phases_fresh("notebook", batch=1, repeats=1)
+    assert [(r["pass"], r["phase"]) for r in rows[:-1]] == [(p, ph) for p, ph, _ in KERNEL_PHASES]
+    assert all(r["ms"] > 0 for r in rows[:-1]) and rows[0]["scans"] == 8 and tuple(rows[0]["shape"]) == (1, 512, 96, 16)
+    assert sum(r["ms"] for r in rows) == pytest.approx(rows[0]["wall_ms"])
+    alone = [{**r, "shape": (1, 512, 96, 16), "ms": 2 * r["ms"]} for r in rows]
+    text = "\n".join(step_scan_phase_section(rows, alone))
+    assert "### The same scans inside a training step" in text and "alone_ms" in text
+    assert "alone_ms" not in "\n".join(step_scan_phase_section(rows, [{**r, "shape": (16, 512, 512, 16)} for r in rows]))
+    assert step_scan_phase_section([], alone) == []
+    with pytest.raises(ValueError, match="unknown port"):
+        step_scan_phases_fresh("nope", 1)
+    assert main(["bench", "step", "notebook", "--batch", "1", "--repeats", "1", "--phases"]) == 0
+    assert "per scan in notebook's training step" in " ".join(capsys.readouterr().out.split())  # (rich wraps lines)
 
 
 def test_scan_bound_is_positive_and_names_its_limit():
