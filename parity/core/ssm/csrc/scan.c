@@ -289,6 +289,14 @@ static void prefetch_rows(prefetcher *pf, const float *base, const int64_t *offs
     for (int g = 0; g < G; g++) prefetch_add(pf, base + offsets[g], L, write);
 }
 
+/* The group from dg's quarter of a staged block's time-major lines (see STAGE), for reading: steps [k L / 4,
+ * (k + 1) L / 4) from base (the block's first channel at step 0), k the group's place in its block. */
+static void prefetch_block_quarter(prefetcher *pf, const float *base, int64_t st, int64_t L, int64_t dg, int64_t s0)
+{
+    const int64_t k = (dg - s0) / GROUP, t0 = k * L / 4, t1 = (k + 1) * L / 4;
+    prefetch_strided(pf, base + t0 * st, t1 - t0, st * (int64_t)sizeof(float), 0);
+}
+
 INLINE void prefetch_line(prefetcher *pf)
 {
     if (pf->block >= pf->n) return;
@@ -514,13 +522,9 @@ static void scan_forward_range(const float *u, const float *delta, const float *
             if (out_st == 1) prefetch_rows(&pf, out, gr.orows, G, L, 1);
             prefetch_rows(&pf, delta, next.rows, next_n, L, 0);
             prefetch_rows(&pf, u, next.rows, next_n, L, 0);
-            if (s0 >= 0) {
-                /* written when the block's last group is done; fetched for reading, which measured faster than for
-                 * writing (forward 11.4 against 12.2 ms at the original's shape, 12.7 without either) */
-                const int64_t k = (dg - s0) / GROUP, t0 = k * L / 4, t1 = (k + 1) * L / 4;
-                prefetch_strided(&pf, out + b * sh->out_sb + s0 * sh->out_sd + t0 * out_st, t1 - t0,
-                                 out_st * (int64_t)sizeof(float), 0);
-            }
+            /* written when the block's last group is done; fetched for reading, which measured faster than for
+             * writing (forward 11.4 against 12.2 ms at the original's shape, 12.7 without either) */
+            if (s0 >= 0) prefetch_block_quarter(&pf, out + b * sh->out_sb + s0 * sh->out_sd, out_st, L, dg, s0);
             DISPATCH(G, NV, group_states(g_, nv_, 1, 0, a2, dtg, dtug, Bb, Cb, sh->bc_st, L, y, NULL, dAb, NULL, NULL, p,
                                          wide, &pf));
             PHASE_DONE(PH_FW_RECURRENCE);
@@ -632,11 +636,8 @@ static void scan_backward_range(const float *u, const float *delta, const float 
             if (s0 >= 0) {  /* the next staged block's, read when its first group starts */
                 int64_t nb = b, ns0 = s0 + STAGE;
                 if (ns0 >= d1) nb++, ns0 = d0;
-                if (nb < batch && staged_block(sh, ns0, d0, d1) == ns0) {
-                    const int64_t k = (dg - s0) / GROUP, t0 = k * L / 4, t1 = (k + 1) * L / 4;
-                    prefetch_strided(&pf, g + nb * sh->out_sb + ns0 * sh->out_sd + t0 * sh->out_st, t1 - t0,
-                                     sh->out_st * (int64_t)sizeof(float), 0);
-                }
+                if (nb < batch && staged_block(sh, ns0, d0, d1) == ns0)
+                    prefetch_block_quarter(&pf, g + nb * sh->out_sb + ns0 * sh->out_sd, sh->out_st, L, dg, s0);
             }
             if (gz)  /* the core output, needed only for the gate's gradient */
                 DISPATCH(G, NV, group_states(g_, nv_, 1, 1, a2, dtg, dtug, Bb, Cb, sh->bc_st, L, y, ws, dAs, gyg, gCb, pu,
