@@ -231,7 +231,7 @@ def phase_rows(runs: list[list[float]], walls: list[float], rates: list[dict], w
     rows.append({"pass": "both", "phase": "outside the kernel's phases", "work": None, "ms": 1e3 * outside,
                  "share": outside / wall})
     for r in rows:
-        r.update(wall_ms=1e3 * wall, threads=threads, runs=len(runs))
+        r.update(wall_ms=1e3 * wall, threads=threads, runs=len(runs), rates=median_rates)
     return rows
 
 

@@ -339,6 +339,12 @@ def step_gaps(steps: list[dict]) -> list[str]:
     return lines
 
 
+def phases_x_bound(rows: list[dict]) -> float:
+    """A phase table's call over the whole bound: the phases' parts of it add up to the scan's (the prologues' on
+    the epilogues' rows)."""
+    return rows[0]["wall_ms"] / sum(r["bound_ms"] for r in rows if r.get("bound_ms"))
+
+
 def scan_phase_section(rows: list[dict]) -> list[str]:
     """The compiled scan's time by phase (``bench_scan_phases``): a table and what it says; nothing without rows."""
     if not rows:
@@ -350,7 +356,8 @@ def scan_phase_section(rows: list[dict]) -> list[str]:
             f"The same forward + backward on the kernel's timed build (`PARITY_SCAN_KERNEL=phases`: a clock read "
             f"around each phase of each group of channels, the outputs bit-identical), medians of "
             f"{rows[0].get('runs', 'the')} runs at {' x '.join(map(str, rows[0]['shape']))} on {rows[0]['threads']} "
-            f"thread(s), {rows[0]['wall_ms']:.1f} ms a call. `ms`: each phase's time summed over the threads and "
+            f"thread(s), {rows[0]['wall_ms']:.1f} ms a call, {phases_x_bound(rows):.2f}x its bound. `ms`: each phase's "
+            "time summed over the threads and "
             "divided by their number, so the rows add up to the call; `bound_ms`: that phase's part of the bound "
             "(`phase_work` in `parity/bench/scanbound.py`, at the median rates probed before the runs); the "
             "prologue and the epilogue of a pass share the elementwise part (the step size's softplus, the gate, the "
@@ -376,7 +383,7 @@ def step_scan_phase_section(rows: list[dict], alone: list[dict]) -> list[str]:
             f"The {first['scans']} scans of one {first['port']} training step at batch {first['batch']} "
             f"({' x '.join(map(str, first['shape']))} each) on the timed build, per scan: medians of {first['runs']} "
             f"steps, {first['wall_ms']:.1f} ms a scan (forward + backward, the wall time of its `parity::scan_*` "
-            "profiler ranges). Inside the fused mixer the scan computes delta from dt_proj's low-rank input itself "
+            f"profiler ranges), {phases_x_bound(rows):.2f}x its bound. Inside the fused mixer the scan computes delta from dt_proj's low-rank input itself "
             "and writes and reads time-major rows (what out_proj reads and gives back), where the table above "
             "reads a delta tensor and rows"
             + ("; `alone_ms`: that table's time for the same phase." if same else ".")

@@ -156,6 +156,10 @@ def test_a_steps_scans_by_phase_in_a_fresh_process(capsys):
     alone = [{**r, "shape": (1, 512, 96, 16), "ms": 2 * r["ms"]} for r in rows]
     text = "\n".join(step_scan_phase_section(rows, alone))
     assert "### The same scans inside a training step" in text and "alone_ms" in text
+    bound_ms = sum(r["bound_ms"] for r in rows if r.get("bound_ms"))  # the phases' parts: the whole bound
+    whole = pass_work(1, 96, 512, 16)
+    assert bound_ms == pytest.approx(1e3 * sum(compute_seconds(whole[p], rows[0]["rates"]) for p in whole))
+    assert f"{rows[0]['wall_ms'] / bound_ms:.2f}x its bound" in text
     assert "alone_ms" not in "\n".join(step_scan_phase_section(rows, [{**r, "shape": (16, 512, 512, 16)} for r in rows]))
     assert step_scan_phase_section([], alone) == []
     with pytest.raises(ValueError, match="unknown port"):
