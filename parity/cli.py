@@ -42,8 +42,7 @@ def cmd_bench_scan(args) -> int:
     if args.phases:
         missing = scan_available("compiled")
         if missing:
-            console.print(f"[red]error:[/red] no compiled kernel to time: {missing}")
-            return 2
+            raise ParityError(f"the scan's phases need the compiled kernel: {missing}")
         with console.status(f"the compiled scan by phase, {args.repeats} runs (its timed build, a fresh process)..."):
             rows = scan_phases_fresh(args.batch, args.length, args.d_inner, args.d_state, repeats=args.repeats)
         console.print(scan_phase_table(rows))

@@ -174,21 +174,16 @@ def bench_scan_phases(batch: int = 16, length: int = 512, d_inner: int = 512, d_
     given on the epilogue's row for both; a last row holds what lies outside the kernel's phases (the autograd
     wrapper, B and C's copies, the sums of gB and gC). Needs the kernel's ``phases`` build
     (``PARITY_SCAN_KERNEL=phases``: ``scan_phases_fresh`` runs this in a fresh process with it)."""
-    lib = phases_library()
+    phases_library()  # the build's check before any work
     fn, data = _scan_fn("compiled"), _inputs(batch, length, d_inner, d_state)
-    seconds = (ctypes.c_double * len(KERNEL_PHASES))()
     _fwd_bwd(fn, data)
-    runs, walls, rates = [], [], []
-    for _ in range(repeats):
-        rates.append(probe_rates())
-        _fwd_bwd(fn, data)  # the call after the probes runs slow (see bench_scan)
-        leaves = _leaves(data)
-        lib.scan_phase_seconds(seconds)  # reset
+
+    def timed() -> float:
+        leaves = _leaves(data)  # made before the timers start
         forward, backward, _ = _fwd_bwd(fn, data, leaves)
-        lib.scan_phase_seconds(seconds)
-        runs.append(list(seconds))
-        walls.append(forward + backward)
-        del leaves
+        return forward + backward
+
+    runs, walls, rates = phase_runs(repeats, lambda: _fwd_bwd(fn, data), timed)
     rows = phase_rows(runs, walls, rates, phase_work(batch, length, d_inner, d_state), torch.get_num_threads())
     for r in rows:
         r.update(shape=(batch, d_inner, length, d_state))
@@ -206,6 +201,23 @@ def phases_library():
     if lib is None:
         raise RuntimeError(f"no compiled kernel: {compiled_scan_status()['reason']}")
     return lib
+
+
+def phase_runs(repeats: int, untimed, timed) -> tuple[list[list[float]], list[float], list[dict]]:
+    """``repeats`` runs on the phases build: each probes the machine's rates, calls ``untimed()`` (the call right
+    after the probes runs slow, see bench_scan), then ``timed()`` (which returns its wall seconds) between two
+    reads of the phase timers. Returns each run's timer seconds (``KERNEL_PHASES`` order), wall time and rates."""
+    lib = phases_library()
+    seconds = (ctypes.c_double * len(KERNEL_PHASES))()
+    runs, walls, rates = [], [], []
+    for _ in range(repeats):
+        rates.append(probe_rates())
+        untimed()
+        lib.scan_phase_seconds(seconds)  # reset
+        walls.append(timed())
+        lib.scan_phase_seconds(seconds)
+        runs.append(list(seconds))
+    return runs, walls, rates
 
 
 def phase_rows(runs: list[list[float]], walls: list[float], rates: list[dict], work: dict, threads: int,

@@ -230,33 +230,27 @@ def step_scan_phases(port: str, batch: int, repeats: int = 3) -> list[dict]:
     the kernel), over ``repeats`` steps, each after the rates are probed and an untimed step; the calls' wall time
     from their ``parity::scan_*`` profiler ranges. Needs the kernel's phases build (``step_scan_phases_fresh``)
     and steps whose scans share one shape."""
-    import ctypes
-
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     from parity.core.ssm.compiled import SCAN_EVENTS
 
-    from .scan import KERNEL_PHASES, phase_rows, phases_library
-    from .scanbound import phase_work, probe_rates
+    from .scan import phase_rows, phase_runs, phases_library
+    from .scanbound import phase_work
 
-    lib = phases_library()
+    phases_library()  # the build's check before any work
     model, step = training_step(port, batch)
     shapes = scan_shapes(model, step)  # (its step is the warm-up)
     if len(set(shapes)) != 1:
         raise ValueError(f"{port}'s scans have {len(set(shapes))} shapes: the phase table needs one")
     b, length, d_inner, d_state = shapes[0]
-    seconds = (ctypes.c_double * len(KERNEL_PHASES))()
-    runs, walls, rates = [], [], []
-    for _ in range(repeats):
-        rates.append(probe_rates())
-        step()  # the step right after the probes runs slow (see bench_scan)
-        lib.scan_phase_seconds(seconds)  # reset
+
+    def timed() -> float:  # the scan calls' wall time, from their profiler ranges
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             step()
-        lib.scan_phase_seconds(seconds)
-        runs.append(list(seconds))
-        walls.append(sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in SCAN_EVENTS) / 1e6)
+        return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in SCAN_EVENTS) / 1e6
+
+    runs, walls, rates = phase_runs(repeats, step, timed)
     rows = phase_rows(runs, walls, rates, phase_work(b, length, d_inner, d_state), torch.get_num_threads(),
                       calls=len(shapes))
     for r in rows:

@@ -111,8 +111,9 @@ def run_suite(cfg: SuiteConfig, progress=print) -> dict:
     progress(f"selective scan at {shape} (reference {cfg.ref_repeats} run(s), others {cfg.scan_repeats})")
     results["scan"] = bench_scan(*shape[:1], length=shape[1], d_inner=shape[2], d_state=shape[3],
                                  repeats=cfg.scan_repeats, ref_repeats=cfg.ref_repeats)
+    compiled = scan_available("compiled") is None
     results["scan_phases"] = []
-    if scan_available("compiled") is None:
+    if compiled:
         progress("the compiled scan by phase (its timed build, a fresh process)")
         results["scan_phases"] = scan_phases_fresh(*shape[:1], length=shape[1], d_inner=shape[2], d_state=shape[3],
                                                    repeats=cfg.scan_repeats)
@@ -123,7 +124,7 @@ def run_suite(cfg: SuiteConfig, progress=print) -> dict:
         progress(f"training step: {port} B={batch}, {scan} scan")
         results["step"].append(measure_step(port, batch, cfg.repeats, scan))
     results["step_scan_phases"] = []
-    if scan_available("compiled") is None:
+    if compiled:
         port, batch, _ = steps[0]
         progress(f"the scans of {port}'s step by phase (the kernel's timed build, a fresh process)")
         results["step_scan_phases"] = step_scan_phases_fresh(port, batch, cfg.repeats)
@@ -345,12 +346,19 @@ def phases_x_bound(rows: list[dict]) -> float:
     return rows[0]["wall_ms"] / sum(r["bound_ms"] for r in rows if r.get("bound_ms"))
 
 
+def phase_frame(rows: list[dict], alone_ms: dict | None = None) -> pd.DataFrame:
+    """A phase table's rows as a frame; with ``alone_ms`` ({(pass, phase): ms}), a column of those too."""
+    return pd.DataFrame([{"pass": r["pass"], "phase": r["phase"], "ms": r["ms"], "share": f"{100 * r['share']:.0f}%",
+                          "bound_ms": r.get("bound_ms"), "x_bound": r.get("x_bound"),
+                          **({"alone_ms": alone_ms.get((r["pass"], r["phase"]))} if alone_ms is not None else {})}
+                         for r in rows])
+
+
 def scan_phase_section(rows: list[dict]) -> list[str]:
     """The compiled scan's time by phase (``bench_scan_phases``): a table and what it says; nothing without rows."""
     if not rows:
         return []
-    table = pd.DataFrame([{"pass": r["pass"], "phase": r["phase"], "ms": r["ms"], "share": f"{100 * r['share']:.0f}%",
-                           "bound_ms": r.get("bound_ms"), "x_bound": r.get("x_bound")} for r in rows])
+    table = phase_frame(rows)
     worst = max((r for r in rows if r.get("x_bound")), key=lambda r: r["x_bound"])
     return ["### Where the compiled scan's time goes", "",
             f"The same forward + backward on the kernel's timed build (`PARITY_SCAN_KERNEL=phases`: a clock read "
@@ -375,16 +383,13 @@ def step_scan_phase_section(rows: list[dict], alone: list[dict]) -> list[str]:
         return []
     first = rows[0]
     same = bool(alone) and tuple(alone[0]["shape"]) == tuple(first["shape"])
-    alone_ms = {(r["pass"], r["phase"]): r["ms"] for r in alone} if same else {}
-    table = pd.DataFrame([{"pass": r["pass"], "phase": r["phase"], "ms": r["ms"], "share": f"{100 * r['share']:.0f}%",
-                           "bound_ms": r.get("bound_ms"), "x_bound": r.get("x_bound"),
-                           **({"alone_ms": alone_ms.get((r["pass"], r["phase"]))} if same else {})} for r in rows])
+    table = phase_frame(rows, {(r["pass"], r["phase"]): r["ms"] for r in alone} if same else None)
     return ["### The same scans inside a training step", "",
             f"The {first['scans']} scans of one {first['port']} training step at batch {first['batch']} "
             f"({' x '.join(map(str, first['shape']))} each) on the timed build, per scan: medians of {first['runs']} "
             f"steps, {first['wall_ms']:.1f} ms a scan (forward + backward, the wall time of its `parity::scan_*` "
-            f"profiler ranges), {phases_x_bound(rows):.2f}x its bound. Inside the fused mixer the scan computes delta from dt_proj's low-rank input itself "
-            "and writes and reads time-major rows (what out_proj reads and gives back), where the table above "
+            f"profiler ranges), {phases_x_bound(rows):.2f}x its bound. Inside the fused mixer the scan computes "
+            "delta from dt_proj's low-rank input itself and writes and reads time-major rows (what out_proj reads and gives back), where the table above "
             "reads a delta tensor and rows"
             + ("; `alone_ms`: that table's time for the same phase." if same else ".")
             + " The last row is the time of the calls outside the phases (threads waiting for each other, the sums "

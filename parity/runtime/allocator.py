@@ -53,6 +53,14 @@ def _tunables(env: Mapping[str, str]) -> dict[str, str]:
     return {name: value for name, value in pairs}
 
 
+def _opted_out(env: Mapping[str, str]) -> bool:
+    return env.get(OPT_OUT, "") not in ("", "0")
+
+
+def _glibc() -> bool:
+    return platform.libc_ver()[0] == "glibc"
+
+
 def _ours_in_force(env: Mapping[str, str]) -> bool:
     return all(_tunables(env).get(k) == str(v) for k, v in TUNABLES.items())
 
@@ -72,7 +80,7 @@ def allocator_environment(env: Mapping[str, str]) -> dict[str, str] | None:
     """``env`` with our tunables added to ``GLIBC_TUNABLES`` (other tunables there kept), or None where
     nothing is to change: they are in force already, the user opted out or has malloc settings of their
     own, or the C library is not glibc."""
-    if env.get(OPT_OUT, "") not in ("", "0") or _users_settings(env) or platform.libc_ver()[0] != "glibc":
+    if _opted_out(env) or _users_settings(env) or not _glibc():
         return None
     if _ours_in_force(env):
         return None
@@ -104,9 +112,9 @@ def transparent_huge_pages() -> str | None:
 
 def allocator_state() -> str:
     """One line for reports: the allocator settings this process started with."""
-    if os.environ.get(OPT_OUT, "") not in ("", "0"):
+    if _opted_out(os.environ):
         return f"glibc's defaults ({OPT_OUT}={os.environ[OPT_OUT]})"
-    if platform.libc_ver()[0] != "glibc":
+    if not _glibc():
         return "the system's allocator (not glibc)"
     if _ours_in_force(os.environ):
         pages = ("on transparent huge pages" if transparent_huge_pages() in ("always", "madvise")
