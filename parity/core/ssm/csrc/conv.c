@@ -13,7 +13,8 @@
  * conv of the time-reversed sequence, out in reversed time (a bidirectional layer's backward mixer reading the
  * forward one's input as it is). Each row is first copied into a zero-padded scratch row (K - 1 zeros in
  * front, zeros after), so that every step's window is a plain unaligned load. Threads split the channels, so a
- * channel's weight and bias gradients (sums over batch and time) belong to one thread alone.
+ * channel's weight and bias gradients (sums over batch and time) belong to one thread alone. Each row's loop
+ * fetches the next row's lines ahead (fetch_ahead).
  */
 #include "simd.h"
 
@@ -31,6 +32,15 @@ static void padded_row(float *xp, const float *x, int64_t L, int64_t K, int reve
     else
         memcpy(xp + K - 1, x, (size_t)L * sizeof(float));
     memset(xp + K - 1 + L, 0, (size_t)(W + K) * sizeof(float));
+}
+
+/* The row after (b, d) in the order the loops below take them (batches within a channel), in [.., d1): 0 after
+ * the last one. */
+INLINE int next_row(int64_t b, int64_t d, int64_t batch, int64_t d1, int64_t *nb, int64_t *nd)
+{
+    *nb = b + 1 < batch ? b + 1 : 0;
+    *nd = b + 1 < batch ? d : d + 1;
+    return *nd < d1;
 }
 
 /* The pre-activation of the W steps from t: the bias, then the taps in order. */
@@ -52,7 +62,11 @@ static void conv_silu_forward_range(const float *x, int64_t x_sb, int64_t x_sd, 
         for (int64_t b = 0; b < batch; b++) {
             padded_row(xp, x + b * x_sb + d * x_sd, L, K, reverse);
             float *o = out + b * out_sb + d * out_sd;
+            int64_t nb, nd;
+            const int ahead = next_row(b, d, batch, d1, &nb, &nd);
+            const float *nx = x + nb * x_sb + nd * x_sd, *no = out + nb * out_sb + nd * out_sd;
             for (int64_t t = 0; t < L; t += W) {
+                if (ahead) fetch_ahead(nx, t, 0), fetch_ahead(no, t, 1);
                 const vf pre = conv_pre(xp, t, wd, K, bd);
                 vstore_part(o + t, vmul(pre, vsigmoid(pre)), L - t);
             }
@@ -79,7 +93,12 @@ static void conv_silu_backward_range(const float *x, int64_t x_sb, int64_t x_sd,
         for (int64_t b = 0; b < batch; b++) {
             padded_row(xp, x + b * x_sb + d * x_sd, L, K, reverse);
             const float *gr = g + b * g_sb + d * g_sd;
+            int64_t nb, nd;
+            const int ahead = next_row(b, d, batch, d1, &nb, &nd);
+            const float *nx = x + nb * x_sb + nd * x_sd, *ng = g + nb * g_sb + nd * g_sd;
+            const float *ngx = gx + nb * gx_sb + nd * gx_sd;
             for (int64_t t = 0; t < L; t += W) {
+                if (ahead) fetch_ahead(nx, t, 0), fetch_ahead(ng, t, 0), fetch_ahead(ngx, t, 1);
                 const vf pre = conv_pre(xp, t, wd, K, bd), s = vsigmoid(pre);
                 const vf dsilu = vmul(s, vfma(pre, vsub(vset(1.0f), s), vset(1.0f)));
                 const vf gpre = vmul(vload_part(gr + t, L - t), dsilu);  /* zero past L: g loads as zeros there */
