@@ -86,6 +86,25 @@ def timed_s(fn, device: str = "cpu") -> float:
     return time.perf_counter() - t0
 
 
+SETTLE_STEPS = 6  # untimed steps at most, after the first: the original's step settles after about four
+SETTLED_FAULTS = 4  # minor page faults a step may take and count as settled
+
+
+def settle(step, before) -> int:
+    """Untimed steps, each after ``before`` as the timed ones will be, until one takes at most SETTLED_FAULTS minor
+    page faults (SETTLE_STEPS at most); the number taken. A training process's first steps still grow its heap, and
+    on transparent huge pages such a fault can wait for the kernel to compact memory (measured in the original's
+    step: one ReLU backward 21 ms instead of 1.5, its step 2.1-2.2 s until the faults stop, then 2.0), which a run of
+    thousands of steps pays once: the timed steps are the steady state."""
+    for taken in range(1, SETTLE_STEPS + 1):
+        before()
+        f0 = minor_faults()
+        step()
+        if minor_faults() - f0 <= SETTLED_FAULTS:
+            break
+    return taken
+
+
 def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: int | None,
                        gemm_size: int = GEMM_SIZE) -> dict:
     import torch
@@ -97,6 +116,7 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
     model, step = training_step(port, batch, scan)
     baseline = _rss_mb()
     step()  # warm-up (allocator, first-touch); its peak counts in the peak below
+    warmup = 1 + settle(step, lambda: dense_gemm_gflops(gemm_size))
     times, rates, faults = [], [], []
     for _ in range(repeats):
         # the GEMM rate right before each step: a machine whose speed drifts (a shared VM's moves by a third
@@ -121,7 +141,8 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
     least_s = matmul_s + (floor_s or 0.0)
     return {"port": port, "batch": batch, "scan": scan, "threads": torch.get_num_threads(),
             "allocator": allocator_state(), "median_s": med, "min_s": min(times), "max_s": max(times),
-            "images_per_s": batch / med, "page_faults": statistics.median(faults), "peak_rss_mb": peak,
+            "images_per_s": batch / med, "warmup_steps": warmup, "page_faults": statistics.median(faults),
+            "peak_rss_mb": peak,
             "baseline_rss_mb": baseline, "gflop_per_step": step_gflop, "gemm_gflops": gemm,
             "fraction_of_gemm": step_gflop / med / gemm,
             "matmul_s": matmul_s, "matmul_of_gemm": matmul_gflop / matmul_s / gemm if matmul_s else float("nan"),

@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.store import atomic_save_figure, atomic_write_text
+from .step import SETTLE_STEPS, SETTLED_FAULTS
 
 DECODE_SIZES = (32, 64, 128, 256)
 
@@ -460,7 +461,11 @@ def render(results: dict, out: Path, command: str) -> str:
     lines += ["## One training step of each port's CIFAR-10 configuration", "",
               "Forward + backward + AdamW on 32x32 images, the sources' full model sizes. Peak RSS is the "
               "high-water mark of a fresh process (interpreter, torch and model included; its baseline before the "
-              "first step is shown too). `fraction_of_gemm`: the step's FLOPs (matrix products and convolutions, "
+              "first step is shown too). The timed steps are training's steady state: `warmup_steps` untimed ones "
+              "come first, the first, then more (each after a GEMM probe, as the timed ones) until one takes at "
+              f"most {SETTLED_FAULTS} page faults ({SETTLE_STEPS} more at most), since a process's first steps still "
+              "grow its heap and on huge pages such a fault can wait milliseconds for the kernel to compact memory; "
+              "`page_faults`: the timed steps' median. `fraction_of_gemm`: the step's FLOPs (matrix products and convolutions, "
               "counted by torch's FlopCounterMode with grouped convolutions' backward counted right) per second, "
               "over a 2048^3 fp32 matmul's rate measured in the same process right before each timed step (medians of "
               "both): the share of this machine's "
@@ -484,7 +489,8 @@ def render(results: dict, out: Path, command: str) -> str:
                   "memory kept, glibc's small-block caches off so that freed blocks merge back, the heap on "
                   "transparent huge pages). Every other row of this report ran with the second. `page_faults`: per "
                   "run (the scan) or per step, the median; each is a first touch of a page (4 KiB, or 2 MiB where "
-                  "huge) and costs about a microsecond on this VM. `peak_rss_mb`: the "
+                  "huge) and costs about a microsecond on this VM, a huge one more where the kernel compacts memory "
+                  "for it first. `peak_rss_mb`: the "
                   "step process's high-water mark.", "",
                   _fmt(pd.DataFrame(results["allocator"]).drop(columns="process_allocator", errors="ignore")), ""]
     if results["matrix"]:

@@ -19,6 +19,7 @@ from parity.bench.scan import (
     scan_phases_fresh,
     scan_table,
 )
+from parity.bench.step import SETTLE_STEPS
 from parity.bench.scanbound import compute_seconds, pass_work, phase_work, probe_rates, scan_bound, scan_work
 from parity.bench.suite import (
     TARGETS,
@@ -311,6 +312,7 @@ def test_step_case_reports_its_fraction_of_the_gemm_rate():
 
     row = measure_step("notebook", batch=1, repeats=1, gemm_size=256)
     assert row["gflop_per_step"] > 0 and row["gemm_gflops"] > 0
+    assert 2 <= row["warmup_steps"] <= 1 + SETTLE_STEPS  # the first step, then at least one more until settled
     assert row["fraction_of_gemm"] == pytest.approx(row["gflop_per_step"] / row["median_s"] / row["gemm_gflops"])
     ops = row["profile"]
     assert any(r["op"] == "aten::mm" for r in ops) and sum(r["share"] for r in ops) == pytest.approx(1.0)
@@ -327,6 +329,27 @@ def test_step_case_reports_its_fraction_of_the_gemm_rate():
     assert parts["matmul"] == pytest.approx(row["matmul_s"] * 1e3) and parts["scan"] > 0 and parts["kernels"] > 0
     assert parts["total"] == pytest.approx(sum(r["ms"] for r in ops))
     assert 0.5 < sum(r["gflop"] for r in mm) / row["gflop_per_step"] <= 1.0 + 1e-6
+
+
+def test_settle_steps_until_one_takes_no_page_faults():
+    import mmap
+
+    from parity.bench.step import settle
+
+    def faulting(n):  # a step whose first n calls touch a fresh 8 MiB mapping, page by page
+        calls = []
+
+        def step():
+            calls.append(1)
+            if len(calls) <= n:
+                with mmap.mmap(-1, 8 << 20) as m:
+                    for page in range(0, 8 << 20, 4096):
+                        m[page] = 1
+        return step
+
+    probes = []
+    assert settle(faulting(2), lambda: probes.append(1)) == 3 and len(probes) == 3  # each step after a probe
+    assert settle(faulting(99), lambda: None) == SETTLE_STEPS  # never quiet: stops at the cap
 
 
 def test_step_parts_sort_every_op_once():
