@@ -13,6 +13,7 @@ from parity.core.coords import endpoint_grid
 from parity.core.features import (fourier_patch_code, gaussian_fourier_features, log_fourier_features,
                              log_spaced_omegas, spatial_bias)
 from parity.core.ssm import BiMambaEncoder
+from parity.core.tokens import take_tokens
 
 
 def create_coordinate_grid(H: int, W: int, device="cpu") -> torch.Tensor:
@@ -41,10 +42,10 @@ class ImplicitSequentialBias(nn.Module):
 
     def add_lp(self, x):
         lps = repeat(self.lps, "n d -> b n d", b=x.shape[0])
-        return torch.cat([x, lps], dim=1)[:, self.perm]
+        return take_tokens(torch.cat([x, lps], dim=1), self.perm)
 
     def extract_lp(self, x):
-        return x[:, self.lp_idxs]
+        return take_tokens(x, self.lp_idxs)
 
 
 def _init_coordinate_features(module, buffer, fourier, num_freqs, coord_dim, fourier_dim, sigma) -> int:

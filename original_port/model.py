@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 from einops import repeat
 
+from parity.core.tokens import take_tokens
+
 from . import decoder as _decoder  # noqa: F401  (registers lainr_mlp_bias)
 from . import encoder as _encoder  # noqa: F401  (registers mamba_encoder)
 from . import tokenizer as _tokenizer  # noqa: F401  (registers mamba_patch_tokenizer)
@@ -67,17 +69,17 @@ class MambaLainrInr(nn.Module):
         self.input_len = self.tokenizer.n_patches
         self.type, self.num_lp, self.n_group = type, num_lp, n_group
         self.lps = nn.Parameter(torch.randn(num_lp, self.dim) * lp_init_std)  # source: std 1
-        self.lp_idxs = lp_read_positions(self.input_len, num_lp, type, n_group)
+        self.lp_idxs = torch.as_tensor(lp_read_positions(self.input_len, num_lp, type, n_group))
         self.perm = interleave_permutation(self.input_len, num_lp)
         if fix_lp_extraction:
             self.lp_idxs = equidistant_positions(self.input_len, num_lp)
 
     def add_lp(self, tokens):
         lps = repeat(self.lps, "n d -> b n d", b=tokens.shape[0])
-        return torch.cat([tokens, lps], dim=1)[:, self.perm]
+        return take_tokens(torch.cat([tokens, lps], dim=1), self.perm)
 
     def extract_lp_tokens(self, x):
-        return x[:, self.lp_idxs]
+        return take_tokens(x, self.lp_idxs)
 
     def encode(self, images) -> torch.Tensor:
         """images (B, C, H, W) -> LP tokens (B, num_lp, dim)."""
