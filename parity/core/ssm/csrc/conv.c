@@ -35,7 +35,7 @@ static void padded_row(float *xp, const float *x, int64_t L, int64_t K, int reve
 }
 
 /* The row after (b, d) in the order the loops below take them (batches within a channel), in [.., d1): 0 after
- * the last one. */
+ * the last one (whose loop then fetches nothing ahead). */
 INLINE int next_row(int64_t b, int64_t d, int64_t batch, int64_t d1, int64_t *nb, int64_t *nd)
 {
     *nb = b + 1 < batch ? b + 1 : 0;
@@ -64,7 +64,8 @@ static void conv_silu_forward_range(const float *x, int64_t x_sb, int64_t x_sd, 
             float *o = out + b * out_sb + d * out_sd;
             int64_t nb, nd;
             const int ahead = next_row(b, d, batch, d1, &nb, &nd);
-            const float *nx = x + nb * x_sb + nd * x_sd, *no = out + nb * out_sb + nd * out_sd;
+            const float *nx = ahead ? x + nb * x_sb + nd * x_sd : x;
+            const float *no = ahead ? out + nb * out_sb + nd * out_sd : out;
             for (int64_t t = 0; t < L; t += W) {
                 if (ahead) fetch_ahead(nx, t, 0), fetch_ahead(no, t, 1);
                 const vf pre = conv_pre(xp, t, wd, K, bd);
@@ -95,8 +96,8 @@ static void conv_silu_backward_range(const float *x, int64_t x_sb, int64_t x_sd,
             const float *gr = g + b * g_sb + d * g_sd;
             int64_t nb, nd;
             const int ahead = next_row(b, d, batch, d1, &nb, &nd);
-            const float *nx = x + nb * x_sb + nd * x_sd, *ng = g + nb * g_sb + nd * g_sd;
-            const float *ngx = gx + nb * gx_sb + nd * gx_sd;
+            const float *nx = ahead ? x + nb * x_sb + nd * x_sd : x, *ng = ahead ? g + nb * g_sb + nd * g_sd : g;
+            const float *ngx = ahead ? gx + nb * gx_sb + nd * gx_sd : gx;
             for (int64_t t = 0; t < L; t += W) {
                 if (ahead) fetch_ahead(nx, t, 0), fetch_ahead(ng, t, 0), fetch_ahead(ngx, t, 1);
                 const vf pre = conv_pre(xp, t, wd, K, bd), s = vsigmoid(pre);
