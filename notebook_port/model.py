@@ -32,13 +32,15 @@ class ImplicitSequentialBias(nn.Module):
         total = input_len + num_lp
         if type == "middle":
             start = (input_len - num_lp) // 2
-            self.lp_idxs = torch.arange(start, start + num_lp)
+            lp_idxs = torch.arange(start, start + num_lp)
         else:  # 'equidistant' and anything unknown
-            self.lp_idxs = torch.linspace(0, total - 1, steps=num_lp).long()
+            lp_idxs = torch.linspace(0, total - 1, steps=num_lp).long()
         perm = torch.full((total,), -1, dtype=torch.long)
-        perm[self.lp_idxs] = torch.arange(input_len, total)
+        perm[lp_idxs] = torch.arange(input_len, total)
         perm[perm == -1] = torch.arange(input_len)
-        self.perm = perm
+        # positions as buffers outside the state dict: they move with the model, so a GPU step copies no index
+        self.register_buffer("lp_idxs", lp_idxs, persistent=False)
+        self.register_buffer("perm", perm, persistent=False)
 
     def add_lp(self, x):
         lps = repeat(self.lps, "n d -> b n d", b=x.shape[0])

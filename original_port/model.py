@@ -69,8 +69,10 @@ class MambaLainrInr(nn.Module):
         self.input_len = self.tokenizer.n_patches
         self.type, self.num_lp, self.n_group = type, num_lp, n_group
         self.lps = nn.Parameter(torch.randn(num_lp, self.dim) * lp_init_std)  # source: std 1
-        self.lp_idxs = torch.as_tensor(lp_read_positions(self.input_len, num_lp, type, n_group))
-        self.perm = interleave_permutation(self.input_len, num_lp)
+        # positions as buffers outside the state dict: they move with the model, so a GPU step copies no index
+        self.register_buffer("lp_idxs", torch.as_tensor(lp_read_positions(self.input_len, num_lp, type, n_group)),
+                             persistent=False)
+        self.register_buffer("perm", interleave_permutation(self.input_len, num_lp), persistent=False)
         if fix_lp_extraction:
             self.lp_idxs = equidistant_positions(self.input_len, num_lp)
 
