@@ -29,20 +29,21 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def _require_compiled_scan() -> None:
+    """The one-line error of both --phases commands where the compiled kernel is missing."""
+    from .bench.scan import scan_available
+
+    missing = scan_available("compiled")
+    if missing:
+        raise ParityError(f"the scan's phases need the compiled kernel: {missing}")
+
+
 def cmd_bench_scan(args) -> int:
-    from .bench.scan import (
-        bench_scan,
-        scan_available,
-        scan_phase_table,
-        scan_phases_fresh,
-        scan_table,
-    )
+    from .bench.scan import bench_scan, scan_phase_table, scan_phases_fresh, scan_table
 
     console = _console()
     if args.phases:
-        missing = scan_available("compiled")
-        if missing:
-            raise ParityError(f"the scan's phases need the compiled kernel: {missing}")
+        _require_compiled_scan()
         with console.status(f"the compiled scan by phase, {args.repeats} runs (its timed build, a fresh process)..."):
             rows = scan_phases_fresh(args.batch, args.length, args.d_inner, args.d_state, repeats=args.repeats)
         console.print(scan_phase_table(rows))
@@ -83,11 +84,9 @@ def cmd_bench_step(args) -> int:
 
     console = _console()
     if args.phases:
-        from .bench.scan import scan_available, scan_phase_table
+        from .bench.scan import scan_phase_table
 
-        missing = scan_available("compiled")
-        if missing:
-            raise ParityError(f"the scan's phases need the compiled kernel: {missing}")
+        _require_compiled_scan()
         for port in args.ports:
             with console.status(f"{port}: its scans by phase in {args.repeats} training steps at batch {args.batch} "
                                 "(the kernel's timed build, a fresh process)..."):

@@ -247,12 +247,16 @@ def phase_rows(runs: list[list[float]], walls: list[float], rates: list[dict], w
     return rows
 
 
+def phases_environment() -> dict[str, str]:
+    """This process's environment with the kernel's phases build chosen, for a fresh process to time phases in."""
+    return {**os.environ, "PARITY_SCAN_KERNEL": "phases"}
+
+
 def scan_phases_fresh(batch: int = 16, length: int = 512, d_inner: int = 512, d_state: int = 16,
                       repeats: int = 5) -> list[dict]:
     """``bench_scan_phases`` in a fresh process on the kernel's phases build (this process keeps its own)."""
-    env = {**os.environ, "PARITY_SCAN_KERNEL": "phases"}
     args = ["--phases", "--shape", *map(str, (batch, length, d_inner, d_state)), "--repeats", str(repeats)]
-    return run_fresh("parity.bench.scan", args, env)["phases"]
+    return run_fresh("parity.bench.scan", args, phases_environment())["phases"]
 
 
 def bound_summary(bound: dict) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import time
 
@@ -281,11 +280,12 @@ def step_scan_phases(port: str, batch: int, repeats: int = 3) -> list[dict]:
 
 def step_scan_phases_fresh(port: str, batch: int, repeats: int = 3) -> list[dict]:
     """``step_scan_phases`` in a fresh process on the kernel's phases build."""
+    from .scan import phases_environment
+
     if port not in PORTS:
         raise ValueError(f"unknown port {port!r}: choose one of {', '.join(PORTS)}")
-    env = {**os.environ, "PARITY_SCAN_KERNEL": "phases"}
     return run_fresh("parity.bench.step", [port, "--batch", str(batch), "--repeats", str(repeats), "--phases"],
-                     env)["phases"]
+                     phases_environment())["phases"]
 
 
 def measure_step(port: str, batch: int, repeats: int = 3, scan: str = "compiled", threads: int | None = None,

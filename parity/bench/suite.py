@@ -325,9 +325,10 @@ def step_gaps(steps: list[dict]) -> list[str]:
     between the two is made of."""
     lines = []
     for r in steps:
-        parts = r.get("parts")
-        if not parts or r["scan"] != "compiled" or r.get("scan_floor_s") is None:
+        reach = kernels_reach(r)  # None for a step without its profile by part
+        if reach is None:
             continue
+        parts = r["parts"]
         if not lines:
             lines += ["### The step against its ceiling", "",
                       "The same profile by part: `ms`, its self CPU time; `least_ms`, what the ceiling allows that "
@@ -355,7 +356,7 @@ def step_gaps(steps: list[dict]) -> list[str]:
                   f"{(parts['matmul'] + floor_ms) / 1e3:.2f} s; the scans above their bound are "
                   f"{(parts['scan'] - floor_ms) / gap:.0%} of the gap, everything but the matrix products and the "
                   f"kernels {parts['other'] / gap:.0%}" + (f" (its largest ops: {largest})" if largest else "")
-                  + f"; with the kernels at their best and the rest as it ran, {kernels_reach(r):.2f} of the GEMM rate",
+                  + f"; with the kernels at their best and the rest as it ran, {reach:.2f} of the GEMM rate",
                   "", _fmt(table), ""]
     return lines
 
