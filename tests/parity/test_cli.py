@@ -47,6 +47,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     assert "Traceback" not in err
 
 
+def test_unknown_kernel_build_is_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("PARITY_SCAN_KERNEL", "natve")
+    assert main(["summary"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("parity: error: PARITY_SCAN_KERNEL='natve' is not a kernel build (did you mean 'native'?)")
+    assert "\n" not in err
+
+
 def test_corrupt_checkpoint_and_broken_yaml(tmp_path, capsys):
     bad = tmp_path / "checkpoint.pt"
     bad.write_bytes(b"not a torch file")

@@ -43,6 +43,8 @@ from einops import rearrange
 from torch.autograd.function import once_differentiable
 from torch.profiler import record_function
 
+from ..errors import ParityError, did_you_mean
+
 CSRC = Path(__file__).parent / "csrc"
 SOURCES = [CSRC / "scan.c", CSRC / "conv.c", CSRC / "gelu.c"]  # all include simd.h
 # -ffast-math at compile time only: it makes glibc declare its vector math (libmvec) for the plain-C build.
@@ -76,7 +78,8 @@ def kernel_variant() -> str:
     """The kernel build in use: ``$PARITY_SCAN_KERNEL`` (native, avx2, scalar or phases), default native."""
     variant = os.environ.get("PARITY_SCAN_KERNEL", "native")
     if variant not in KERNEL_VARIANTS:
-        raise ValueError(f"PARITY_SCAN_KERNEL={variant!r}: choose from {', '.join(KERNEL_VARIANTS)}")
+        raise ParityError(f"PARITY_SCAN_KERNEL={variant!r} is not a kernel build{did_you_mean(variant, KERNEL_VARIANTS)}: "
+                          f"set it to one of {', '.join(KERNEL_VARIANTS)}, or unset it for native")
     return variant
 
 
