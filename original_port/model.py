@@ -70,11 +70,10 @@ class MambaLainrInr(nn.Module):
         self.type, self.num_lp, self.n_group = type, num_lp, n_group
         self.lps = nn.Parameter(torch.randn(num_lp, self.dim) * lp_init_std)  # source: std 1
         # positions as buffers outside the state dict: they move with the model, so a GPU step copies no index
-        self.register_buffer("lp_idxs", torch.as_tensor(lp_read_positions(self.input_len, num_lp, type, n_group)),
-                             persistent=False)
+        source_idxs = lp_read_positions(self.input_len, num_lp, type, n_group)  # checked even where the fix applies
+        lp_idxs = equidistant_positions(self.input_len, num_lp) if fix_lp_extraction else torch.as_tensor(source_idxs)
+        self.register_buffer("lp_idxs", lp_idxs, persistent=False)
         self.register_buffer("perm", interleave_permutation(self.input_len, num_lp), persistent=False)
-        if fix_lp_extraction:
-            self.lp_idxs = equidistant_positions(self.input_len, num_lp)
 
     def add_lp(self, tokens):
         lps = repeat(self.lps, "n d -> b n d", b=tokens.shape[0])

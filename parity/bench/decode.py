@@ -10,7 +10,7 @@ import statistics
 import time
 
 from .fresh import rss_mb, run_fresh
-from .step import PORTS, cifar10_model
+from .step import PORTS, checked_port, cifar10_model
 
 
 def measure_in_process(port: str, size: int, batch: int, repeats: int) -> dict:
@@ -42,8 +42,7 @@ def measure_in_process(port: str, size: int, batch: int, repeats: int) -> dict:
 
 
 def measure_decode(port: str, size: int, batch: int = 32, repeats: int = 3) -> dict:
-    if port not in PORTS:
-        raise ValueError(f"unknown port {port!r}: choose one of {', '.join(PORTS)}")
+    checked_port(port)
     return run_fresh("parity.bench.decode", [port, "--size", str(size), "--batch", str(batch), "--repeats",
                                              str(repeats)])
 

@@ -22,6 +22,13 @@ from .fresh import rss_mb as _rss_mb
 PORTS = ("original", "notebook")
 
 
+def checked_port(port: str) -> str:
+    """``port``, or a ValueError naming the ports there are (before any fresh process starts)."""
+    if port not in PORTS:
+        raise ValueError(f"unknown port {port!r}: choose one of {', '.join(PORTS)}")
+    return port
+
+
 def cifar10_model(port: str):
     """The port's CIFAR-10 model as its source configures it (seed 0)."""
     import torch
@@ -282,8 +289,7 @@ def step_scan_phases_fresh(port: str, batch: int, repeats: int = 3) -> list[dict
     """``step_scan_phases`` in a fresh process on the kernel's phases build."""
     from .scan import phases_environment
 
-    if port not in PORTS:
-        raise ValueError(f"unknown port {port!r}: choose one of {', '.join(PORTS)}")
+    checked_port(port)
     return run_fresh("parity.bench.step", [port, "--batch", str(batch), "--repeats", str(repeats), "--phases"],
                      phases_environment())["phases"]
 
@@ -291,8 +297,7 @@ def step_scan_phases_fresh(port: str, batch: int, repeats: int = 3) -> list[dict
 def measure_step(port: str, batch: int, repeats: int = 3, scan: str = "compiled", threads: int | None = None,
                  gemm_size: int = GEMM_SIZE) -> dict:
     """Run the case in a fresh subprocess and return its measurements."""
-    if port not in PORTS:
-        raise ValueError(f"unknown port {port!r}: choose one of {', '.join(PORTS)}")
+    checked_port(port)
     return run_fresh("parity.bench.step", [port, "--batch", str(batch), "--repeats", str(repeats), "--scan", scan,
                                            "--gemm-size", str(gemm_size)]
                      + (["--threads", str(threads)] if threads else []))

@@ -78,8 +78,9 @@ def kernel_variant() -> str:
     """The kernel build in use: ``$PARITY_SCAN_KERNEL`` (native, avx2, scalar or phases), default native."""
     variant = os.environ.get("PARITY_SCAN_KERNEL", "native")
     if variant not in KERNEL_VARIANTS:
-        raise ParityError(f"PARITY_SCAN_KERNEL={variant!r} is not a kernel build{did_you_mean(variant, KERNEL_VARIANTS)}: "
-                          f"set it to one of {', '.join(KERNEL_VARIANTS)}, or unset it for native")
+        raise ParityError(f"PARITY_SCAN_KERNEL={variant!r} is not a kernel build"
+                          f"{did_you_mean(variant, KERNEL_VARIANTS)}: set it to one of {', '.join(KERNEL_VARIANTS)}, "
+                          "or unset it for native")
     return variant
 
 
