@@ -153,9 +153,18 @@ def _experiment_config(args):
     from .spec.configfile import load_yaml
     from .spec.differences import apply_toggles
 
-    cfg = load_yaml(args.config) if args.config else baseline(args.baseline)
+    if args.config:
+        cfg = load_yaml(args.config)
+    elif getattr(args, "preset", None):
+        from .spec.presets import preset
+
+        nb, orig = preset(args.preset).baselines()
+        cfg = orig if args.baseline == "original" else nb
+    else:
+        cfg = baseline(args.baseline)
     side = "notebook" if (not args.config and args.baseline == "original") else "original"
-    cfg = apply_toggles(cfg, args.toggle, side=side)
+    pair = (nb, orig) if getattr(args, "preset", None) and not args.config else None
+    cfg = apply_toggles(cfg, args.toggle, side=side, baselines=pair)
     for flag, path in (("dataset", "data.dataset"), ("data_root", "data.root"), ("seed", "train.seed"),
                        ("max_steps", "train.max_steps")):
         if getattr(args, flag, None) is not None:
@@ -277,6 +286,49 @@ def _failed_runs_table(folders, console) -> int:
     return 1
 
 
+def cmd_pilot(args) -> int:
+    from pathlib import Path
+
+    from .report.pilot import write_pilot_report
+    from .runtime.pilot import pilot_folder, run_pilot
+
+    try:
+        multipliers = [float(m) for m in args.multipliers.split(",") if m.strip()]
+    except ValueError:
+        raise ParityError(f"--multipliers {args.multipliers!r} is not a comma list of numbers: e.g. 3,10,30") from None
+    console = _console()
+    folder = pilot_folder(args.out, args.preset)
+    if not args.report_only:
+        folder = run_pilot(args.preset, multipliers, args.seeds, Path(args.out), args.set, console=console)
+    if args.report or args.report_only:
+        out = None if args.report in (None, True) else args.report
+        console.print(f"report: {write_pilot_report(folder, out)}")
+    return 0
+
+
+def cmd_schedule(args) -> int:
+    from rich.table import Table
+
+    from .data import make_datasets
+    from .spec.schedule import lr_table, schedule_epochs
+
+    cfg = _experiment_config(args)
+    if args.train_images is None:
+        train_images = len(make_datasets(cfg.data)[0])
+    else:
+        train_images = args.train_images
+    rows = lr_table(cfg, train_images)
+    t = cfg.train
+    table = Table(title=f"{cfg.name}: the learning rate of each schedule epoch ({schedule_epochs(t)} of them: "
+                        f"{t.epochs} epochs x {t.lr_subepochs}), {train_images} training images")
+    for column in ("schedule epoch", "steps", "first step", "lr", "lr / base"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(str(r["epoch"]), str(r["steps"]), str(r["first_step"]), f"{r['lr']:.4g}", f"{r['lr'] / t.lr:.3f}")
+    _console().print(table)
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import write_report
     from .spec.differences import parse_groups
@@ -313,6 +365,18 @@ def cmd_diff_models(args) -> int:
     return 0
 
 
+def _add_config_arguments(p, presets) -> None:
+    """The flags that choose one configuration (train, schedule)."""
+    p.add_argument("--baseline", default="notebook", choices=["notebook", "original"],
+                   help="the configuration to start from, as its source ran it (default notebook)")
+    p.add_argument("--preset", metavar="{" + ",".join(presets) + "}",
+                   help="start from this preset's version of the baseline (its budget); toggles take its values")
+    p.add_argument("--config", help="our YAML (base + sections) or an original trans-inr YAML")
+    p.add_argument("--toggle", action="append", default=[], metavar="ID",
+                   help="apply a difference (towards the other baseline) or an improvement; repeatable")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. train.lr=5e-4")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .spec.presets import PRESETS
@@ -337,12 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("train", help="train one configuration")
-    p.add_argument("--baseline", default="notebook", choices=["notebook", "original"],
-                   help="the configuration to start from, as its source ran it (default notebook)")
-    p.add_argument("--config", help="our YAML (base + sections) or an original trans-inr YAML")
-    p.add_argument("--toggle", action="append", default=[], metavar="ID",
-                   help="apply a difference (towards the other baseline) or an improvement; repeatable")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. train.lr=5e-4")
+    _add_config_arguments(p, PRESETS)
     p.add_argument("--dataset", choices=["cifar10", "imagefolder", "numbered-jpeg", "procedural"],
                    help="cifar10: torchvision's arrays; imagefolder: ROOT/{train,test}/<class>/*.jpg; numbered-jpeg: "
                    "the original's ROOT/cifar-10/000001.jpg layout; procedural: generated offline")
@@ -355,6 +414,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="results folder; the run goes to OUT/<configuration name>/seed-<k>/ (default runs/train)")
     p.add_argument("--no-final-eval", action="store_true", help="skip SR, jitter and probe evaluations")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("schedule", help="the learning rate of each schedule epoch a configuration will use")
+    _add_config_arguments(p, PRESETS)
+    p.add_argument("--train-images", type=int, help="training images (default: those of the configuration's data)")
+    p.set_defaults(func=cmd_schedule)
+
+    p = sub.add_parser("pilot", help="each baseline of a preset at multiples of its source's learning rate, scored on "
+                       "a validation split of the training images; --report picks one rate a side by one rule")
+    p.add_argument("--preset", default="smoke", metavar="{" + ",".join(PRESETS) + "}")
+    p.add_argument("--multipliers", default="3,10,30", help="comma list of multiples of each source's lr")
+    p.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1 of each (side, multiplier)")
+    p.add_argument("--out", default="runs", help="results folder: OUT/<preset>-lr-pilot/<side>-x<m>/seed-<k>/")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field in every run")
+    p.add_argument("--report", nargs="?", const=True, metavar="FILE",
+                   help="write the pilot's report (default OUT/<preset>-lr-pilot/report.md)")
+    p.add_argument("--report-only", action="store_true", help="write the report from the runs there, train nothing")
+    p.set_defaults(func=cmd_pilot)
 
     p = sub.add_parser("ablate", help="run an ablation matrix (resumable); exit status 1 when runs failed "
                        "(listed in a table), 2 on a usage error")

@@ -6,6 +6,7 @@ Light at import: each source's module (and torchvision) is imported only when it
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from ..core.errors import ParityError
@@ -46,13 +47,16 @@ def make_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset]:
     """(train, test) for a data configuration: source, then split, then the first-N subsets, then the
     JPEG round trip and the proxy's downsampling. With ``eval_split`` the test set is that split's test
     images as stored (no re-encoding): a common evaluation set for configurations that differ in split
-    or encoding."""
+    or encoding; ``validation`` takes it from the official training images after the first
+    ``train_subset`` (disjoint from training, so a pilot never chooses on the test images)."""
     if cfg.dataset not in DATASETS:
         raise ParityError(f"data.dataset={cfg.dataset!r} is not one of {', '.join(DATASETS)}")
     if cfg.split not in ("official", "numbered"):
         raise ParityError(f"data.split={cfg.split!r} is not one of official, numbered")
     train, test = _split_sets(cfg, cfg.split)
-    if cfg.eval_split is not None and cfg.eval_split != cfg.split:
+    if cfg.eval_split == "validation":
+        test = _validation_set(cfg)
+    elif cfg.eval_split is not None and cfg.eval_split != cfg.split:
         _, test = _split_sets(cfg, cfg.eval_split)
     proxy = cfg.image_size if (cfg.source_size or cfg.image_size) != cfg.image_size else None
     own_test_encoding = cfg.jpeg_quality if cfg.eval_split is None else None
@@ -65,6 +69,22 @@ def make_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset]:
 
         test = Transcoded(test, proxy, own_test_encoding)
     return train, test
+
+
+def _validation_set(cfg: DataConfig) -> Dataset:
+    """The ``test_subset`` official training images that follow the first ``train_subset``, as stored."""
+    from torch.utils.data import Subset
+
+    if cfg.train_subset is None or cfg.test_subset is None:
+        raise ParityError("data.eval_split=validation needs data.train_subset and data.test_subset: the validation "
+                          "images are the test_subset training images after the first train_subset")
+    full = dataclasses.replace(cfg, train_subset=None, test_subset=None, dataset=cfg.dataset)
+    train, _ = _split_sets(full, "official")
+    end = cfg.train_subset + cfg.test_subset
+    if len(train) < end:
+        raise ParityError(f"data.eval_split=validation needs {end} training images (train_subset + test_subset), "
+                          f"the source has {len(train)}: lower data.train_subset or data.test_subset")
+    return Subset(train, range(cfg.train_subset, end))
 
 
 def _split_sets(cfg: DataConfig, split: str) -> tuple[Dataset, Dataset]:

@@ -26,7 +26,7 @@ from .. import __version__
 from ..core.coords import make_grid
 from ..spec.build import build_model
 from ..spec.config import ExperimentConfig, validate
-from ..spec.schedule import StepPlan, lr_for_epoch, step_plan
+from ..spec.schedule import StepPlan, lr_at_step, step_plan
 from .rundir import RunDir, TrainState
 
 
@@ -197,12 +197,12 @@ class Stepper:
 
 
 def epochs_from(cfg: ExperimentConfig, setup: Setup, step: int):
-    """(epoch, its learning rate, the batches left in it) from optimiser step ``step`` on: a resumed run
-    skips the batches of its epoch that were done (the order is keyed by (seed, epoch), so it is the same)."""
+    """(epoch, the batches left in it) from optimiser step ``step`` on: a resumed run skips the batches of
+    its epoch that were done (the order is keyed by (seed, epoch), so it is the same)."""
     plan = setup.plan
     for epoch in itertools.count(plan.epoch_of(step)):
         done = max(0, step - (epoch - 1) * plan.steps_per_epoch)
-        yield epoch, lr_for_epoch(cfg.train, epoch), itertools.islice(_loader(setup.train_set, cfg, epoch), done, None)
+        yield epoch, itertools.islice(_loader(setup.train_set, cfg, epoch), done, None)
 
 
 def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, final_eval: bool = True,
@@ -225,15 +225,16 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
     if setup.main:
         run.write_status("running", step=state.step, total_steps=plan.total_steps)
     with PeakMemory() as memory:
-        for epoch, lr, batches in epochs_from(cfg, setup, state.step):
+        for epoch, batches in epochs_from(cfg, setup, state.step):
             if state.step >= plan.total_steps:
                 break
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             model.train()
             for images, _ in batches:
                 if state.step >= plan.total_steps:
                     break
+                lr = lr_at_step(t, plan, state.step)  # once an epoch in the sources; per sub-epoch in a proxy
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
                 t0 = time.perf_counter()
                 loss = step(images, state.step, state.losses)
                 state.advance(loss, images.shape[0], time.perf_counter() - t0)

@@ -204,10 +204,12 @@ def get(diff_id: str) -> Difference | Improvement:
     return REGISTRY[diff_id]
 
 
-def apply_toggles(cfg: ExperimentConfig, ids: list[str], side: str = "original") -> ExperimentConfig:
-    """Apply differences (towards ``side``) and improvements by id, in order."""
+def apply_toggles(cfg: ExperimentConfig, ids: list[str], side: str = "original",
+                  baselines: tuple[ExperimentConfig, ExperimentConfig] | None = None) -> ExperimentConfig:
+    """Apply differences (towards ``side``; a preset's ``baselines`` give its scaled values) and improvements
+    by id, in order."""
     for diff_id in ids:
-        cfg = get(diff_id).apply(cfg, side)
+        cfg = get(diff_id).apply(cfg, side, baselines)
     return validate(cfg)
 
 

@@ -16,8 +16,14 @@ def batches_per_epoch(images: int, batch_size: int, drop_last: bool) -> int:
     return images // batch_size if drop_last else math.ceil(images / batch_size)
 
 
+def schedule_epochs(t: TrainConfig) -> int:
+    """The schedule's length in its own epochs: the epochs, or their sub-epochs (train.lr_subepochs)."""
+    return t.epochs * t.lr_subepochs
+
+
 def lr_for_epoch(t: TrainConfig, epoch: int) -> float:
-    """The learning rate of ``epoch`` (counted from 1). 'end' is the original's schedule (warm-up,
+    """The learning rate of schedule epoch ``epoch`` (counted from 1; an epoch, or a sub-epoch with
+    train.lr_subepochs > 1). 'end' is the original's schedule (warm-up,
     then cosine to min_lr at the last epoch); 'constant' is its ``imgrec_trainer_lainr_constant``
     variant (warm-up, lr held until 95% of the epochs, then cosine to min_lr at the last epoch);
     'tmax' is CosineAnnealingLR(T_max) stepped per epoch (the notebook), after the same warm-up when
@@ -26,9 +32,9 @@ def lr_for_epoch(t: TrainConfig, epoch: int) -> float:
     from original_port.protocol import lr_at_epoch_constant
 
     if t.lr_horizon == "end":
-        return lr_at_epoch(epoch, t.lr, t.epochs, t.warmup_epochs, min_lr=t.min_lr)
+        return lr_at_epoch(epoch, t.lr, schedule_epochs(t), t.warmup_epochs, min_lr=t.min_lr)
     if t.lr_horizon == "constant":
-        return lr_at_epoch_constant(epoch, t.lr, t.epochs, t.warmup_epochs, min_lr=t.min_lr)
+        return lr_at_epoch_constant(epoch, t.lr, schedule_epochs(t), t.warmup_epochs, min_lr=t.min_lr)
     if epoch < t.warmup_epochs:
         return t.lr * (epoch + 1) / t.warmup_epochs
     index = epoch - max(t.warmup_epochs, 1)
@@ -47,6 +53,12 @@ class StepPlan:
         """The epoch (from 1) that optimiser step ``step`` (from 0) belongs to."""
         return step // self.steps_per_epoch + 1
 
+    def schedule_epoch_of(self, step: int, subepochs: int = 1) -> int:
+        """The schedule epoch (from 1) of optimiser step ``step``: its epoch split into ``subepochs`` equal
+        parts (the last ones a step longer where they do not divide the epoch)."""
+        epoch, within = divmod(step, self.steps_per_epoch)
+        return epoch * subepochs + within * subepochs // self.steps_per_epoch + 1
+
 
 def step_plan(cfg: ExperimentConfig, train_images: int) -> StepPlan:
     """The plan for ``train_images`` training images; a one-line ParityError when they make no step."""
@@ -57,3 +69,22 @@ def step_plan(cfg: ExperimentConfig, train_images: int) -> StepPlan:
                           "lower train.batch_size or set data.drop_last=false")
     total = t.epochs * per_epoch if t.max_steps is None else min(t.max_steps, t.epochs * per_epoch)
     return StepPlan(per_epoch, total, t.eval_every or per_epoch)
+
+
+def lr_at_step(t: TrainConfig, plan: StepPlan, step: int) -> float:
+    """The learning rate optimiser step ``step`` (from 0) runs at."""
+    return lr_for_epoch(t, plan.schedule_epoch_of(step, t.lr_subepochs))
+
+
+def lr_table(cfg: ExperimentConfig, train_images: int) -> list[dict]:
+    """One row per schedule epoch the run reaches: {'epoch', 'first_step', 'steps', 'lr'} (steps from 0),
+    what `parity schedule` prints."""
+    plan = step_plan(cfg, train_images)
+    rows: list[dict] = []
+    for step in range(plan.total_steps):
+        epoch = plan.schedule_epoch_of(step, cfg.train.lr_subepochs)
+        if rows and rows[-1]["epoch"] == epoch:
+            rows[-1]["steps"] += 1
+        else:
+            rows.append({"epoch": epoch, "first_step": step, "steps": 1, "lr": lr_for_epoch(cfg.train, epoch)})
+    return rows
