@@ -329,6 +329,15 @@ def cmd_schedule(args) -> int:
     return 0
 
 
+def cmd_records(args) -> int:
+    from .runtime.records import copy_records
+
+    done = copy_records(args.runs_dir, args.out)
+    _console().print(f"{args.out}: {done['runs']} run records ({done['copied']} files written); "
+                     f"`parity report {args.out}` reads them")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import write_report
     from .spec.differences import parse_groups
@@ -468,6 +477,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "the bare state dict of MambaGINR_CIFAR for a notebook run")
     p.add_argument("--out", required=True, metavar="FILE", help="the file to write (.pth)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("records", help="copy finished runs' compact records (no checkpoints) to a folder to commit "
+                       "beside a report; incremental, merges several machines' folders")
+    p.add_argument("runs_dir", metavar="RUNS_DIR", help="what `parity ablate --out` (or `parity pilot --out`) wrote")
+    p.add_argument("out", metavar="OUT", help="the records folder, e.g. reports/<study>_runs")
+    p.set_defaults(func=cmd_records)
 
     p = sub.add_parser("report", help="markdown report with plots from a runs folder")
     p.add_argument("runs_dir", help="a matrix folder, or a folder holding several (what `parity ablate --out` wrote)")
