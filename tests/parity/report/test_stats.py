@@ -141,6 +141,18 @@ def test_holm_known_example():
     assert holm([]) == []
 
 
+def test_holm_matches_statsmodels(fast_holm):
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(3)
+    for m in (1, 2, 5, 24):
+        for _ in range(50):
+            p = rng.uniform(0, 1, m) ** 3  # many small p-values, some ties at the cap
+            assert holm(list(p)) == pytest.approx(list(multipletests(p, method="holm")[1]), rel=1e-12)
+    tied = [0.01, 0.01, 0.04]
+    assert holm(tied) == pytest.approx(list(multipletests(tied, method="holm")[1]))
+
+
 def two_seed_effect(mean: float, p: float) -> dict[int, float]:
     """Two seeds whose own (unpooled, df 1) t test of mean == 0 has two-sided p-value p."""
     se = abs(mean) / st.t.isf(p / 2, 1)  # se of a 2-seed mean is |x0 - x1| / 2
@@ -356,7 +368,7 @@ def test_factorial_two_groups_by_hand():
     F = frozenset
     cells = {F(): {0: 20.0, 1: 21.0}, F("a"): {0: 21.0, 1: 22.5}, F("b"): {0: 20.5, 1: 21.0},
              F("ab"): {0: 23.0, 1: 23.5}}
-    fa = factorial_analysis(cells, ("a", "b"))
+    fa = factorial_analysis(cells, ("a", "b"), variance="pooled")
     m = {S: sum(v.values()) / 2 for S, v in cells.items()}
     assert fa.main_effects["a"].mean == pytest.approx(((m[F("a")] - m[F()]) + (m[F("ab")] - m[F("b")])) / 2)
     assert fa.interactions[("a", "b")].mean == pytest.approx((m[F("ab")] - m[F("b")]) - (m[F("a")] - m[F()]))
@@ -368,6 +380,46 @@ def test_factorial_two_groups_by_hand():
     assert (fa.residual_var, fa.residual_df) == (pytest.approx(var), df)
     assert fa.gap.se == pytest.approx(math.sqrt(var * 2 / 2))
     assert fa.gap.high - fa.gap.mean == pytest.approx(st.t.ppf(0.975, 3) * fa.gap.se)
+
+
+def test_factorial_welch_by_hand_and_against_scipy():
+    """The default variance: each cell's own. The gap is a two-cell contrast, so it is exactly Welch's
+    two-sample t test (scipy's ttest_ind with equal_var=False); a share weighs all four cells."""
+    F = frozenset
+    cells = {F(): {0: 20.0, 1: 21.0}, F("a"): {0: 21.0, 1: 22.5}, F("b"): {0: 20.5, 1: 21.0},
+             F("ab"): {0: 23.0, 1: 23.5}}
+    fa = factorial_analysis(cells, ("a", "b"))
+    assert fa.variance == "welch" and fa.borrowed == ()
+    ref = st.ttest_ind(list(cells[F("ab")].values()), list(cells[F()].values()), equal_var=False)
+    assert fa.gap.df == pytest.approx(ref.df) and fa.gap.p == pytest.approx(ref.pvalue)
+    assert (fa.gap.low, fa.gap.high) == pytest.approx(tuple(ref.confidence_interval(0.95)))
+    # by hand: gap variance 0.5/2 + 0.125/2 = 0.3125, df 0.3125^2 / (0.25^2 + 0.0625^2) = 1.4706
+    assert fa.gap.se ** 2 == pytest.approx(0.3125) and fa.gap.df == pytest.approx(1.470588, abs=1e-6)
+    # share of a: weights +-1/2 on every cell; variances 0.5, 1.125, 0.125, 0.125 over 2 seeds each
+    terms = [0.25 * v / 2 for v in (0.5, 1.125, 0.125, 0.125)]
+    assert fa.shapley["a"].se == pytest.approx(math.sqrt(sum(terms)))
+    assert fa.shapley["a"].df == pytest.approx(sum(terms) ** 2 / sum(t ** 2 for t in terms))
+    loo = fa.contrast({F("ab"): 1.0, F("b"): -1.0})
+    assert loo.mean == pytest.approx(2.5) and loo.se ** 2 == pytest.approx(0.125 / 2 + 0.125 / 2)
+    assert fa.per_seed({F("ab"): 1.0, F("b"): -1.0}) == pytest.approx({0: 2.5, 1: 2.5})
+
+
+def test_welch_cells_with_one_value_borrow_the_pooled_within_cell_variance():
+    F = frozenset
+    cells = {F(): {0: 20.0, 1: 21.0, 2: 22.0}, F("a"): {1: 22.5}, F("b"): {0: 20.5, 2: 21.5},
+             F("ab"): {0: 23.0, 1: 23.5, 2: 23.0}}
+    fa = factorial_analysis(cells, ("a", "b"))
+    assert fa.borrowed == (F("a"),) and fa.seeds == ()  # no seed in every cell: no per-seed contrasts
+    assert fa.cell_means[F()] == pytest.approx(21.0) and fa.cell_means[F("b")] == pytest.approx(21.0)
+    pooled = (2.0 + 0.5 + 1 / 6) / (2 + 1 + 2)  # within-cell squares over sum(n_c - 1)
+    loo = fa.contrast({F("ab"): 1.0, F("b"): -1.0})  # no borrowed cell: own variances only
+    assert loo.se ** 2 == pytest.approx((1 / 12) / 3 + 0.5 / 2)
+    a_alone = fa.contrast({F("a"): 1.0, F(): -1.0})  # the borrowed variance, with its own df (5)
+    own, borrowed = 1.0 / 3, pooled / 1
+    assert a_alone.se ** 2 == pytest.approx(own + borrowed)
+    assert a_alone.df == pytest.approx((own + borrowed) ** 2 / (own ** 2 / 2 + borrowed ** 2 / 5))
+    with pytest.raises(ValueError, match="at least one value"):
+        factorial_analysis({**cells, F("a"): {}}, ("a", "b"))
 
 
 def test_factorial_recovers_additive_main_effects():
@@ -385,9 +437,14 @@ def test_factorial_recovers_additive_main_effects():
 def test_factorial_recovers_a_planted_interaction():
     groups = ("a", "b", "c")
     value = lambda S: 30 + 0.4 * ("a" in S) + 0.2 * ("b" in S) + 0.8 * ({"a", "b"} <= S)  # noqa: E731
-    fa = factorial_analysis(make_cells(groups, value, np.random.default_rng(21)), groups)
+    cells = make_cells(groups, value, np.random.default_rng(21))
+    # equal cell variances (0.05) under seed offsets ten times larger (0.5) shared by every cell: the pooled
+    # additive model's home, where pairing by seed removes the offsets; Welch's unpaired variance counts them
+    fa = factorial_analysis(cells, groups, variance="pooled")
     ab = fa.interactions[("a", "b")]
     assert ab.low < 0.8 < ab.high and ab.excludes_zero
+    welch = factorial_analysis(cells, groups).interactions[("a", "b")]
+    assert welch.low < 0.8 < welch.high and welch.high - welch.low > 5 * (ab.high - ab.low)
     for pair in (("a", "c"), ("b", "c")):
         assert fa.interactions[pair].low < 0 < fa.interactions[pair].high
     # the interaction's 0.8 is split evenly between a and b in the Shapley shares
@@ -433,8 +490,10 @@ def test_symmetric_groups_get_equal_shares():
 
 
 def test_shapley_interval_coverage():
-    """500 noisy 2^3 designs with interactions, 3 seeds: each 95% Shapley interval covers the true share
-    about 95% of the time."""
+    """500 noisy 2^3 designs with interactions, 3 seeds, equal cell variances and a seed offset shared by every
+    cell: the pooled (additive model) 95% Shapley interval covers the true share about 95% of the time; the
+    default Welch interval, which does not use the pairing by seed and so counts the offsets as noise, covers
+    more (conservative here: it pays for being right when the cells' variances differ, test_coverage.py)."""
     groups = ("a", "b", "c")
     value = lambda S: (30 + 0.5 * ("a" in S) + 0.3 * ("b" in S) - 0.2 * ("c" in S)  # noqa: E731
                        + 0.6 * ({"a", "b"} <= S) - 0.4 * ({"b", "c"} <= S) + 0.3 * ({"a", "b", "c"} <= S))
@@ -442,25 +501,32 @@ def test_shapley_interval_coverage():
     true_share = {g: factorial_analysis(exact, groups).shapley[g].mean for g in groups}
     assert sum(true_share.values()) == pytest.approx(value(frozenset(groups)) - value(frozenset()))
     rng = np.random.default_rng(50)
-    covered = {g: 0 for g in groups}
+    covered = {(v, g): 0 for v in ("pooled", "welch") for g in groups}
     n_sims = 500
     for _ in range(n_sims):
-        fa = factorial_analysis(make_cells(groups, value, rng, n_seeds=3, noise=SEED_SD), groups)
-        for g in groups:
-            covered[g] += fa.shapley[g].low <= true_share[g] <= fa.shapley[g].high
-    rates = {g: c / n_sims for g, c in covered.items()}  # measured: a 0.940, b 0.956, c 0.970
+        cells = make_cells(groups, value, rng, n_seeds=3, noise=SEED_SD)
+        for v in ("pooled", "welch"):
+            fa = factorial_analysis(cells, groups, variance=v)
+            for g in groups:
+                covered[(v, g)] += fa.shapley[g].low <= true_share[g] <= fa.shapley[g].high
+    rates = {k: c / n_sims for k, c in covered.items()}  # measured: pooled a 0.940, b 0.956, c 0.970; welch 0.99+
     for g in groups:
-        assert rates[g] == pytest.approx(0.95, abs=0.03), rates
+        assert rates[("pooled", g)] == pytest.approx(0.95, abs=0.03), rates
+        assert rates[("welch", g)] >= 0.95, rates
 
 
 def test_factorial_uses_only_seeds_in_every_cell_and_checks_cells():
     groups = ("a", "b")
     cells = make_cells(groups, lambda S: 30.0 + len(S), np.random.default_rng(60), n_seeds=4)
     cells[frozenset("a")] = {s: v for s, v in cells[frozenset("a")].items() if s != 2}
-    fa = factorial_analysis(cells, groups)
+    fa = factorial_analysis(cells, groups, variance="pooled")
     assert fa.seeds == (0, 1, 3) and fa.gap.n == 3 and fa.residual_df == 3 * 2
-    one_seed = factorial_analysis({S: {0: v[0]} for S, v in cells.items()}, groups)
-    assert one_seed.residual_df == 0 and math.isnan(one_seed.gap.low) and math.isnan(one_seed.residual_var)
+    welch = factorial_analysis(cells, groups)  # each cell's own seeds: the gap's cells have all four
+    assert welch.seeds == (0, 1, 3) and welch.gap.n == 4 and welch.main_effects["a"].n == 3
+    assert welch.cell_means[frozenset()] == pytest.approx(np.mean(list(cells[frozenset()].values())))
+    for variance in ("pooled", "welch"):
+        one_seed = factorial_analysis({S: {0: v[0]} for S, v in cells.items()}, groups, variance=variance)
+        assert one_seed.residual_df == 0 and math.isnan(one_seed.gap.low) and math.isnan(one_seed.residual_var)
     assert one_seed.gap.mean == pytest.approx(2.0, abs=0.5)
     with pytest.raises(ValueError):
         factorial_analysis({S: v for S, v in cells.items() if S}, groups)  # the empty cell is missing
