@@ -42,8 +42,8 @@ NO_EFFECT_REASONS = {
 EVALUATION_ARTEFACT = "changes which test images are scored: not an effect of the model (not judged)"
 
 EFFECT_COLUMNS = ["matrix", "kind", "step", "difference", "title", "component", "claimed", "metric", "variant",
-                  "reference", "note", "skipped", "mean", "low", "high", "p_holm", "confidence", "df", "n", "values",
-                  "seeds_missing", "verdict", "level", "family"]
+                  "reference", "note", "skipped", "mean", "low", "high", "p_holm", "confidence", "sim_low", "sim_high",
+                  "sim_confidence", "df", "n", "values", "seeds_missing", "verdict", "level", "family", "se"]
 
 
 def claimed_level(claim: str | None) -> str | None:
@@ -140,12 +140,14 @@ def cumulative_effects(variants: list[dict], runs: pd.DataFrame, seeds: list[int
 def judge_rows(rows: list[dict], kind: str) -> list[dict]:
     """Intervals and verdicts for the effects of one matrix. Bit-identical effects are 'no effect in this
     protocol'; evaluation-side differences whose runs differ only changed the scored images (not judged);
-    the rest form Holm families, one per metric, with the seed variance pooled within each."""
+    the rest form families, one per metric, with the seed variance pooled within each: the label reads the
+    Holm interval (low/high), the severity words the simultaneous one (sim_low/sim_high)."""
     families: dict[str, list[dict]] = {}
     for row in rows:
         values = list(row["values"].values())
         row.update(mean=(math.fsum(values) / len(values)) if values else math.nan, low=math.nan, high=math.nan,
-                   p_holm=math.nan, confidence=math.nan, df=math.nan, level=None, family=None)
+                   p_holm=math.nan, confidence=math.nan, sim_low=math.nan, sim_high=math.nan,
+                   sim_confidence=math.nan, df=math.nan, se=math.nan, level=None, family=None)
         if not values:
             row["verdict"] = _why_unmeasured(row)
         elif all(v == 0.0 for v in values):
@@ -156,12 +158,15 @@ def judge_rows(rows: list[dict], kind: str) -> list[dict]:
         else:
             families.setdefault(row["metric"], []).append(row)
     for metric, members in families.items():
-        intervals = stats.adjusted_intervals([r["values"] for r in members], pool=True,
-                                             shared_reference=kind != "cumulative")
-        for row, interval in zip(members, intervals):
-            judged = stats.verdict(interval, claimed_level(row["claimed"]))
+        effects = [r["values"] for r in members]
+        shared = kind != "cumulative"
+        labels = stats.adjusted_intervals(effects, pool=True, shared_reference=shared)
+        ends = stats.simultaneous_intervals(effects, pool=True, shared_reference=shared)
+        for row, interval, together in zip(members, labels, ends):
+            judged = stats.verdict(interval, claimed_level(row["claimed"]), ends=together)
             row.update(low=interval.low, high=interval.high, p_holm=interval.p, confidence=interval.level,
-                       df=interval.df, verdict=judged["verdict"], level=judged["level"],
+                       sim_low=together.low, sim_high=together.high, sim_confidence=together.level,
+                       df=interval.df, se=interval.se, verdict=judged["verdict"], level=judged["level"],
                        family=f"{metric}: {len(members)} effects")
     return rows
 
@@ -195,42 +200,56 @@ def compute_effects(results: Results) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------ factorial
 
 
-def factorial(matrix, runs: pd.DataFrame, groups: tuple[str, ...] | None = None
-              ) -> tuple[stats.FactorialAnalysis | None, str]:
-    """The factorial analysis of one factorial matrix, or None and why not (cells unfinished, one seed).
-    ``groups``: analyse the sub-design over these groups only (the others held at the notebook's values)."""
+def factorial_cells(matrix, runs: pd.DataFrame, groups: tuple[str, ...] | None = None
+                    ) -> tuple[dict[frozenset, dict[int, float]], dict[frozenset, str], tuple[str, ...], str]:
+    """Each cell's finished per-seed PSNR ({cell: {seed: dB}}), its variant id, the groups analysed and why
+    there is no design ('' when every cell has a finished seed). ``groups``: the sub-design over these groups
+    only (the others held at the notebook's values)."""
     everything = tuple(matrix.groups or ())
     groups = tuple(g for g in everything if g in groups) if groups else everything
-    cells = {}
+    cells, ids = {}, {}
     for variant in matrix.variants:
         if variant.get("groups") is None or not set(variant["groups"]) <= set(groups):
             continue
-        cells[frozenset(variant["groups"])] = done_values(runs, variant["id"], PSNR_COLUMN)
+        cell = frozenset(variant["groups"])
+        cells[cell], ids[cell] = done_values(runs, variant["id"], PSNR_COLUMN), variant["id"]
     if len(cells) != 2 ** len(groups) or not groups:
-        return None, f"{len(cells)} of {2 ** len(groups)} cells in the matrix"
-    common = set.intersection(*(set(v) for v in cells.values()))
-    if not common:
+        return cells, ids, groups, f"{len(cells)} of {2 ** len(groups)} cells in the matrix"
+    if not all(cells.values()):
         done = sum(1 for v in cells.values() if v)
-        return None, f"no seed has finished every cell yet ({done} of {len(cells)} cells have a finished seed)"
-    if len(common) < 2:
-        return None, "one seed has finished every cell: intervals need two"
-    return stats.factorial_analysis({c: {s: v[s] for s in common} for c, v in cells.items()}, groups), ""
+        return cells, ids, groups, f"not every cell has a finished seed yet ({done} of {len(cells)} have one)"
+    return cells, ids, groups, ""
 
 
-def group_leave_one_out(matrix, runs: pd.DataFrame, analysis: stats.FactorialAnalysis
+def analyse_cells(cells: dict[frozenset, dict[int, float]], groups: tuple[str, ...], donors=None
+                  ) -> tuple[stats.FactorialAnalysis | None, str]:
+    """The Welch factorial analysis of these cells, or None and why not (a cell with no value; no cell with
+    two values, so no variance). ``donors``: the cells a one-value cell borrows its variance from."""
+    if not groups or len(cells) != 2 ** len(groups) or not all(cells.values()):
+        return None, "not every cell has a finished seed"
+    if all(len(v) < 2 for v in cells.values()):
+        return None, "one seed in every cell: intervals need two"
+    return stats.factorial_analysis(cells, groups, donors=donors), ""
+
+
+def factorial(matrix, runs: pd.DataFrame, groups: tuple[str, ...] | None = None
+              ) -> tuple[stats.FactorialAnalysis | None, str]:
+    """The factorial analysis (all finished runs, each cell's own variance) of one factorial matrix, or None
+    and why not (cells unfinished, one seed). ``groups``: analyse the sub-design over these groups only."""
+    cells, _, groups, why = factorial_cells(matrix, runs, groups)
+    return (None, why) if why else analyse_cells(cells, groups)
+
+
+def group_leave_one_out(analysis: stats.FactorialAnalysis
                         ) -> dict[str, tuple[stats.Interval, dict[int, float]]]:
-    """Leave-one-out over the groups, read off the factorial: PSNR(all groups) - PSNR(all but g), paired by
-    seed ({group: (interval, per-seed values)}); the interval uses the factorial's residual variance (a
-    contrast of two cells: twice it)."""
-    ids = {frozenset(v["groups"]): v["id"] for v in matrix.variants if v.get("groups") is not None}
+    """Leave-one-out over the groups, read off the factorial: PSNR(all groups) - PSNR(all but g) ({group:
+    (Holm interval over the groups, per-seed values on the seeds both cells have)}), each contrast with the
+    two cells' own variances (stats.group_leave_one_out)."""
     full = frozenset(analysis.groups)
-    top = done_values(runs, ids[full], PSNR_COLUMN)
-    pooled = (2 * analysis.residual_var, analysis.residual_df)
     out = {}
-    for g in analysis.groups:
-        values = {s: v for s, v in paired(top, done_values(runs, ids[full - {g}], PSNR_COLUMN), 1).items()
-                  if s in analysis.seeds}
-        out[g] = (stats.t_interval(values, pooled=pooled), values)
+    for g, interval in stats.group_leave_one_out(analysis).items():
+        top, rest = analysis.cells[full], analysis.cells[full - {g}]
+        out[g] = (interval, paired(top, rest, 1))
     return out
 
 
@@ -256,5 +275,6 @@ def aggregation_effect(runs: pd.DataFrame, variant: str, batch_size: int) -> dic
 
 
 __all__ = ["CLAIM_LEVEL", "EFFECT_COLUMNS", "NO_EFFECT_REASONS", "PSNR_COLUMN",
-           "aggregation_effect", "batch_mse_psnr", "claimed_level", "compute_effects", "cumulative_chain",
-           "factorial", "group_leave_one_out", "judge_rows", "matrix_effects", "metric_for", "paired", "reference_for"]
+           "aggregation_effect", "analyse_cells", "batch_mse_psnr", "claimed_level", "compute_effects",
+           "cumulative_chain", "factorial", "factorial_cells", "group_leave_one_out", "judge_rows", "matrix_effects",
+           "metric_for", "paired", "reference_for"]

@@ -95,27 +95,67 @@ def attribution_waterfall(shares: list[tuple[str, float, float, float, dict]], s
 # ------------------------------------------------------------------------------------------ training
 
 
-def training_curves(histories: pd.DataFrame, variants: list[dict], path: Path, title: str) -> Path | None:
-    """Test PSNR against step, mean over finished seeds (as in the tables): baselines bold, variants thin."""
+def _variant_colours(count: int) -> list:
+    """Distinct colours: tab10 for up to 10 lines, tab20 beyond (repeating after 20; _draw_curves dashes those)."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab20"].colors if count > 10 else colormaps["tab10"].colors
+    return [palette[i % len(palette)] for i in range(count)]
+
+
+def _mean_curves(histories: pd.DataFrame, variants: list[dict]) -> list[tuple[dict, pd.Series]]:
+    """(variant, its mean test PSNR over finished seeds per step) for every variant with a logged evaluation."""
     logged = histories[histories["state"] == "done"].dropna(subset=["test_psnr"])
     if logged.empty:
+        return []
+    curves = logged.groupby(["variant", "step"])["test_psnr"].mean()
+    present = set(curves.index.get_level_values(0))
+    return [(v, curves.loc[v["id"]]) for v in variants if v["id"] in present]
+
+
+def _draw_curves(ax, drawn: list[tuple[dict, pd.Series]], scale: dict[str, float] | None = None) -> None:
+    """One labelled line per variant (baselines bold); x is the step, times scale[variant] when given."""
+    for i, ((variant, curve), colour) in enumerate(zip(drawn, _variant_colours(len(drawn)))):
+        bold = variant.get("role") == "baseline"
+        x = curve.index * (scale[variant["id"]] if scale else 1.0)
+        colour = "black" if bold and i else colour  # the second bold line (the original) apart from the palette
+        ax.plot(x, curve.values, color=colour, linewidth=2.2 if bold else 1.0, zorder=3 if bold else 2,
+                linestyle="-" if i < 20 else "--", label=variant.get("label") or variant["id"])
+    # outside the axes: with 16 variants an inside legend hides the curves
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+              ncol=1 if len(drawn) <= 18 else 2)
+
+
+def curves_figure(histories: pd.DataFrame, variants: list[dict], title: str, scale: dict[str, float] | None = None,
+                  matched: float | None = None) -> Figure | None:
+    """Test PSNR against step (or against step x scale[variant], e.g. training GFLOP), one labelled line per
+    variant (mean over its finished seeds, as in the tables; baselines bold) with a legend, and the matched
+    budget as a dotted line where there is one. None when nothing was logged."""
+    drawn = [(v, c) for v, c in _mean_curves(histories, variants) if scale is None or v["id"] in scale]
+    if not drawn:
         return None
     fig, ax = _figure()
-    curves = logged.groupby(["variant", "step"])["test_psnr"].mean()
-    many = sum(1 for v in variants if v.get("role") != "baseline") > 8
-    for variant in variants:
-        if variant["id"] not in curves.index.get_level_values(0):
-            continue
-        curve = curves.loc[variant["id"]]
-        bold = variant.get("role") == "baseline"
-        label = variant.get("label") or variant["id"]
-        ax.plot(curve.index, curve.values, linewidth=2.5 if bold else 0.8, alpha=1.0 if bold else 0.6,
-                label=label if bold or not many else None, zorder=3 if bold else 2)
-    ax.set_xlabel("step")
+    _draw_curves(ax, drawn, scale)
+    if matched:
+        ax.axvline(matched, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("step" if scale is None else "training compute (GFLOP, matrix products and convolutions)")
     ax.set_ylabel("test PSNR (dB, per image)")
-    ax.set_title(title + (" (thin: variants)" if many else ""), fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def training_curves(histories: pd.DataFrame, variants: list[dict], path: Path, title: str,
+                    matched_step: float | None = None) -> Path | None:
+    """curves_figure against step."""
+    fig = curves_figure(histories, variants, title, matched=matched_step)
+    return None if fig is None else _save(fig, path)
+
+
+def compute_curves(histories: pd.DataFrame, variants: list[dict], gflop_per_step: dict[str, float], path: Path,
+                   title: str, matched_gflop: float | None = None) -> Path | None:
+    """curves_figure against training compute: where the variants stand at equal compute."""
+    fig = curves_figure(histories, variants, title, scale=gflop_per_step, matched=matched_gflop)
+    return None if fig is None else _save(fig, path)
 
 
 def staircase(runs: pd.DataFrame, variants: list[dict], path: Path, title: str) -> Path | None:
@@ -221,26 +261,40 @@ def super_resolution_bars(runs: pd.DataFrame, variants: list[dict], path: Path, 
 
 
 def plot_matrix(matrix, runs: pd.DataFrame, histories: pd.DataFrame, effects: pd.DataFrame, folder: Path,
-                slug: str) -> list[tuple[Path, str]]:
-    """Every chart one matrix supports, as (png path, caption)."""
-    name, kind, variants = matrix.matrix, matrix.kind, matrix.variants
+                slug: str, gflop_per_step: dict[str, float] | None = None, matched: dict | None = None
+                ) -> list[tuple[Path, str]]:
+    """Every chart one matrix supports, as (png path, caption). ``gflop_per_step`` (a factorial's, when counted)
+    adds PSNR against training compute; ``matched`` {"steps", "flops"} marks the matched budgets."""
+    name, kind = matrix.matrix, matrix.kind
+    full = len(matrix.groups or ())
+    # a factorial's full cell is the original: drawn bold like the notebook's corner
+    variants = [{**v, "role": "baseline"} if full and len(v.get("groups") or ()) == full else v
+                for v in matrix.variants]
+    matched = matched or {}
     charts = [
-        (effects_chart, (effects, kind), "effects",
-         f"Effect per difference, {kind} (dots: seeds; line: family-wise 95% interval)"),
-        (training_curves, (histories, variants), "training",
-         f"Test PSNR during training, {kind} (mean over finished seeds)"),
-        (jitter_curves, (runs, variants), "jitter", "PSNR against coordinate jitter (dashed: decoupled)"),
-        (super_resolution_bars, (runs, variants), "sr", "Super-resolution: notebook protocol vs true protocol"),
+        (effects_chart, (effects, kind), {}, "effects",
+         f"Effect per difference, {kind} (dots: seeds; line: Holm interval)"),
+        (training_curves, (histories, variants), {"matched_step": matched.get("steps")}, "training",
+         f"Test PSNR during training, {kind} (one line per variant: mean over finished seeds; bold: baselines"
+         f"{'; dotted: the matched step' if matched.get('steps') else ''})"),
+        (jitter_curves, (runs, variants), {}, "jitter", "PSNR against coordinate jitter (dashed: decoupled)"),
+        (super_resolution_bars, (runs, variants), {}, "sr", "Super-resolution: notebook protocol vs true protocol"),
     ]
+    if gflop_per_step:
+        caption = (f"Test PSNR against training compute, {kind} (one line per variant"
+                   f"{'; dotted: the matched compute' if matched.get('flops') else ''})")
+        options = {"matched_gflop": matched.get("flops")}
+        charts.insert(2, (compute_curves, (histories, variants, gflop_per_step), options, "compute", caption))
     if kind == "cumulative":
-        charts.insert(1, (staircase, (runs, variants), "staircase", "PSNR after each added difference"))
+        charts.insert(1, (staircase, (runs, variants), {}, "staircase", "PSNR after each added difference"))
     out = []
-    for draw, args, stem, caption in charts:
-        path = draw(*args, folder / f"{stem}-{slug}.png", f"{caption} ({name})")
+    for draw, args, options, stem, caption in charts:
+        title = caption.split(" (")[0]  # the chart's title stays short; the caption below it says the rest
+        path = draw(*args, folder / f"{stem}-{slug}.png", f"{title} ({name})", **options)
         if path is not None:
             out.append((path, f"{caption}. Runs: {name}"))
     return out
 
 
-__all__ = ["SEVERITY_COLOURS", "attribution_waterfall", "effects_chart", "jitter_curves", "plot_matrix", "staircase", "super_resolution_bars",
-           "training_curves"]
+__all__ = ["SEVERITY_COLOURS", "attribution_waterfall", "compute_curves", "curves_figure", "effects_chart",
+           "jitter_curves", "plot_matrix", "staircase", "super_resolution_bars", "training_curves"]

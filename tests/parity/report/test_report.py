@@ -307,7 +307,7 @@ def test_attribution_adds_up_in_markdown_and_json(report):
     # decoder: (2.0 + 3.0) / 2 at seed 0 with the interaction split evenly; the same in the markdown
     assert shares["decoder"]["per_seed_db"]["0"] == pytest.approx(2.5)
     text = report.read_text()
-    table = text[text.index("Attribution of the gap"):text.index("## Evaluation-side")]
+    table = text[text.index("Attribution of the gap"):text.index("**The shares three ways.**")]
     shown = [float(x) for x in re.findall(r"\| `(?:decoder|optimisation)` +\| [^|]+\| ([+-][0-9.]+)", table)]
     assert len(shown) == 2 and sum(shown) == pytest.approx(4.15, abs=0.011)
     loo = {e["group"]: e for e in summary["factorials"][0]["group_leave_one_out"]}
