@@ -87,6 +87,11 @@ def readings_table(fr: FactorialReadings, quantity: str) -> str:
 
 
 def readings_intro(fr: FactorialReadings) -> str:
+    if not fr.dropped and not fr.every_seed_collapsed:
+        return (f"No run collapsed, so **{ALL_RUNS}** and **{WITHOUT_COLLAPSED}** are the same reading; "
+                f"**{MEDIANS}** (each cell's median seed, no interval: with three seeds no distribution-free "
+                "interval for a median reaches 95%) shows how much one seed moves it. Labels are Holm-adjusted "
+                "over the groups within each reading.")
     every = ", ".join(f"`{cell_name(c, fr.groups)}`" for c in fr.every_seed_collapsed)
     kept = (f" A cell where every seed collapsed ({every}) keeps its runs there: collapsing is all that "
             "configuration does at this budget, and without the cell there is no design to read.") if every else ""

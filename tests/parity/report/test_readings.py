@@ -175,6 +175,7 @@ def test_no_collapse_says_so(tmp_path):
     clean = {c: [v + 4.0 if v < 13 else v for v in values] for c, values in CELLS.items()}
     text = write_report(make_factorial(tmp_path / "runs", clean), tmp_path / "r.md").read_text()
     assert "**Collapse does not enter the answer**" in text[:text.index("**Regime.**")]
+    assert "No run collapsed, so **all runs** and **without collapsed runs** are the same reading" in text
 
 
 # ------------------------------------------------------------------------------------------ matched budgets
