@@ -41,7 +41,7 @@ def test_presets_keep_the_papers_warmup_and_final_epoch():
             assert t.epochs * t.lr_subepochs == paper.train.epochs  # the paper's schedule length
             assert (t.warmup_epochs, t.t_max) == (paper.train.warmup_epochs, paper.train.t_max)
         rates = [r["lr"] for r in lr_table(orig, 4096)]
-        assert rates[0] < rates[3] == orig.train.lr and rates[-1] == 1e-8 and rates[-2] > 1e-5
+        assert rates[0] < rates[3] == orig.train.lr and rates[-1] == 1e-8 and rates.count(1e-8) == 1
 
 
 def test_warmup_longer_than_the_schedule_is_one_line():
