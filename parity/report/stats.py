@@ -245,11 +245,9 @@ def holm_family(intervals: list[Interval], alpha: float = ALPHA) -> list[Interva
     These intervals say which effects are non-zero; they are NOT simultaneous: a later step's interval is
     narrower than the family needs, so the chance that some member misses its true value can be far above
     alpha (bonferroni_family is the one whose ends hold together)."""
-    ok = [i for i, iv in enumerate(intervals) if not math.isnan(iv.p)]
-    out = list(intervals)
+    ok, members = _family_members(intervals)
     if not ok:
-        return out
-    members = [intervals[i] for i in ok]
+        return list(intervals)
     mean, se, df = _arrays(members)
     m = len(members)
     raw_p = _p_values(mean, se, df)
@@ -266,10 +264,7 @@ def holm_family(intervals: list[Interval], alpha: float = ALPHA) -> list[Interva
     rejected = adj_p < alpha
     low = np.where(rejected, low, np.minimum(low, 0.0))
     high = np.where(rejected, high, np.maximum(high, 0.0))
-    for k, i in enumerate(ok):
-        out[i] = Interval(float(mean[k]), float(low[k]), float(high[k]), members[k].n, members[k].df,
-                          float(se[k]), float(adj_p[k]), float(steps[k]))
-    return out
+    return _with_members(intervals, ok, members, mean, low, high, se, adj_p, steps)
 
 
 def bonferroni_family(intervals: list[Interval], alpha: float = ALPHA) -> list[Interval]:
@@ -278,18 +273,28 @@ def bonferroni_family(intervals: list[Interval], alpha: float = ALPHA) -> list[I
     (whatever their correlation). `p` is the Bonferroni-adjusted p-value. What a verdict that reads an
     interval's ends (a severity band) needs; conservative (Šidák's 1 - (1 - alpha)^(1/m) differs in the
     third decimal of the level)."""
-    ok = [i for i, iv in enumerate(intervals) if not math.isnan(iv.p)]
-    out = list(intervals)
+    ok, members = _family_members(intervals)
     if not ok:
-        return out
-    members = [intervals[i] for i in ok]
+        return list(intervals)
     mean, se, df = _arrays(members)
     level = 1.0 - alpha / len(members)
     low, high = _bounds(mean, se, df, level)
     p = np.minimum(1.0, _p_values(mean, se, df) * len(members))
+    return _with_members(intervals, ok, members, mean, low, high, se, p, np.full(len(members), level))
+
+
+def _family_members(intervals: list[Interval]) -> tuple[list[int], list[Interval]]:
+    """The positions and intervals of a family's members: those with a p-value (an se to adjust)."""
+    ok = [i for i, iv in enumerate(intervals) if not math.isnan(iv.p)]
+    return ok, [intervals[i] for i in ok]
+
+
+def _with_members(intervals, ok, members, mean, low, high, se, p, levels) -> list[Interval]:
+    """``intervals`` with each member at ``ok`` replaced by its adjusted interval."""
+    out = list(intervals)
     for k, i in enumerate(ok):
         out[i] = Interval(float(mean[k]), float(low[k]), float(high[k]), members[k].n, members[k].df,
-                          float(se[k]), float(p[k]), level)
+                          float(se[k]), float(p[k]), float(levels[k]))
     return out
 
 
