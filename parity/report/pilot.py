@@ -21,6 +21,7 @@ from ..core.errors import ParityError
 from ..core.store import atomic_save_figure, atomic_write_text, read_json, write_json
 from ..runtime.pilot import PILOT_FILE, SIDES
 from ..runtime.rundir import RunDir
+from .stats import t_interval
 
 RULE = ("among the multipliers whose every seed ends above each image's own mean colour on the validation images "
         "(none collapsed, none on the colour plateau), the highest mean validation PSNR; the smaller multiplier on a "
@@ -54,8 +55,10 @@ def pilot_table(runs: pd.DataFrame, references: dict | None) -> pd.DataFrame:
     out = []
     for (side, m), g in runs.groupby(["side", "multiplier"], sort=False):
         done = g[g["state"] == "done"]
+        interval = t_interval(list(done["psnr"]))
         out.append({"side": side, "multiplier": m, "lr": g["lr"].iloc[0], "seeds": len(g), "finished": len(done),
                     "per_seed": list(done["psnr"].round(2)), "mean_db": done["psnr"].mean(),
+                    "ci_low_db": interval.low, "ci_high_db": interval.high,
                     "above_plateau": int((done["psnr"] > plateau).sum()),
                     "eligible": len(done) == len(g) and bool((done["psnr"] > plateau).all())})
     table = pd.DataFrame(out)
@@ -73,8 +76,8 @@ def chosen_rates(table: pd.DataFrame) -> dict[str, dict | None]:
     out = {}
     for side in SIDES:
         row = table[(table["side"] == side) & table["chosen"]]
-        out[side] = None if row.empty else {"multiplier": float(row["multiplier"].iloc[0]),
-                                            "lr": float(row["lr"].iloc[0]), "mean_db": float(row["mean_db"].iloc[0])}
+        out[side] = None if row.empty else {k: float(row[k].iloc[0]) for k in
+                                            ("multiplier", "lr", "mean_db", "ci_low_db", "ci_high_db")}
     return out
 
 
@@ -109,9 +112,11 @@ def write_pilot_report(folder, out=None) -> Path:
     files = path.with_name(path.stem + "_files")
     plot = curves_plot(curves, manifest["variants"], files / "pilot-curves.png")
     shown = table.assign(lr=table["lr"].map(lambda x: f"{x:.3g}"), mean_db=table["mean_db"].map(lambda x: f"{x:.2f}"),
+                         interval=[f"[{lo:.2f}, {hi:.2f}]" for lo, hi in zip(table["ci_low_db"], table["ci_high_db"])],
                          per_seed=table["per_seed"].map(lambda v: ", ".join(f"{x:.2f}" for x in v)),
                          chosen=table["chosen"].map(lambda c: "**chosen**" if c else ""))
-    shown = shown[["side", "multiplier", "lr", "per_seed", "mean_db", "above_plateau", "finished", "chosen"]]
+    shown = shown[["side", "multiplier", "lr", "per_seed", "mean_db", "interval", "above_plateau", "finished",
+                   "chosen"]]
     lines = [f"# Learning-rate pilot: `{manifest['preset']}`", "",
              "Each baseline at multiples of its source's learning rate, scored on validation images carved from the "
              "training images (`data.eval_split=validation`: the training images after the first "
@@ -126,10 +131,12 @@ def write_pilot_report(folder, out=None) -> Path:
     for side in SIDES:
         c = chosen[side]
         lines.append(f"- **{side}**: " + (f"lr {c['lr']:.3g} (x{c['multiplier']:g} the source's), "
-                                          f"{c['mean_db']:.2f} dB on validation" if c else
+                                          f"{c['mean_db']:.2f} dB on validation (95% interval "
+                                          f"[{c['ci_low_db']:.2f}, {c['ci_high_db']:.2f}])" if c else
                                           "no multiplier passed the rule: widen the grid"))
-    lines += ["", "Final validation PSNR per seed (dB, per image); `above_plateau`: seeds above each image's mean "
-              "colour.", "", shown.to_markdown(index=False), ""]
+    lines += ["", "Final validation PSNR per seed (dB, per image), its mean and the mean's 95% t interval over the "
+              "seeds (wide at 2 seeds: the rule reads the mean, the interval says how near a tie is); "
+              "`above_plateau`: seeds above each image's mean colour.", "", shown.to_markdown(index=False), ""]
     if plot:
         lines += [f"![validation curves]({files.name}/{plot.name})", ""]
     atomic_write_text(path, "\n".join(lines))
