@@ -15,7 +15,7 @@ from pathlib import Path
 from ..core.errors import ParityError, did_you_mean
 from ..core.store import read_json, write_json
 from ..spec.config import ExperimentConfig, validate
-from ..spec.differences import DIFFERENCES, GROUPS, IMPROVEMENTS, REGISTRY, by_severity, config_name
+from ..spec.differences import DIFFERENCES, GROUPS, IMPROVEMENTS, NOT_IN_SEED, REGISTRY, by_severity, config_name
 from ..spec.kinds import KINDS, RUN_ORDER, cumulative_step_id, factorial_cell_id
 from ..spec.presets import preset
 
@@ -88,6 +88,12 @@ def matrix_variants(kind: str, pair: tuple[ExperimentConfig, ExperimentConfig], 
         for d in DIFFERENCES:
             cfg = d.apply(nb, "original", pair)
             out.append(Variant(config_name("notebook", ("+", d.id)), f"+ {d.id}", "notebook", [d.id], cfg, skipped=d.applicable(cfg)))
+        # the seed audit rates jitter in training as a difference, though neither source jitters: measured
+        # onto the notebook here as the original's side is measured in the improvements matrix
+        for imp in (i for i in IMPROVEMENTS if i.claimed_severity != NOT_IN_SEED):
+            cfg = imp.apply(nb)
+            out.append(Variant(config_name("notebook", ("+", imp.id)), f"+ {imp.id}", "notebook", [imp.id], cfg,
+                               skipped=imp.applicable(cfg)))
     elif kind == "leave-one-out":
         out.append(Variant(KINDS[kind].baseline, "original", "original", [], orig, role="baseline"))
         for d in DIFFERENCES:

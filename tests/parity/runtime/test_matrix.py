@@ -33,6 +33,15 @@ def test_factorial_groups_choose_the_factors():
     assert factorial_cell_id(()) == "with-none"
 
 
+def test_one_at_a_time_measures_the_seed_rated_jitter_on_the_notebook_and_nothing_else_changes():
+    nb, orig = preset("smoke").baselines()
+    variants = {v.id: v for v in matrix_variants("one-at-a-time", (nb, orig))}
+    jitter = variants["notebook+jitter-train"]
+    assert jitter.toggles == ["jitter-train"] and jitter.skipped is None
+    assert config_diff(jitter.config, variants["notebook"].config) == {"train.jitter_std": (0.01, 0.0)}
+    assert "notebook+fix-batch0-coords" not in variants  # fixes of the original's defects are the improvements'
+
+
 @pytest.mark.parametrize("faithful", [False, True])
 def test_lainr_on_sampled_pixels_decodes_per_sample_unless_faithful(faithful):
     pair = preset("smoke").baselines()
