@@ -24,9 +24,9 @@ import pandas as pd
 from ..spec.differences import EVALUATION_SIDE, NOT_IN_SEED, REGISTRY
 from ..spec.kinds import KINDS
 from . import stats
+from .collapse import PSNR_COLUMN, collapse_limit
 from .results import Results, done_lists, done_values
 
-PSNR_COLUMN = "test.psnr"
 CLAIM_LEVEL = {"MASSIVE": "large", "CRITICAL": "large", "SEVERE": "large", "MODERATE": "moderate", "MINOR": "small"}
 
 # Why a toggle can leave every run bit-identical in a CPU protocol (said next to "no effect").
@@ -43,7 +43,8 @@ EVALUATION_ARTEFACT = "changes which test images are scored: not an effect of th
 
 EFFECT_COLUMNS = ["matrix", "kind", "step", "difference", "title", "component", "claimed", "metric", "variant",
                   "reference", "note", "skipped", "mean", "low", "high", "p_holm", "confidence", "sim_low", "sim_high",
-                  "sim_confidence", "df", "n", "values", "seeds_missing", "verdict", "level", "family", "se"]
+                  "sim_confidence", "df", "n", "values", "seeds_missing", "verdict", "level", "family", "se",
+                  "collapsed_seeds", "own_variance"]
 
 
 def claimed_level(claim: str | None) -> str | None:
@@ -70,7 +71,8 @@ def paired(variant: dict[int, float], reference: dict[int, float], sign: int) ->
 
 
 def effect_row(runs: pd.DataFrame, seeds: list[int], diff_id: str, variant: dict, reference: dict | None,
-               sign: int, note: str = "") -> dict:
+               sign: int, note: str = "", limit: float | None = None) -> dict:
+    """One effect: its per-seed paired values and the seeds where either run collapsed (below ``limit``)."""
     entry = REGISTRY.get(diff_id)
     metric = metric_for(diff_id, runs)
     row = {"difference": diff_id, "title": entry.title if entry else "(not in the registry)",
@@ -80,8 +82,12 @@ def effect_row(runs: pd.DataFrame, seeds: list[int], diff_id: str, variant: dict
     values = {}
     if reference is not None and not variant.get("skipped"):
         values = paired(done_values(runs, variant["id"], metric), done_values(runs, reference["id"], metric), sign)
+    collapsed = set()
+    if values and limit is not None:
+        for side in (variant, reference):
+            collapsed |= {s for s, v in done_values(runs, side["id"], PSNR_COLUMN).items() if v < limit}
     row.update(values=values, n=len(values), seeds_missing=[s for s in seeds if s not in values],
-               skipped=variant.get("skipped"))
+               skipped=variant.get("skipped"), collapsed_seeds=sorted(s for s in collapsed if s in values))
     return row
 
 
@@ -91,7 +97,8 @@ def reference_for(variants: list[dict], base: str) -> dict | None:
     return next((v for v in plain if v.get("role") == "baseline"), plain[0] if plain else None)
 
 
-def single_toggle_effects(variants: list[dict], runs: pd.DataFrame, seeds: list[int], sign: int) -> list[dict]:
+def single_toggle_effects(variants: list[dict], runs: pd.DataFrame, seeds: list[int], sign: int,
+                          limit: float | None = None) -> list[dict]:
     """one-at-a-time, leave-one-out and improvements: each variant against its own base's baseline."""
     rows = []
     for variant in variants:
@@ -103,7 +110,7 @@ def single_toggle_effects(variants: list[dict], runs: pd.DataFrame, seeds: list[
         if variant.get("fixed"):
             note = "; ".join(filter(None, [note, "batch-0 defect fixed in this mix"]))
         rows.append(effect_row(runs, seeds, toggles[-1], variant, reference_for(variants, variant.get("base")),
-                               sign, note))
+                               sign, note, limit))
     return rows
 
 
@@ -115,7 +122,8 @@ def cumulative_chain(variants: list[dict]) -> list[dict]:
     return sorted(chain, key=lambda v: len(v.get("toggles") or ()))
 
 
-def cumulative_effects(variants: list[dict], runs: pd.DataFrame, seeds: list[int]) -> list[dict]:
+def cumulative_effects(variants: list[dict], runs: pd.DataFrame, seeds: list[int],
+                       limit: float | None = None) -> list[dict]:
     """Step gains against the previous step that ran; skipped steps change nothing, so the next step
     is compared with the last step that was run."""
     chain = cumulative_chain(variants)
@@ -127,7 +135,7 @@ def cumulative_effects(variants: list[dict], runs: pd.DataFrame, seeds: list[int
         prior = set(previous.get("toggles") or []) if previous else set()
         spans = [t for t in toggles[:-1] if t not in prior]
         note = f"also spans skipped {', '.join(spans)}" if spans else ""
-        row = effect_row(runs, seeds, toggles[-1], variant, previous, 1, note)
+        row = effect_row(runs, seeds, toggles[-1], variant, previous, 1, note, limit)
         rows.append({**row, "step": k})
         if not variant.get("skipped"):
             previous = variant
@@ -140,14 +148,16 @@ def cumulative_effects(variants: list[dict], runs: pd.DataFrame, seeds: list[int
 def judge_rows(rows: list[dict], kind: str) -> list[dict]:
     """Intervals and verdicts for the effects of one matrix. Bit-identical effects are 'no effect in this
     protocol'; evaluation-side differences whose runs differ only changed the scored images (not judged);
-    the rest form families, one per metric, with the seed variance pooled within each: the label reads the
-    Holm interval (low/high), the severity words the simultaneous one (sim_low/sim_high)."""
+    the rest form families, one per metric, with the seed variance pooled within each over the effects none of
+    whose runs collapsed (an effect with a collapsed run keeps its own variance, ``own_variance``): the label
+    reads the Holm interval (low/high), the severity words the simultaneous one (sim_low/sim_high)."""
     families: dict[str, list[dict]] = {}
     for row in rows:
         values = list(row["values"].values())
         row.update(mean=(math.fsum(values) / len(values)) if values else math.nan, low=math.nan, high=math.nan,
                    p_holm=math.nan, confidence=math.nan, sim_low=math.nan, sim_high=math.nan,
-                   sim_confidence=math.nan, df=math.nan, se=math.nan, level=None, family=None)
+                   sim_confidence=math.nan, df=math.nan, se=math.nan, level=None, family=None,
+                   own_variance=bool(row.get("collapsed_seeds")))
         if not values:
             row["verdict"] = _why_unmeasured(row)
         elif all(v == 0.0 for v in values):
@@ -160,8 +170,9 @@ def judge_rows(rows: list[dict], kind: str) -> list[dict]:
     for metric, members in families.items():
         effects = [r["values"] for r in members]
         shared = kind != "cumulative"
-        labels = stats.adjusted_intervals(effects, pool=True, shared_reference=shared)
-        ends = stats.simultaneous_intervals(effects, pool=True, shared_reference=shared)
+        own = [r["own_variance"] for r in members]
+        labels = stats.adjusted_intervals(effects, pool=True, shared_reference=shared, own=own)
+        ends = stats.simultaneous_intervals(effects, pool=True, shared_reference=shared, own=own)
         for row, interval, together in zip(members, labels, ends):
             judged = stats.verdict(interval, claimed_level(row["claimed"]), ends=together)
             row.update(low=interval.low, high=interval.high, p_holm=interval.p, confidence=interval.level,
@@ -179,12 +190,14 @@ def _why_unmeasured(row: dict) -> str:
     return f"{stats.NO_RUNS}: no seed finished in both {row['variant']} and {row['reference']}"
 
 
-def matrix_effects(kind: str, variants: list[dict], runs: pd.DataFrame, seeds: list[int]) -> list[dict]:
+def matrix_effects(kind: str, variants: list[dict], runs: pd.DataFrame, seeds: list[int],
+                   limit: float | None = None) -> list[dict]:
+    """The judged single-toggle (or cumulative) effects of one matrix; ``limit``: its collapse threshold."""
     if kind == "factorial":
         return []  # contrasts of cells, not single toggles: see factorial()
     if kind == "cumulative":
-        return judge_rows(cumulative_effects(variants, runs, seeds), kind)
-    return judge_rows(single_toggle_effects(variants, runs, seeds, KINDS[kind].sign), kind)
+        return judge_rows(cumulative_effects(variants, runs, seeds, limit), kind)
+    return judge_rows(single_toggle_effects(variants, runs, seeds, KINDS[kind].sign, limit), kind)
 
 
 def compute_effects(results: Results) -> pd.DataFrame:
@@ -192,9 +205,15 @@ def compute_effects(results: Results) -> pd.DataFrame:
     rows = []
     for matrix in results.matrices.itertuples():
         runs = results.runs[results.runs["matrix"] == matrix.matrix]
-        for row in matrix_effects(matrix.kind, matrix.variants, runs, matrix.seeds):
+        limit = collapse_limit(matrix.references or _first_references(results))
+        for row in matrix_effects(matrix.kind, matrix.variants, runs, matrix.seeds, limit):
             rows.append({"matrix": matrix.matrix, "kind": matrix.kind, **row})
     return pd.DataFrame(rows).reindex(columns=EFFECT_COLUMNS)
+
+
+def _first_references(results: Results) -> dict | None:
+    """Any matrix's reference levels (every matrix of a study scores the same images)."""
+    return next((m.references for m in results.matrices.itertuples() if m.references), None)
 
 
 # ------------------------------------------------------------------------------------------ factorial

@@ -208,23 +208,25 @@ def holm(pvalues: list[float], alpha: float = ALPHA) -> list[float]:
     return [float(x) for x in out]
 
 
-def _family(effects: list[dict[int, float]], alpha: float, pool: bool, shared_reference: bool
-            ) -> tuple[list[Interval | None], list[int], list[Interval]]:
+def _family(effects: list[dict[int, float]], alpha: float, pool: bool, shared_reference: bool,
+            own: list[bool] | None = None) -> tuple[list[Interval | None], list[int], list[Interval]]:
     """The plain intervals of the effects outside the family, the family's positions and its raw (level
     1 - alpha) intervals, with the pooled variance where `pool`. See adjusted_intervals for who is in."""
     vals = [_values(e) for e in effects]
     identical = [_is_bit_identical(v) for v in vals]
-    pooled = pooled_variance([e for e, same in zip(effects, identical) if not same], shared_reference) \
-        if pool else None
+    own = list(own) if own is not None else [False] * len(effects)
+    pooled = pooled_variance([e for e, same, alone in zip(effects, identical, own) if not same and not alone],
+                             shared_reference) if pool else None
     use_pool = _usable(pooled)
     out: list[Interval | None] = [None] * len(effects)
     testable, raw = [], []
     for i, v in enumerate(vals):
-        if identical[i] or not v or (len(v) < 2 and not use_pool):
+        pooled_here = use_pool and not own[i]
+        if identical[i] or not v or (len(v) < 2 and not pooled_here):
             out[i] = t_interval(v, 1.0 - alpha)
             continue
         testable.append(i)
-        raw.append(t_interval(v, 1.0 - alpha, pooled=pooled if use_pool else None))
+        raw.append(t_interval(v, 1.0 - alpha, pooled=pooled if pooled_here else None))
     return out, testable, raw
 
 
@@ -299,7 +301,7 @@ def _with_members(intervals, ok, members, mean, low, high, se, p, levels) -> lis
 
 
 def adjusted_intervals(effects: list[dict[int, float]], alpha: float = ALPHA, pool: bool = True,
-                       shared_reference: bool = True) -> list[Interval]:
+                       shared_reference: bool = True, own: list[bool] | None = None) -> list[Interval]:
     """Family-wise intervals for the effects of one matrix (Holm step-down, holm_family), so that the chance of
     any effect of a null matrix being called "measured" is at most alpha.
 
@@ -307,19 +309,24 @@ def adjusted_intervals(effects: list[dict[int, float]], alpha: float = ALPHA, po
     is the testable effects: n >= 2, or n >= 1 when the pooled variance has df >= 1; bit-identical effects
     (every seed exactly 0.0) are neither pooled nor in the family (not a hypothesis: the runs were
     identical) and get their plain interval, as do untestable ones (nan low/high/p).
+
+    ``own``: effects that keep their own seed variance (df n - 1) and stay out of the pool, still members
+    of the family. Why: an effect whose runs include a collapsed seed has a spread ten times the others';
+    pooled, it would widen every interval of the matrix while claiming the df of all of them (the same
+    failure the factorial's Welch contrasts avoid).
     """
-    out, testable, raw = _family(effects, alpha, pool, shared_reference)
+    out, testable, raw = _family(effects, alpha, pool, shared_reference, own)
     for i, interval in zip(testable, holm_family(raw, alpha)):
         out[i] = interval
     return out  # type: ignore[return-value]
 
 
 def simultaneous_intervals(effects: list[dict[int, float]], alpha: float = ALPHA, pool: bool = True,
-                           shared_reference: bool = True) -> list[Interval]:
+                           shared_reference: bool = True, own: list[bool] | None = None) -> list[Interval]:
     """The same family as adjusted_intervals, with Bonferroni's simultaneous intervals (bonferroni_family):
     what a severity verdict reads. Each contains the effect's Holm interval (same se and df, a level at
     least as high), so an interval here that excludes 0 belongs to a Holm-measured effect."""
-    out, testable, raw = _family(effects, alpha, pool, shared_reference)
+    out, testable, raw = _family(effects, alpha, pool, shared_reference, own)
     for i, interval in zip(testable, bonferroni_family(raw, alpha)):
         out[i] = interval
     return out  # type: ignore[return-value]
