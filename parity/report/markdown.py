@@ -20,11 +20,15 @@ from ..spec.config import notebook_baseline, original_baseline
 from ..spec.differences import DEFECTS, DIFFERENCES, GROUPS, IMPROVEMENTS, NOT_IN_SEED
 from ..spec.kinds import KINDS, TABLE
 from . import stats
+from .claims import claim_readings
+from .cost import paper_cost
+from .jitter import robustness
+from .seed_sections import claims_section, cost_section, jitter_section
 from .effects import PSNR_COLUMN, aggregation_effect, compute_effects, factorial, group_leave_one_out, paired
 from .factorial_report import (INTERVALS_WHY, budgets_text, cells_table, collapse_statement,
                                detectable_table, factorial_json, pairing_sentence, readings_intro, readings_table)
 from .collapse import COLLAPSE_DB, collapse_limit, collapse_rates, collapsed_runs
-from .plots import attribution_waterfall, plot_matrix
+from .plots import attribution_waterfall, jitter_robustness_chart, plot_matrix
 from .readings import ALL_RUNS, factorial_detectable, matrix_detectable, read_factorial
 from .regime import SOURCE_TEST_IMAGES, SOURCE_TRAIN_IMAGES, bicubic_distance, proxy_regime, source_steps
 from .results import Results, done_values, load_results, variant_summary
@@ -106,6 +110,9 @@ class Document:
                          for name, (analysis, _) in self.factorials.items() if analysis is not None}
         self.rates = {m.matrix: collapse_rates(self._runs(m.matrix), m.variants, self.limits[m.matrix])
                       for m in results.matrices.itertuples()}
+        self.claims = claim_readings(effects, results.histories, results.runs)
+        self.jitter = robustness(results.runs, effects)
+        self.cost = paper_cost(list(results.matrices.itertuples())) if not results.matrices.empty else None
 
     def _runs(self, name: str) -> pd.DataFrame:
         return self.results.runs[self.results.runs["matrix"] == name]
@@ -114,8 +121,9 @@ class Document:
         return self.results.histories[self.results.histories["matrix"] == name]
 
     def render(self) -> str:
-        sections = [self.header(), self.answer(), self.evaluation_side(), *self.matrix_sections(), self.setting(),
-                    self.reading(), self.improvements(), self.defects(), self.not_run(), self.plots(), self.budget()]
+        sections = [self.header(), self.answer(), self.jitter_section(), self.evaluation_side(),
+                    *self.matrix_sections(), self.setting(), self.reading(), self.improvements(), self.defects(),
+                    self.not_run(), self.plots(), self.budget(), self.cost_section()]
         return "\n\n".join(s.strip("\n") for s in sections if s) + "\n"
 
     # ---------------------------------------------------------------------------------- links
@@ -163,10 +171,10 @@ class Document:
                 f"(notebook), {self.folder_link(og['variant'], og['dir'])} (original).")
         parts += [collapse_statement(name, fr, self.limits[name]) for name, fr in self.readings.items()]
         parts.append(self.regime())
+        parts.append(claims_section(self.claims) or self.group_claims())
         parts.append(self.proxy())
         parts.append(self.collapsed_text())
         parts.append(self.attribution())
-        parts.append(self.seed_claims())
         return "\n\n".join(p for p in parts if p)
 
     def gap(self) -> stats.Interval | None:
@@ -334,9 +342,9 @@ class Document:
         return ("**Are the shares stable across budgets?** The same factorial at each budget (shares as a "
                 f"percentage of that budget's gap):\n\n{_table(pd.DataFrame(rows))}")
 
-    def seed_claims(self) -> str:
-        """Each claim of the seed audit against what this report can say: its own effect where a single-toggle
-        matrix measured it, else its group's leave-one-out and share from the factorial."""
+    def group_claims(self) -> str:
+        """Where no single-toggle matrix ran: each claim of the seed audit against its group's leave-one-out and
+        share from the factorial."""
         done = [(name, a) for name, (a, _) in self.factorials.items() if a is not None]
         if not done:
             return ""
@@ -363,6 +371,20 @@ class Document:
         return ("**The seed audit's claims at this budget.** A claim about one difference is tested only where a "
                 "single-toggle matrix varied it; otherwise only its group's contribution is measured.\n\n"
                 + _table(pd.DataFrame(rows)))
+
+    def jitter_section(self) -> str:
+        chart = None
+        if self.jitter:
+            path = jitter_robustness_chart(self.jitter, self.files / "jitter-robustness.png")
+            if path is not None:
+                caption = "PSNR under test jitter, trained with and without jitter (bands: 95% seed intervals)"
+                chart = f"![{_alt(caption)}]({self._file_link(path)})\n\n*{caption}*"
+        train_std = next((float(e.sets["train.jitter_std"]) for e in IMPROVEMENTS if e.id == "jitter-train"), 0.01)
+        return jitter_section(self.jitter, train_std, chart)
+
+    def cost_section(self) -> str:
+        seeds = max((len(m.seeds) for m in self.results.matrices.itertuples()), default=3)
+        return cost_section(self.cost, seeds)
 
     def evaluation_side(self) -> str:
         """Differences that change what is scored, computed from the stored per-image values."""
@@ -719,12 +741,17 @@ class Document:
         out["proxy_regime"] = {"sides": proxy_regime(matrix.baselines) if matrix is not None else [],
                                "original_minus_bicubic_db": bicubic_distance(_mean(og["psnr"]) if og else None,
                                                                               self.references)}
+        out["claims"] = self.claims
+        out["jitter_robustness"] = self.jitter
+        out["paper_cost"] = self.cost
         out["effects"] = [
             {"matrix": r.matrix, "kind": r.kind, "difference": r.difference, "claimed": r.claimed,
              "metric": r.metric, "effect_db": _float(r.mean), "ci_low_db": _float(r.low), "ci_high_db": _float(r.high),
              "p_holm": _float(r.p_holm), "sim_low_db": _float(r.sim_low), "sim_high_db": _float(r.sim_high),
              "sim_confidence": _float(r.sim_confidence), "n": int(r.n), "per_seed_db": r.values, "verdict": r.verdict,
-             "level": r.level, "variant": r.variant, "reference": r.reference}
+             "level": r.level, "variant": r.variant, "reference": r.reference,
+             "collapsed_seeds": r.collapsed_seeds if isinstance(r.collapsed_seeds, list) else [],
+             "own_variance": bool(r.own_variance) if not _missing(r.own_variance) else False}
             for r in self.effects.itertuples()]
         return out
 

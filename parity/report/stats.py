@@ -463,6 +463,16 @@ def verdict(interval: Interval | None, claimed_level: str | None, bit_identical:
     return {"verdict": word, "level": level}
 
 
+def bounded_below(ends: Interval, claimed_level: str | None) -> str:
+    """A claim read off an effect that was not measured (its interval includes 0): OVERSTATED when every value
+    between the simultaneous ends lies below the claimed band (the claim fails whichever value is true), else
+    NOT_MEASURED. Only a positive claim of a moderate or large effect can be bounded below its band."""
+    if claimed_level is None or claimed_level == "small" or math.isnan(ends.low) or math.isnan(ends.high):
+        return NOT_MEASURED
+    edge = SMALL_DB if claimed_level == "moderate" else LARGE_DB
+    return OVERSTATED if ends.high < edge else NOT_MEASURED
+
+
 def _level(interval: Interval) -> str | None:
     """The band both ends lie in (None when they straddle a band edge or 0)."""
     if not interval.excludes_zero:

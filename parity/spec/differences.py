@@ -27,6 +27,7 @@ class Difference:
     claimed_severity: str = NOT_IN_SEED  # the seed audit's claimed impact
     requires: dict[str, Any] = field(default_factory=dict)  # field -> value it only means something with
     note: str = ""
+    claim: str = ""  # the seed audit's stated impact, in its words
 
     @property
     def notebook(self) -> dict[str, Any]:
@@ -69,6 +70,7 @@ class Improvement:
     fixes: str  # the defect or recommendation it addresses
     claimed_severity: str = NOT_IN_SEED
     requires: dict[str, Any] = field(default_factory=dict)
+    claim: str = ""  # the seed audit's stated impact, in its words
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -91,29 +93,39 @@ DIFFERENCES: tuple[Difference, ...] = (
     # -- in the seed audit
     Difference("decoder", "Decoder architecture: modulation net + MLP hyponet vs multi-level LAINR", "decoder",
                ("model.decoder",), claimed_severity="MASSIVE",
+               claim="the hyponet is the decoder: a wrong architecture means fundamentally different model behaviour",
                note="Swaps the whole decoder; every other decoder setting carries over to the new one."),
     Difference("spatial-bias", "Spatial attention bias -10 (t - s_j)^2 between query and LP token", "decoder",
                ("model.spatial_bias",), claimed_severity="CRITICAL",
+               claim="spatial bias is key to position-aware feature extraction",
                note="t is the raster-order index of the query's patch cell: a 1-D distance, not the 2-D one "
                     "the seed describes."),
     Difference("modulation-entry", "Modulation concatenated with the coordinate features vs added to the "
                "bandwidth features", "decoder", ("model.modulation",), claimed_severity="CRITICAL",
+               claim="modulation used differently (concatenated, not added)",
                requires={"model.decoder": "notebook"},
                note="LAINR always adds; inside the notebook decoder 'add' uses ReLU(ReLU(W g) + W' m)."),
     Difference("pixel-sampling", "512 pixels per image sampled with replacement vs every pixel", "training",
                ("train.pixels",), claimed_severity="SEVERE",
+               claim="only 50% of pixels means weaker gradients and slower convergence",
                note="With the LAINR decoder, sampled pixels meet the batch-0 coordinate defect: every image "
                     "is decoded at image 0's coordinates (see fix-batch0-coords)."),
     Difference("patch-size", "Patch size 4 (64 patches) vs 2 (256 patches)", "encoder", ("model.patch_size",),
-               claimed_severity="MODERATE"),
-    Difference("num-lp", "LP tokens 32 vs 256", "encoder", ("model.num_lp",), claimed_severity="MODERATE"),
-    Difference("depth", "Encoder depth 4 vs 6 blocks", "encoder", ("model.depth",), claimed_severity="MINOR"),
-    Difference("lr", "Learning rate 1e-4 vs 5e-4", "training", ("train.lr",), claimed_severity="MODERATE"),
+               claimed_severity="MODERATE",
+               claim="4x fewer patches means less spatial resolution in encoding"),
+    Difference("num-lp", "LP tokens 32 vs 256", "encoder", ("model.num_lp",), claimed_severity="MODERATE",
+               claim="8x fewer LP tokens means less representational capacity"),
+    Difference("depth", "Encoder depth 4 vs 6 blocks", "encoder", ("model.depth",), claimed_severity="MINOR",
+               claim="slightly shallower but reasonable"),
+    Difference("lr", "Learning rate 1e-4 vs 5e-4", "training", ("train.lr",), claimed_severity="MODERATE",
+               claim="lower LR and fewer epochs = undertrained"),
     Difference("warmup", "No warm-up vs linear warm-up over 5 epochs", "training", ("train.warmup_epochs",),
                claimed_severity="MODERATE",
+               claim="lower LR and fewer epochs = undertrained (warm-up in the same section)",
                note="The original computes base*(epoch+1)/5 with epochs counted from 1: it starts at 0.4x and "
                     "reaches the full rate at epoch 4."),
-    Difference("epochs", "20 vs 40 epochs", "training", ("train.epochs",), claimed_severity="MODERATE"),
+    Difference("epochs", "20 vs 40 epochs", "training", ("train.epochs",), claimed_severity="MODERATE",
+               claim="lower LR and fewer epochs = undertrained"),
     # -- found by reading both sources
     Difference("lr-horizon", "Cosine with T_max=50 stepped for 20 epochs (ends at 68% of the base LR) vs "
                "cosine down to 1e-8 at the last epoch", "training", ("train.lr_horizon", "train.min_lr")),
@@ -151,6 +163,7 @@ DIFFERENCES: tuple[Difference, ...] = (
 IMPROVEMENTS: tuple[Improvement, ...] = (
     Improvement("jitter-train", "Gaussian jitter (std 0.01) on the training coordinates", "training",
                 {"train.jitter_std": 0.01}, claimed_severity="CRITICAL",
+                claim="training without jitter means the model does not learn continuous field robustness",
                 fixes="The seed audit lists jitter as a difference, but the original's call is commented out: "
                       "neither source jitters. This is the seed's recommendation, measured."),
     Improvement("fix-batch0-coords", "Decode every sample at its own coordinates", "decoder",
