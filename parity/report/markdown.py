@@ -146,7 +146,8 @@ class Document:
     # ---------------------------------------------------------------------------------- top
 
     def header(self) -> str:
-        name = self.results.root.resolve().name
+        # named for the report when it is written elsewhere (reports/<study>.md), else for its runs folder
+        name = self.out.stem if self.out.name != "report.md" else self.results.root.resolve().name
         commands = "\n".join(self.regenerate)
         return (f"# Parity report: {name}\n\n"
                 "Which differences between the notebook and the original MAMBA-GINR cost how many dB of PSNR, "
