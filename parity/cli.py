@@ -68,6 +68,17 @@ def cmd_bench_suite(args) -> int:
     return 0
 
 
+def cmd_bench_jobs(args) -> int:
+    import os
+
+    from .bench.jobs import jobs_section, measure_jobs
+
+    console = _console()
+    console.log(f"the cpu-study slice at --jobs 1, then --jobs 2 ({args.steps} steps a run, fresh processes)")
+    console.print("\n".join(jobs_section(measure_jobs(args.steps), os.cpu_count() or 1)))
+    return 0
+
+
 def cmd_bench_gpu(args) -> int:
     from .bench.gpu import write_gpu_report
 
@@ -244,7 +255,7 @@ def cmd_ablate(args) -> int:
     from .spec.kinds import RUN_ORDER
 
     console = _console()
-    executor = make_executor(args.executor, args.address)  # before any run: a missing ray is one line
+    executor = make_executor(args.executor, args.address, args.jobs)  # before any run: a missing ray is one line
     from .spec.differences import parse_groups
 
     groups = parse_groups(args.groups)
@@ -467,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(pip install -e '.[distributed]')")
     p.add_argument("--address", help="with --executor ray: an existing cluster (auto, HOST:PORT, ray://HOST:10001); "
                    "default: a local cluster on this machine's CPUs")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train N runs at once on this machine (worker processes); every process training into "
+                   "--out takes an equal share of the cores, unless OMP_NUM_THREADS is set")
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("export", help="a run's weights in the format its source loads (trans-inr checkpoint or "
@@ -520,6 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports/gpu.md")
     p.add_argument("--repeats", type=int, default=5, help="timed training steps per port")
     p.set_defaults(func=cmd_bench_gpu)
+
+    p = bench.add_parser("jobs", help="matrix throughput at --jobs 1 and --jobs 2 (a cpu-study slice on procedural "
+                         "images; part of the suite)")
+    p.add_argument("--steps", type=int, default=128, help="optimiser steps of each run")
+    p.set_defaults(func=cmd_bench_jobs)
 
     p = bench.add_parser("scan", help="selective scan forward+backward: reference vs fast path")
     p.add_argument("--batch", type=int, default=16)

@@ -41,6 +41,7 @@ class SuiteConfig:
     matrix_repeats: int = 1
     decode_batch: int = 32
     decode_sizes: tuple = DECODE_SIZES
+    jobs_steps: int = 128  # steps a run of the --jobs throughput case (0: skip)
     quick: bool = False  # tiny shapes: checks the suite runs, measures nothing worth reporting
 
 
@@ -147,6 +148,12 @@ def run_suite(cfg: SuiteConfig, progress=print) -> dict:
                 times.append(_matrix_once(Path(tmp)))
         results["matrix"].append({"case": "parity ablate --preset smoke --seeds 1", "median_s": statistics.median(times),
                                   "min_s": min(times), "max_s": max(times), "runs": len(times)})
+    results["jobs"] = []
+    if cfg.jobs_steps:
+        from .jobs import measure_jobs
+
+        progress(f"matrix throughput at --jobs 1 and --jobs 2 (cpu-study slice, {cfg.jobs_steps} steps a run)")
+        results["jobs"] = measure_jobs(8 if cfg.quick else cfg.jobs_steps)
     return results
 
 
@@ -524,6 +531,10 @@ def render(results: dict, out: Path, command: str) -> str:
     if results["matrix"]:
         lines += ["## A whole smoke matrix", "", "`parity ablate --preset smoke --seeds 1` in a fresh process "
                   "(25 variants, training and full evaluation).", "", _fmt(pd.DataFrame(results["matrix"])), ""]
+    if results.get("jobs"):
+        from .jobs import jobs_section
+
+        lines += jobs_section(results["jobs"], m.get("cores") or os.cpu_count() or 1)
     for title, name in _plots(results, files):
         lines += [f"![{title}]({files.name}/{name})", ""]
     return "\n".join(lines)

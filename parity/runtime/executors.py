@@ -5,7 +5,9 @@ executor. Every executor trains a job with ``parity.runtime.train.train_run`` in
 results store behaves the same whatever trains it: finished runs are skipped, interrupted runs resume
 from their checkpoint.pt, failures are recorded in status.json and the matrix goes on.
 
-- ``LocalExecutor``: one run after another in this process (the default).
+- ``LocalExecutor``: one run after another in this process (the default); with ``jobs=N``, N worker processes
+  on this machine, each taking runs by the same per-run lock as two commands sharing a folder, each with its
+  share of the cores (``seats``).
 - ``RayExecutor``: one Ray task per run, on a local Ray cluster or an existing one (``address``). Ray
   is an optional extra (``pip install -e '.[distributed]'``) and is imported only here, on use.
 """
@@ -21,6 +23,7 @@ from ..core.errors import ParityError, RunFileError, first_line
 from .allocator import ENV
 from .matrix import Job, plan_matrix
 from .rundir import RunDir
+from .seats import Seat, active_seats, share_cores
 
 RAY_MISSING = ("ray is not installed: pip install -e '.[distributed]' (or pip install 'ray>=2.9'), "
                "or use --executor local")
@@ -64,16 +67,68 @@ class Executor:
         raise NotImplementedError
 
 
+def results_root(jobs: list[Job]) -> Path:
+    """The --out folder the jobs train into (a run folder is OUT/<matrix>/<variant>/seed-<k>)."""
+    return Path(jobs[0].run_dir).parents[2]
+
+
 class LocalExecutor(Executor):
-    """One run after another in this process, with a rich progress bar per run."""
+    """Runs on this machine: one after another in this process with a rich progress bar per run, or with
+    ``jobs`` > 1 in that many worker processes (spawned: no state shared but the run folders), each taking
+    runs by their lock. Every process holds a seat at the results folder and sets torch's threads to its
+    share of the cores before each run."""
 
     name = "local"
 
+    def __init__(self, jobs: int = 1, quiet: bool = False, siblings: int = 1):
+        if jobs < 1:
+            raise ParityError(f"--jobs must be at least 1, not {jobs}")
+        self.jobs, self.quiet, self.siblings = int(jobs), quiet, siblings
+
     def run(self, jobs: list[Job], title: str, started: float, console=None) -> None:
+        if not jobs:
+            return
+        if self.jobs > 1:
+            return self._run_workers(jobs, title, started, console)
+        with Seat(results_root(jobs)):
+            # a --jobs worker waits (briefly) for its siblings' seats, so its first run takes its share too
+            deadline = time.time() + 10.0
+            while active_seats(results_root(jobs)) < self.siblings and time.time() < deadline:
+                time.sleep(0.05)
+            self._run_here(jobs, title, started, console)
+
+    def _run_workers(self, jobs: list[Job], title: str, started: float, console=None) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, wait
+
+        from rich.progress import Progress
+
+        from .runlock import failed_since
+
+        n = min(self.jobs, len(jobs))
+        # each worker starts at its own place in the list, so that they do not all queue for the first run
+        orders = [jobs[k * len(jobs) // n:] + jobs[:k * len(jobs) // n] for k in range(n)]
+        with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_worker, order, title, started, n) for order in orders]
+            with Progress(*_progress_columns(), console=console, transient=False) as bar:
+                overall = bar.add_task(f"{title} ({n} jobs)", total=len(jobs), info="")
+                pending = set(futures)
+                while pending:
+                    _, pending = wait(pending, timeout=1.0)
+                    finished = sum(RunDir(j.run_dir).is_done() or failed_since(j.run_dir, started) for j in jobs)
+                    bar.update(overall, completed=finished)
+            for future in futures:
+                future.result()  # a worker's ParityError (a usage error) comes back here, as one line
+
+    def _run_here(self, jobs: list[Job], title: str, started: float, console=None) -> None:
+        from rich.console import Console
         from rich.progress import Progress
 
         from .runlock import claim, holder, release
 
+        root = results_root(jobs)
+        if self.quiet:
+            console = Console(quiet=True)
         datasets_cache: dict = {}
         with Progress(*_progress_columns(), console=console, transient=False) as bar:
             overall = bar.add_task(title, total=len(jobs), info="")
@@ -87,6 +142,7 @@ class LocalExecutor(Executor):
                     datasets_cache.clear()  # keep one dataset pair in memory
                     datasets_cache[key] = make_datasets(job.cfg.data)
                 bar.update(current, description=f"  {job.label}", completed=0, total=1, visible=True, info="")
+                share_cores(root)  # another command (or worker) may have started or stopped since the last run
 
                 def show(u, _task=current):
                     info = f"loss {u['loss']:.4f}" + (f"  PSNR {u['psnr']:.2f} dB" if "psnr" in u else "")
@@ -123,6 +179,12 @@ class LocalExecutor(Executor):
                 bar.advance(overall)
             bar.update(overall, info="")
             bar.update(current, visible=False)
+
+
+def _worker(jobs: list[Job], title: str, started: float, siblings: int) -> None:
+    """The body of one ``--jobs`` worker process: the local loop over every job, quietly (the parent draws the
+    progress); runs other workers hold are passed over and waited for, as between two commands."""
+    LocalExecutor(1, quiet=True, siblings=siblings).run(jobs, title, started)
 
 
 # Ray reuses worker processes: keep the last dataset pair per worker, as the local executor does.
@@ -246,12 +308,14 @@ def _pythonpath() -> str:
     return root + (os.pathsep + rest if rest else "")
 
 
-def make_executor(name: str, address: str | None = None) -> Executor:
+def make_executor(name: str, address: str | None = None, jobs: int = 1) -> Executor:
     if name == "local":
         if address:
             raise ParityError("--address is for --executor ray")
-        return LocalExecutor()
+        return LocalExecutor(jobs)
     if name == "ray":
+        if jobs != 1:
+            raise ParityError("--jobs is for --executor local: Ray places one task per run on its own")
         return RayExecutor(address)
     raise ParityError(f"unknown executor {name!r}: choose local or ray")
 

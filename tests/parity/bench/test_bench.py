@@ -331,9 +331,10 @@ def test_step_case_reports_its_fraction_of_the_gemm_rate():
     # the matrix products by shape: their time bounds the step's, and their FLOPs are most of the counted ones
     mm = row["matmuls"]
     assert mm and row["matmul_s"] == pytest.approx(sum(r["ms"] for r in mm) / 1e3)
-    assert 0 < row["matmul_s"] < row["median_s"] * 1.5 and row["ceiling"] > row["fraction_of_gemm"]
+    # structure only: how the times compare depends on the load beside the test (speed lives in `parity bench`)
+    assert row["matmul_s"] > 0 and row["median_s"] > 0
     # the notebook's encoder: 4 bidirectional layers, two mixers each, one scan per mixer
-    assert row["scans"] == 8 and 0 < row["scan_floor_s"] < row["median_s"]
+    assert row["scans"] == 8 and row["scan_floor_s"] > 0
     assert row["ceiling"] == pytest.approx(row["gflop_per_step"] / (row["matmul_s"] + row["scan_floor_s"])
                                            / row["gemm_gflops"])
     # the same profile by part: the matrix products as above, the scans' kernel calls, every op counted once
@@ -448,7 +449,25 @@ def test_gpu_step_code_runs_on_the_cpu():
 
     row = step_on_gpu("notebook", repeats=1, device="cpu", gemm_size=256)
     assert row["batch"] == 32 and row["median_s"] > 0 and row["gflop_per_step"] > 100
-    assert 0 < row["fraction_of_gemm"] < 1 and row["images_per_s"] == pytest.approx(32 / row["median_s"])
+    assert row["images_per_s"] == pytest.approx(32 / row["median_s"])
+    # the fraction's definition, not its value (a timing under load says nothing about the code)
+    assert row["fraction_of_gemm"] == pytest.approx(row["gflop_per_step"] / row["median_s"] / row["gemm_gflops"])
+
+
+def test_jobs_throughput_section_from_given_timings():
+    from parity.bench.jobs import VARIANTS, jobs_section
+
+    rows = [{"jobs": 1, "runs": 4, "steps_per_run": 128, "seconds": 80.0, "runs_per_minute": 3.0, "speedup": 1.0},
+            {"jobs": 2, "runs": 4, "steps_per_run": 128, "seconds": 50.0, "runs_per_minute": 4.8, "speedup": 1.6}]
+    text = "\n".join(jobs_section(rows, cores=2))
+    assert "| 2 | 4 | 50.0 | 4.80 | 1.60x |" in text and f"{len(VARIANTS)} variants" in text and "2 cores" in text
+    assert jobs_section([], 2) == []
+
+
+def test_jobs_throughput_case_runs_its_matrix_at_two_jobs():
+    from parity.bench.jobs import matrix_seconds
+
+    assert matrix_seconds(2, steps=2) > 0
 
 
 def test_strict_fp32_turns_tf32_off_and_restores_it():
