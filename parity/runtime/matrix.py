@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..core.errors import ParityError, did_you_mean
 from ..core.store import read_json, write_json
+from .rundir import RunDir
 from ..spec.config import ExperimentConfig, validate
 from ..spec.differences import DIFFERENCES, GROUPS, IMPROVEMENTS, NOT_IN_SEED, REGISTRY, by_severity, config_name
 from ..spec.kinds import KINDS, RUN_ORDER, cumulative_step_id, factorial_cell_id
@@ -189,9 +190,6 @@ def plan_matrix(kind: str, preset_name: str, seeds: int, out: Path, overrides: l
                      "variants": [v.record() for v in variants]})
     if kind == "factorial":
         manifest["groups"] = list(groups or GROUPS)
-    if "references" not in manifest:
-        manifest["references"] = _references(nb)
-    write_json(folder / "matrix.json", manifest)
     jobs = []
     for v in variants:
         if v.skipped:
@@ -200,7 +198,28 @@ def plan_matrix(kind: str, preset_name: str, seeds: int, out: Path, overrides: l
             cfg = v.config.copy()
             cfg.train.seed = s
             jobs.append(Job(v.id, s, cfg, folder / v.id / f"seed-{s}"))
+    refuse_other_configurations(folder, jobs)  # before matrix.json would describe settings the runs never had
+    if "references" not in manifest:
+        manifest["references"] = _references(nb)
+    write_json(folder / "matrix.json", manifest)
     return MatrixPlan(folder, manifest, jobs, f"{preset_name} {kind}")
+
+
+def refuse_other_configurations(folder: Path, jobs: list[Job]) -> None:
+    """One line naming the fields when any run folder, finished or not, holds another configuration than its
+    job's: a finished run would otherwise be skipped while matrix.json and the report claimed the new values."""
+    found: dict[str, tuple] = {}
+    runs = 0
+    for job in jobs:
+        diff = RunDir(job.run_dir).config_differences(job.cfg)
+        runs += bool(diff)
+        for key, (was, now) in diff.items():
+            found.setdefault(key, (was, now))
+    if found:
+        shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(found.items())[:3])
+        more = f" (+{len(found) - 3} more fields)" if len(found) > 3 else ""
+        raise ParityError(f"{folder} holds {runs} run(s) of another configuration ({shown}{more}): pass another "
+                          "--out, or the settings those runs were trained with")
 
 
 def _references(cfg: ExperimentConfig) -> dict | None:

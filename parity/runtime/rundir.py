@@ -96,19 +96,26 @@ class RunDir:
     def check_config(self, cfg) -> None:
         """A run folder belongs to one configuration: refuse to resume, or return the results of, a run
         whose config.yaml differs (data.download changes no result and is not compared)."""
-        from ..spec.config import config_diff
-
         if not self.config.is_file():
             if self.checkpoint.exists():  # resuming would mix two configurations in one run
                 raise ParityError(f"{self.path} holds a checkpoint but no config.yaml, so its configuration is "
                                   "unknown: delete that folder to start the run over")
             return
-        diff = {k: v for k, v in config_diff(self.load_config(), cfg).items() if k != "data.download"}
+        diff = self.config_differences(cfg)
         if diff:
             shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:3])
             more = f" (+{len(diff) - 3} more)" if len(diff) > 3 else ""
             raise ParityError(f"{self.path} holds a run of another configuration ({shown}{more}): pass another "
                               "--out, or delete that folder to start the run over")
+
+    def config_differences(self, cfg) -> dict:
+        """{field: (this run's value, cfg's)} where config.yaml differs from ``cfg`` ({} without a config.yaml;
+        data.download changes no result and is not compared)."""
+        from ..spec.config import config_diff
+
+        if not self.config.is_file():
+            return {}
+        return {k: v for k, v in config_diff(self.load_config(), cfg).items() if k != "data.download"}
 
     def finished_metrics(self) -> dict | None:
         """metrics.json when it holds finished results; a corrupt one is set aside as metrics.json.corrupt

@@ -91,3 +91,18 @@ def test_a_run_killed_after_its_commit_point_is_marked_done_by_the_next_matrix(t
     run_matrix("one-at-a-time", "smoke", 1, tmp_path, TINY, only=only)
     assert json.loads((run / "status.json").read_text())["state"] == "done"
     assert (run / "metrics.json").stat().st_mtime_ns == stamp  # not trained or evaluated again
+
+
+def test_another_set_into_a_finished_out_is_refused_and_changes_nothing(tmp_path):
+    """A finished run is skipped without training, so a new --set would only have been written into matrix.json
+    and the report; it is refused with the fields named, before anything in the folder changes."""
+    from parity.core.errors import ParityError
+    from parity.runtime.executors import run_matrix
+
+    only = ["notebook+lr"]
+    folder = run_matrix("one-at-a-time", "smoke", 1, tmp_path, TINY, only=only)
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+    with pytest.raises(ParityError, match=r"holds 2 run\(s\) of another configuration \(train\.lr: .* -> 0\.01"):
+        run_matrix("one-at-a-time", "smoke", 1, tmp_path, TINY + ["train.lr=0.01"], only=only)
+    after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before
