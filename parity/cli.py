@@ -571,16 +571,22 @@ def _positive(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .runtime import stopping
+
     args = build_parser().parse_args(argv)
+    stopping.install()  # SIGTERM as a scheduler sends it, handled as Ctrl-C is
     try:
         _positive(args)
         return args.func(args)
     except ParityError as e:
         print(f"parity: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("parity: interrupted; finished runs are kept, run the same command again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        name = getattr(e, "signal_name", "SIGINT")
+        where = f" ({e.where})" if getattr(e, "where", "") else ""
+        print(f"parity: interrupted by {name}{where}; finished runs are kept, run the same command again to resume",
+              file=sys.stderr)
+        return 143 if name == "SIGTERM" else 130
     except BrokenPipeError:  # output piped into head & co.
         return 0
     except OSError as e:  # a read-only folder, a full disk, a file where a folder should be: one line, not a traceback

@@ -23,6 +23,7 @@ from ..core.errors import ParityError, RunFileError, first_line
 from .allocator import ENV
 from .matrix import Job, plan_matrix
 from .rundir import RunDir
+from . import stopping
 from .seats import Seat, active_seats, share_cores
 
 RAY_MISSING = ("ray is not installed: pip install -e '.[distributed]' (or pip install 'ray>=2.9'), "
@@ -99,7 +100,7 @@ class LocalExecutor(Executor):
 
     def _run_workers(self, jobs: list[Job], title: str, started: float, console=None) -> None:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, wait
+        import queue
 
         from rich.progress import Progress
 
@@ -108,17 +109,42 @@ class LocalExecutor(Executor):
         n = min(self.jobs, len(jobs))
         # each worker starts at its own place in the list, so that they do not all queue for the first run
         orders = [jobs[k * len(jobs) // n:] + jobs[:k * len(jobs) // n] for k in range(n)]
-        with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_worker, order, title, started, n) for order in orders]
+        ctx = multiprocessing.get_context("spawn")  # no state shared with the workers but the run folders
+        outcomes = ctx.Queue()
+        workers = [ctx.Process(target=_worker, args=(order, title, started, n, outcomes)) for order in orders]
+        for w in workers:
+            w.start()
+        try:
             with Progress(*_progress_columns(), console=console, transient=False) as bar:
                 overall = bar.add_task(f"{title} ({n} jobs)", total=len(jobs), info="")
-                pending = set(futures)
-                while pending:
-                    _, pending = wait(pending, timeout=1.0)
+                while any(w.is_alive() for w in workers):
+                    for w in workers:
+                        w.join(timeout=0.5 / n)
                     finished = sum(RunDir(j.run_dir).is_done() or failed_since(j.run_dir, started) for j in jobs)
                     bar.update(overall, completed=finished)
-            for future in futures:
-                future.result()  # a worker's ParityError (a usage error) comes back here, as one line
+        except KeyboardInterrupt:
+            for w in workers:  # SIGTERM: each saves its run at the end of the step in progress
+                if w.is_alive():
+                    w.terminate()
+            for w in workers:
+                w.join()
+            raise
+        results = []
+        while True:
+            try:
+                results.append(outcomes.get(timeout=0.1))
+            except queue.Empty:
+                break
+        for kind, message in results:
+            if kind == "error":
+                raise ParityError(message)
+        for kind, message in results:
+            if kind == "interrupted":
+                raise stopping.Interrupted(message)
+        lost = [w.exitcode for w in workers if w.exitcode != 0]
+        if lost:
+            raise ParityError(f"a --jobs worker ended with exit code {lost[0]}: rerun the same command to finish "
+                              "its runs (finished runs are kept)")
 
     def _run_here(self, jobs: list[Job], title: str, started: float, console=None) -> None:
         from rich.console import Console
@@ -167,6 +193,8 @@ class LocalExecutor(Executor):
                         train_one(job)
                     finally:
                         release(job.run_dir, handle)
+                    if (name := stopping.requested()) is not None:  # asked during the run's final evaluation
+                        raise stopping.Interrupted(name, f"after {job.label}")
                 bar.advance(overall)
             for job in elsewhere:
                 bar.update(overall, info=f"waiting for {job.label} ({holder(job.run_dir)})")
@@ -181,10 +209,21 @@ class LocalExecutor(Executor):
             bar.update(current, visible=False)
 
 
-def _worker(jobs: list[Job], title: str, started: float, siblings: int) -> None:
+def _worker(jobs: list[Job], title: str, started: float, siblings: int, outcomes) -> None:
     """The body of one ``--jobs`` worker process: the local loop over every job, quietly (the parent draws the
-    progress); runs other workers hold are passed over and waited for, as between two commands."""
-    LocalExecutor(1, quiet=True, siblings=siblings).run(jobs, title, started)
+    progress); runs other workers hold are passed over and waited for, as between two commands. Its outcome
+    goes to ``outcomes``: ('done', ''), ('error', a ParityError's line) or ('interrupted', the signal)."""
+    stopping.install()
+    try:
+        LocalExecutor(1, quiet=True, siblings=siblings).run(jobs, title, started)
+    except ParityError as e:
+        outcomes.put(("error", str(e)))
+    except stopping.Interrupted as e:
+        outcomes.put(("interrupted", e.signal_name))
+    except KeyboardInterrupt:
+        outcomes.put(("interrupted", "SIGINT"))
+    else:
+        outcomes.put(("done", ""))
 
 
 # Ray reuses worker processes: keep the last dataset pair per worker, as the local executor does.

@@ -27,6 +27,7 @@ from ..core.coords import make_grid
 from ..spec.build import build_model
 from ..spec.config import ExperimentConfig, validate
 from ..spec.schedule import StepPlan, lr_at_step, step_plan
+from . import stopping
 from .rundir import RunDir, TrainState
 
 
@@ -224,7 +225,26 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
     step = Stepper(cfg, model, optimizer, setup)
     if setup.main:
         run.write_status("running", step=state.step, total_steps=plan.total_steps)
-    with PeakMemory() as memory:
+    try:
+        return _train_and_finish(cfg, run, setup, model, optimizer, state, step, progress, final_eval, eval_images)
+    except stopping.Interrupted:
+        raise  # the loop saved the run and marked it
+    except KeyboardInterrupt:
+        if setup.main:  # a second signal, or one in the final evaluation: the last checkpoint stands
+            run.write_status("interrupted", step=state.step, total_steps=plan.total_steps)
+        raise
+    except Exception as e:
+        if setup.main:
+            run.fail(f"{type(e).__name__}: {e}" if not isinstance(e, DivergedError) else str(e), step=state.step)
+        raise
+
+
+def _train_and_finish(cfg: ExperimentConfig, run: RunDir, setup: Setup, model, optimizer, state: TrainState,
+                      step, progress, final_eval: bool, eval_images: int | None) -> dict:
+    """The training loop from ``state.step``, the final evaluation and the run's last writes. A stop asked by
+    SIGTERM or SIGINT (``stopping``) ends the step in progress, saves the run at that step and raises."""
+    plan, t = setup.plan, cfg.train
+    with PeakMemory() as memory, stopping.deferred():
         for epoch, batches in epochs_from(cfg, setup, state.step):
             if state.step >= plan.total_steps:
                 break
@@ -245,6 +265,11 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
                     if progress:
                         progress({"step": state.step, "total": plan.total_steps, "loss": loss, "psnr": psnr})
                     run.save(model, optimizer, state, max(plan.eval_every, 10), plan.total_steps)
+                if (name := stopping.requested()) is not None:
+                    if setup.main:
+                        run.save(model, optimizer, state, max(plan.eval_every, 10), plan.total_steps)
+                        run.write_status("interrupted", step=state.step, total_steps=plan.total_steps, signal=name)
+                    raise stopping.Interrupted(name, f"{run.path} saved at step {state.step} of {plan.total_steps}")
     metrics = run_metrics(cfg, setup, state, memory.peak_mb)
     if not setup.main:  # rank 0 evaluates and writes the run's files
         return metrics

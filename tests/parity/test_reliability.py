@@ -18,6 +18,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -708,3 +709,32 @@ def test_resume_between_evaluations_matches_an_uninterrupted_run(tmp_path):
     resumed = train_run(cfg, tmp_path / "cut", final_eval=False)
     assert _stable(resumed) == _stable(whole)
     assert _history(tmp_path / "cut") == _history(tmp_path / "whole")
+
+
+def test_sigterm_mid_matrix_saves_the_run_says_so_and_resumes_bit_identical(tmp_path, reference):
+    """SIGTERM, as a scheduler sends it on preemption: the run in progress ends its step, saves its checkpoint and
+    is marked 'interrupted'; the command prints one line and exits 143; the rerun ends as the uninterrupted one."""
+    out = tmp_path / "terminated"
+    proc = subprocess.Popen(_cli(*ABLATE, "--out", str(out)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=_env())
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:  # in training: a status past step 0
+        states = [json.loads(p.read_text() or "{}") for p in out.glob("*/*/seed-*/status.json")]
+        if any(s.get("state") == "running" and s.get("step", 0) >= 1 for s in states):
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "the matrix ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "interrupted by SIGTERM" in lines[0] and "run the same command again" in lines[0], err
+    states = [json.loads(p.read_text())["state"] for p in out.glob("*/*/seed-*/status.json")]
+    assert "running" not in states and "interrupted" in states, states
+    final = subprocess.run(_cli(*ABLATE, "--out", str(out)), capture_output=True, text=True, env=_env(), timeout=300)
+    assert final.returncode == 0, final.stderr
+    ref = reference.wait()
+    for variant, seed in RUNS:
+        mine, theirs = _run_dir(out, variant, seed), _run_dir(ref, variant, seed)
+        a, b = json.loads((mine / "metrics.json").read_text()), json.loads((theirs / "metrics.json").read_text())
+        assert _stable(a) == _stable(b) and _history(mine) == _history(theirs), (variant, seed)

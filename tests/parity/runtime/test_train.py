@@ -71,6 +71,8 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path):
     with pytest.raises(Crash):
         train_run(tiny(max_steps=6, eval_every=2, epochs=10), tmp_path / "cut", progress=crash_at_5, final_eval=False)
     assert not (tmp_path / "cut" / "metrics.json").exists()
+    status = json.loads((tmp_path / "cut" / "status.json").read_text())
+    assert status["state"] == "failed" and status["error"].startswith("Crash") and status["step"] == 5
     resumed = train_run(tiny(max_steps=6, eval_every=2, epochs=10), tmp_path / "cut", final_eval=False)
     assert resumed["test"] == whole["test"]
     assert (tmp_path / "cut" / "history.jsonl").read_text().count("\n") == 3
@@ -104,3 +106,47 @@ def test_full_evaluation_is_recorded(tmp_path):
     assert {"test", "jitter", "sr_notebook", "sr_true", "probe", "params", "gflop_per_image"} <= set(m)
     assert set(m["jitter"]["same"]) == {"0.0", "0.005", "0.01", "0.02", "0.05"}
     assert (tmp_path / "e" / "samples.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.fixture
+def signals_handled():
+    """parity's SIGTERM/SIGINT handlers in this process for one test, then the previous ones back."""
+    import signal
+
+    from parity.runtime import stopping
+
+    before = {sig: signal.getsignal(sig) for sig in stopping.HANDLED}
+    stopping.install()
+    yield stopping
+    stopping.clear()
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+
+
+def test_sigterm_ends_the_step_saves_the_run_and_the_rerun_matches(tmp_path, signals_handled):
+    """The signal lands mid-run (step 3 of 6, between evaluations): the step finishes, the checkpoint is written at
+    that step and the run is marked interrupted; resuming it ends bit-identical to an uninterrupted run."""
+    import os
+    import signal
+
+    whole = train_run(tiny(max_steps=6, eval_every=4, epochs=10), tmp_path / "whole", final_eval=False)
+
+    def term_at_3(update):
+        if update["step"] == 3 and "psnr" not in update:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(signals_handled.Interrupted, match="SIGTERM") as stopped:
+        train_run(tiny(max_steps=6, eval_every=4, epochs=10), tmp_path / "cut", progress=term_at_3, final_eval=False)
+    assert "saved at step 3 of 6" in stopped.value.where
+    status = json.loads((tmp_path / "cut" / "status.json").read_text())
+    assert status == {"state": "interrupted", "step": 3, "total_steps": 6, "signal": "SIGTERM"}
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"] == 3
+    signals_handled.clear()
+    resumed = train_run(tiny(max_steps=6, eval_every=4, epochs=10), tmp_path / "cut", final_eval=False)
+    assert resumed["test"] == whole["test"]
+
+    def history(run):
+        lines = (tmp_path / run / "history.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k != "train_time_s"} for x in lines]
+
+    assert history("cut") == history("whole") and [h["step"] for h in history("cut")] == [4, 6]
