@@ -107,6 +107,35 @@ def _mode_error(path, mode: str) -> ParityError:
                        "8-bit or 16-bit PNG")
 
 
+# The most pixels one image may have; PIL's own decompression-bomb check comes later (2 x 89 M pixels) and ends
+# in a traceback. A setting: PARITY_MAX_IMAGE_PIXELS (README, "Data").
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+def max_image_pixels() -> int:
+    value = os.environ.get("PARITY_MAX_IMAGE_PIXELS", "")
+    try:
+        return int(value) if value else MAX_IMAGE_PIXELS
+    except ValueError:
+        raise ParityError(f"PARITY_MAX_IMAGE_PIXELS={value!r} is not a whole number of pixels: unset it or give "
+                          f"one, e.g. {MAX_IMAGE_PIXELS}") from None
+
+
+def _unreadable(path, e: Exception) -> ParityError:
+    if isinstance(e, Image.DecompressionBombError):  # PIL refused it from its header, past its own limit
+        return ParityError(f"image {path} is a decompression bomb ({first_line(e)}): remove it")
+    return _corrupt_error(path, e)
+
+
+def check_pixels(path, size: tuple[int, int]) -> None:
+    """Refuse, before decoding, an image larger than max_image_pixels() (a decompression bomb, or a mistake)."""
+    limit = max_image_pixels()
+    if size[0] * size[1] > limit:
+        raise ParityError(f"image {path} is {size[0]}x{size[1]} ({size[0] * size[1]:,} pixels), above the limit of "
+                          f"{limit:,} (a decompression bomb, or an image this toolkit never needs): remove it, or "
+                          "raise PARITY_MAX_IMAGE_PIXELS")
+
+
 class ImageLoader:
     """Opens one file as an RGB PIL image, or a 16-bit greyscale one as a float32 (3, H, W) tensor of
     value / 65535; with ``resize_crop`` off the image must already be ``image_size`` square. A class
@@ -119,6 +148,7 @@ class ImageLoader:
         require_regular_file(path)
         try:
             with Image.open(path) as im:
+                check_pixels(path, im.size)
                 if not self.resize_crop and im.size != (self.image_size, self.image_size):
                     raise size_error(path, im.size, self.image_size)
                 if im.mode in SIXTEEN_BIT_MODES:  # convert("RGB") would clip every value above 255 to white
@@ -129,8 +159,8 @@ class ImageLoader:
                 return im.convert("RGB")  # convert() decodes, so truncated files fail here, inside the try
         except ParityError:
             raise
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-            raise _corrupt_error(path, e) from None
+        except Exception as e:  # OSError, UnidentifiedImageError, a bomb, any decoder failure: one line
+            raise _unreadable(path, e) from None
 
 
 def check_sizes(paths: list, image_size: int, resize_crop: bool, where: str) -> None:
@@ -144,9 +174,12 @@ def check_sizes(paths: list, image_size: int, resize_crop: bool, where: str) -> 
         require_regular_file(path)
         try:
             with Image.open(path) as im:
+                check_pixels(path, im.size)
                 seen.setdefault(im.size, path)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-            raise _corrupt_error(path, e) from None
+        except ParityError:
+            raise
+        except Exception as e:  # OSError, UnidentifiedImageError, a bomb, any decoder failure: one line
+            raise _unreadable(path, e) from None
     if resize_crop:
         return
     if len(seen) > 1:

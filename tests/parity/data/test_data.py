@@ -134,6 +134,41 @@ def test_imagefolder_corrupt_file_is_named(tmp_path):
         train[train.samples.index((str(bad), 1))]  # ...or loading it does
 
 
+def test_a_decompression_bomb_is_refused_before_decoding(tmp_path, monkeypatch):
+    """A 20000x20000 PNG is a few hundred KB on disk and 1.2 GB decoded: refused from its header, one line naming
+    the file and the setting; PIL's own bomb error (past its limit) is one line too."""
+    import zlib
+
+    _folder(tmp_path, per_class=2)
+    bomb = tmp_path / "train" / "dog" / "bomb.png"
+    width = height = 20000
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])  # 1-bit greyscale
+    rows = zlib.compress(b"\0" * (height * (1 + width // 8)), 9)
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    assert bomb.stat().st_size < 1_000_000
+    with pytest.raises(ParityError, match=r"image .*bomb\.png is a decompression bomb \(Image size \(400000000 "
+                                          r"pixels\).*\): remove it$"):
+        train = LabelledImageFolder(tmp_path, "train", 8)
+        train[train.samples.index((str(bomb), 1))]
+    # within PIL's limit, above ours (a documented setting): refused from the header, before decoding
+    bomb.unlink()
+    big = tmp_path / "train" / "dog" / "big.png"
+    _save(big, size=(64, 64))
+    monkeypatch.setenv("PARITY_MAX_IMAGE_PIXELS", "1000")
+    with pytest.raises(ParityError, match=r"big\.png is 64x64 \(4,096 pixels\), above the limit of 1,000 .*"
+                                          r"raise PARITY_MAX_IMAGE_PIXELS"):
+        LabelledImageFolder(tmp_path, "train", 8, resize_crop=True)[0]
+        train = LabelledImageFolder(tmp_path, "train", 8, resize_crop=True)
+        train[train.samples.index((str(big), 1))]
+    monkeypatch.setenv("PARITY_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ParityError, match="PARITY_MAX_IMAGE_PIXELS='lots' is not a whole number"):
+        LabelledImageFolder(tmp_path, "train", 8)
+
+
 def test_imagefolder_mixed_sizes(tmp_path):
     _folder(tmp_path)
     _save(tmp_path / "train" / "dog" / "9.png", size=(10, 6))  # the last file, always header-checked
