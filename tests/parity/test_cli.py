@@ -74,6 +74,10 @@ def test_differences_and_audit(tmp_path, capsys):
     assert main(["audit", "--no-flops", "--out", str(report)]) == 0
     text = report.read_text()
     assert "Fields that differ without a registry entry: none" in text and "Batch-0 coordinates" in text
+    again = tmp_path / "again.md"
+    assert main(["audit", "--no-flops", "--out", str(again)]) == 0
+    assert again.read_bytes() == report.read_bytes()  # a tracked page: no date, no number measured to rounding
+    assert "gradient below 1e-12" in text
 
 
 def test_train_then_resume_from_its_checkpoint(tmp_path):
