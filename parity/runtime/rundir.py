@@ -65,6 +65,7 @@ class RunDir:
         self.status_file = self.path / "status.json"
         self.metrics_file = self.path / "metrics.json"
         self.samples = self.path / "samples.png"
+        self.restarted = ""  # why load_state set an unreadable checkpoint aside, if it did
 
     @classmethod
     def of_checkpoint(cls, checkpoint) -> RunDir:
@@ -135,8 +136,8 @@ class RunDir:
     def is_done(self) -> bool:
         """metrics.json written and status.json saying done. A run killed between the two writes is not done
         yet: its next ``train_run`` completes the commit without training."""
-        if not self.metrics_file.exists():
-            return False
+        if not self.metrics_file.exists() or self.metrics_problem() is not None:
+            return False  # a NaN or torn metrics.json: the rerun evaluates the run again (finished_metrics)
         try:
             return self.status().get("state", "done") == "done"  # no status.json: written before statuses
         except ParityError:
@@ -175,6 +176,13 @@ class RunDir:
         fix = "delete it to restart the run from scratch"
         try:
             state = read_checkpoint(self.checkpoint)
+        except ParityError as e:  # truncated or unreadable: the run's own file, so set it aside and start over
+            aside = self.checkpoint.with_name(self.checkpoint.name + ".corrupt")
+            os.replace(self.checkpoint, aside)
+            self.restarted = f"{self.checkpoint.name} could not be read ({first_line(e)}); set aside as {aside.name}, " \
+                             "the run restarted from step 0"
+            return TrainState()
+        try:
             if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
                 have = ", ".join(sorted(map(str, state))) if isinstance(state, dict) else type(state).__name__
                 raise ParityError(f"{self.checkpoint} is not a parity run checkpoint (expected "

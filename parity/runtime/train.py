@@ -13,6 +13,7 @@ import itertools
 import math
 import os
 import platform
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -224,7 +225,10 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
     state = run.load_state(model, optimizer)
     step = Stepper(cfg, model, optimizer, setup)
     if setup.main:
-        run.write_status("running", step=state.step, total_steps=plan.total_steps)
+        run.write_status("running", step=state.step, total_steps=plan.total_steps,
+                         **({"restarted": run.restarted} if run.restarted else {}))
+        if run.restarted:
+            print(f"parity: {run.path}: {run.restarted}", file=sys.stderr)
     try:
         return _train_and_finish(cfg, run, setup, model, optimizer, state, step, progress, final_eval, eval_images)
     except stopping.Interrupted:

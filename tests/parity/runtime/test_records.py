@@ -17,7 +17,7 @@ def _run(folder, state="done", metrics=True):
     (folder / "status.json").write_text(json.dumps({"state": state}))
     (folder / "history.jsonl").write_text('{"step": 1}\n')
     if metrics:
-        (folder / "metrics.json").write_text(json.dumps({"test": {"psnr": 20.0}}))
+        (folder / "metrics.json").write_text(json.dumps({"test": {"psnr": 20.0}, "steps": 1}))
 
 
 def test_records_keep_finished_runs_without_checkpoints(tmp_path):

@@ -150,3 +150,37 @@ def test_sigterm_ends_the_step_saves_the_run_and_the_rerun_matches(tmp_path, sig
         return [{k: v for k, v in json.loads(x).items() if k != "train_time_s"} for x in lines]
 
     assert history("cut") == history("whole") and [h["step"] for h in history("cut")] == [4, 6]
+
+
+def test_an_unreadable_checkpoint_of_an_unfinished_run_is_set_aside_and_the_run_restarts(tmp_path, capsys):
+    """The named fix works: a truncated checkpoint.pt (a disk that filled, a copy cut short) no longer fails every
+    rerun the same way; it is kept as checkpoint.pt.corrupt, the run starts over and ends as an uncut run."""
+    whole = train_run(tiny(max_steps=4, eval_every=2, epochs=10), tmp_path / "whole", final_eval=False)
+
+    def crash_at_3(update):
+        if update["step"] == 3:
+            raise RuntimeError("cut")
+
+    with pytest.raises(RuntimeError):
+        train_run(tiny(max_steps=4, eval_every=2, epochs=10), tmp_path / "cut", progress=crash_at_3, final_eval=False)
+    checkpoint = tmp_path / "cut" / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    resumed = train_run(tiny(max_steps=4, eval_every=2, epochs=10), tmp_path / "cut", final_eval=False)
+    assert resumed["test"] == whole["test"]
+    assert (tmp_path / "cut" / "checkpoint.pt.corrupt").stat().st_size == 100
+    assert "set aside as checkpoint.pt.corrupt, the run restarted from step 0" in capsys.readouterr().err
+
+
+def test_a_finished_run_with_a_nan_psnr_is_evaluated_again_by_the_rerun(tmp_path):
+    """The report's advice ("rerun parity ablate to evaluate the run again") holds: the run is not done."""
+    from parity.runtime.rundir import RunDir
+
+    first = train_run(tiny(max_steps=2), tmp_path / "r", final_eval=False)
+    metrics = tmp_path / "r" / "metrics.json"
+    broken = json.loads(metrics.read_text())
+    broken["test"]["psnr"] = float("nan")
+    metrics.write_text(json.dumps(broken))
+    assert not RunDir(tmp_path / "r").is_done()  # so a matrix's rerun does not skip it
+    again = train_run(tiny(max_steps=2), tmp_path / "r", final_eval=False)
+    assert again["test"] == first["test"] and RunDir(tmp_path / "r").is_done()
+    assert (tmp_path / "r" / "metrics.json.corrupt").exists()
