@@ -572,6 +572,29 @@ class Document:
         return "## Defects of the original\n\nReproduced by the faithful port.\n\n" + _table(pd.DataFrame(rows))
 
     def not_run(self) -> str:
+        return "\n\n".join(filter(None, [self.unfinished(), self.incomplete()]))
+
+    def incomplete(self) -> str:
+        """Finished runs missing a part the report reads: without history.jsonl a run is absent from the training
+        curves and the matched-budget readings (which then average fewer seeds); without samples.png a baseline
+        shows no reconstructions."""
+        runs = self.results.runs
+        if "missing_parts" not in runs:
+            return ""
+        rows = []
+        for r in runs.itertuples():
+            parts = [p for p in (r.missing_parts if isinstance(r.missing_parts, list) else [])
+                     if p != "samples.png" or r.role == "baseline"]  # only baselines' samples are shown
+            if parts:
+                rows.append({"matrix": f"`{r.matrix}`", "variant": r.variant, "seed": str(r.seed),
+                             "missing": ", ".join(parts), "run folder": self.folder_link(self.shown(r.run_dir), r.run_dir)})
+        if not rows:
+            return ""
+        return ("**Finished runs with parts missing.** Their metrics count everywhere; a run without history.jsonl is "
+                "left out of the training curves and the matched-budget readings, which then average fewer seeds:\n\n"
+                + _table(pd.DataFrame(rows)))
+
+    def unfinished(self) -> str:
         runs = self.results.runs
         bad = runs[runs["state"] != "done"]
         if bad.empty:

@@ -115,6 +115,11 @@ def _run_row(folder: Path, variant: dict, seed: int) -> dict:
     row.update(flatten({k: v for k, v in (metrics or {}).items() if k not in NOT_FLATTENED}))
     samples = run_dir / "samples.png"
     row["samples"] = samples if samples.is_file() else None
+    # parts of a finished run the report reads beyond its metrics: named in the report when absent
+    history = RunDir(run_dir).history_file
+    row["missing_parts"] = [name for name, there in (("history.jsonl", history.is_file() and history.stat().st_size),
+                                                     ("samples.png", row["samples"] is not None))
+                            if not there] if row["state"] == "done" else []
     return row
 
 

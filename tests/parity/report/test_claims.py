@@ -144,3 +144,16 @@ def test_the_report_puts_the_claims_on_its_first_screen_and_in_its_json(study, t
     assert {c["difference"] for c in summary_json["claims"]} >= {"spatial-bias", "jitter-train"}
     assert summary_json["jitter_robustness"][0]["with"] == "notebook+jitter-train"
     assert (tmp_path / "study_files" / "jitter-robustness.png").is_file()
+
+
+def test_a_finished_run_without_its_history_is_named(study, tmp_path):
+    import shutil
+
+    results, _ = study
+    root = tmp_path / "runs"
+    shutil.copytree(results.root, root)
+    (root / "smoke-one-at-a-time" / "notebook+num-lp" / "seed-0" / "history.jsonl").unlink()
+    text = write_report(root, tmp_path / "r.md").read_text()
+    assert "**Finished runs with parts missing.**" in text
+    row = next(line for line in text.splitlines() if "notebook+num-lp" in line and "history.jsonl" in line)
+    assert "| 0 " in row
