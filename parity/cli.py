@@ -260,6 +260,8 @@ def cmd_ablate(args) -> int:
 
     groups = parse_groups(args.groups)
     kinds = list(RUN_ORDER) if args.matrix == "all" else [args.matrix]
+    if args.dry_run:
+        return _dry_run(kinds, args, groups, console)
     folders = []
     for kind in kinds:
         folders.append(run_matrix(kind, args.preset, args.seeds, Path(args.out), args.set, console=console,
@@ -272,6 +274,36 @@ def cmd_ablate(args) -> int:
         for folder in folders:
             console.print(f"report: {write_report(folder)}")
     return _failed_runs_table(folders, console)
+
+
+def _dry_run(kinds, args, groups, console) -> int:
+    """`parity ablate --dry-run`: the plan, one measured training step per configuration, the totals; nothing
+    is written and nothing trains."""
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from .runtime.estimate import dry_run
+    from .runtime.matrix import plan_matrix
+
+    plans = [plan_matrix(kind, args.preset, args.seeds, Path(args.out), args.set, args.only or None, groups,
+                         args.faithful_defects, write=False) for kind in kinds]
+    console.log(f"measuring one training step of each configuration on this device ({sum(len(p.jobs) for p in plans)} "
+                "runs planned)")
+    rows = dry_run(plans)
+    table = Table(title=f"parity ablate --dry-run: {', '.join(kinds)} at --preset {args.preset}, {args.seeds} seed(s)")
+    for column in ("matrix", "variant", "done", "to do", "steps a run", "s a step", "memory (MiB)", "to train (s)"):
+        table.add_column(column, justify="left" if column in ("matrix", "variant") else "right")
+    for r in rows:
+        table.add_row(r["matrix"], r["variant"], str(r["done"]), str(r["to_do"]), f"{r['steps_per_run']:,}",
+                      f"{r['step_s']:.3f}", f"{r['memory_mib']:,.0f}", f"{r['seconds_to_do']:,.0f}")
+    console.print(table)
+    total = sum(r["seconds_to_do"] for r in rows)
+    done, to_do = sum(r["done"] for r in rows), sum(r["to_do"] for r in rows)
+    console.print(f"total: {to_do} run(s) to do ({done} done), {total:,.0f} s = {total / 3600:,.1f} hours of training "
+                  "on this device at the measured steps (evaluations not included: a floor); peak memory of one run "
+                  f"about {max((r['memory_mib'] for r in rows), default=0):,.0f} MiB")
+    return 0
 
 
 def _failed_runs_table(folders, console) -> int:
@@ -478,6 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(pip install -e '.[distributed]')")
     p.add_argument("--address", help="with --executor ray: an existing cluster (auto, HOST:PORT, ray://HOST:10001); "
                    "default: a local cluster on this machine's CPUs")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan instead: runs done and to do, one training step of each configuration "
+                   "measured here, memory and time totals; trains and writes nothing")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="train N runs at once on this machine (worker processes); every process training into "
                    "--out takes an equal share of the cores, unless OMP_NUM_THREADS is set")

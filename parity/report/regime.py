@@ -6,29 +6,13 @@ values are the sources' own configurations (parity.spec.config)."""
 from __future__ import annotations
 
 from ..spec.config import notebook_baseline, original_baseline
+from ..spec.schedule import SOURCE_TEST_IMAGES, SOURCE_TRAIN_IMAGES, run_steps
 
-# The sources' data sizes: torchvision's official CIFAR-10 split (notebook) and the original's
-# numbered-JPEG index ranges (train 1-49999, test 55000-59999).
-SOURCE_TRAIN_IMAGES = {"official": 50_000, "numbered": 49_999}
-SOURCE_TEST_IMAGES = {"official": 10_000, "numbered": 5_000}
 SIDES = ("notebook", "original")
 
 
 def _source(side: str) -> dict:
     return (notebook_baseline() if side == "notebook" else original_baseline()).to_dict()
-
-
-def run_steps(cfg: dict) -> int | None:
-    """Optimiser steps of a run of configuration ``cfg`` (a config dict): epochs x batches per epoch of its
-    training images (the subset, else the source's split), capped by max_steps."""
-    from ..spec.schedule import batches_per_epoch
-
-    data, train = cfg.get("data") or {}, cfg.get("train") or {}
-    images = data.get("train_subset") or SOURCE_TRAIN_IMAGES.get(data.get("split"))
-    if not images or not train.get("batch_size") or not train.get("epochs"):
-        return None
-    steps = batches_per_epoch(int(images), int(train["batch_size"]), bool(data.get("drop_last"))) * int(train["epochs"])
-    return min(steps, int(train["max_steps"])) if train.get("max_steps") else steps
 
 
 def source_steps(side: str) -> int:

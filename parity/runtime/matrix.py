@@ -153,7 +153,7 @@ class MatrixPlan:
 
 def plan_matrix(kind: str, preset_name: str, seeds: int, out: Path, overrides: list[str] | None = None,
                 only: list[str] | None = None, groups: tuple[str, ...] | None = None,
-                faithful_defects: bool = False) -> MatrixPlan:
+                faithful_defects: bool = False, write: bool = True) -> MatrixPlan:
     """The variants of a matrix at a preset, as runs (variant x seed) in their folders, and its manifest
     (matrix.json, written). ``groups``: the factorial's factors; ``only``: these variants and the baseline.
     Training is an executor's job (parity.runtime.executors.run_matrix)."""
@@ -175,7 +175,8 @@ def plan_matrix(kind: str, preset_name: str, seeds: int, out: Path, overrides: l
                               "original+ID (improvements), with-GROUP+GROUP (factorial)")
         variants = [v for v in variants if v.id in only or v.role == "baseline"]
     folder = Path(out) / f"{preset_name}-{kind}"
-    folder.mkdir(parents=True, exist_ok=True)
+    if write:  # a dry run plans without touching the folder
+        folder.mkdir(parents=True, exist_ok=True)
     seed_list = list(range(seeds))
     manifest = read_json(folder / "matrix.json") or {}
     from .train import environment
@@ -199,9 +200,10 @@ def plan_matrix(kind: str, preset_name: str, seeds: int, out: Path, overrides: l
             cfg.train.seed = s
             jobs.append(Job(v.id, s, cfg, folder / v.id / f"seed-{s}"))
     refuse_other_configurations(folder, jobs)  # before matrix.json would describe settings the runs never had
-    if "references" not in manifest:
-        manifest["references"] = _references(nb)
-    write_json(folder / "matrix.json", manifest)
+    if write:
+        if "references" not in manifest:
+            manifest["references"] = _references(nb)
+        write_json(folder / "matrix.json", manifest)
     return MatrixPlan(folder, manifest, jobs, f"{preset_name} {kind}")
 
 

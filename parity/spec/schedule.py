@@ -88,3 +88,22 @@ def lr_table(cfg: ExperimentConfig, train_images: int) -> list[dict]:
         else:
             rows.append({"epoch": epoch, "first_step": step, "steps": 1, "lr": lr_for_epoch(cfg.train, epoch)})
     return rows
+
+
+# The sources' data sizes: torchvision's official CIFAR-10 split (notebook) and the original's
+# numbered-JPEG index ranges (train 1-49999, test 55000-59999).
+SOURCE_TRAIN_IMAGES = {"official": 50_000, "numbered": 49_999}
+SOURCE_TEST_IMAGES = {"official": 10_000, "numbered": 5_000}
+
+
+def run_steps(cfg: dict) -> int | None:
+    """Optimiser steps of a run of configuration ``cfg`` (a config dict): epochs x batches per epoch of its
+    training images (the subset, else the source's split), capped by max_steps."""
+    data, train = cfg.get("data") or {}, cfg.get("train") or {}
+    images = data.get("train_subset") or SOURCE_TRAIN_IMAGES.get(data.get("split"))
+    if not images or not train.get("batch_size") or not train.get("epochs"):
+        return None
+    steps = batches_per_epoch(int(images), int(train["batch_size"]), bool(data.get("drop_last"))) * int(train["epochs"])
+    return min(steps, int(train["max_steps"])) if train.get("max_steps") else steps
+
+
