@@ -52,8 +52,20 @@ def run_records(folder):
     return out
 
 
-def test_jobs_two_trains_every_run_once_and_matches_one_process(tmp_path, monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the same threads in both, so the numbers can match bit for bit
+@pytest.fixture
+def one_thread(monkeypatch):
+    """One torch thread here and in every worker (which reads OMP_NUM_THREADS when it starts; this process's torch
+    was started already): float sums then reduce in the same order everywhere, so numbers can match bit for bit."""
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_jobs_two_trains_every_run_once_and_matches_one_process(tmp_path, one_thread):
     only = ["notebook+depth", "notebook+lr", "notebook+warmup"]
     one = run_matrix("one-at-a-time", "smoke", 2, tmp_path / "one", TINY, only=only)
     two = run_matrix("one-at-a-time", "smoke", 2, tmp_path / "two", TINY, only=only,
