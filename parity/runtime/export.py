@@ -2,7 +2,8 @@
 
 - ``transinr``: the trans-inr checkpoint dict (``{'model': {'name', 'args', 'sd'}, 'epoch', 'cfg'}``) that
   ``trans-inr-master``'s trainers write and ``original_port.load_checkpoint`` reads, for an original-decoder run;
-- ``notebook``: the notebook's bare ``state_dict`` of ``MambaGINR_CIFAR``, for a notebook run.
+- ``notebook``: the notebook's bare ``state_dict`` of ``MambaGINR_CIFAR``, for a notebook run, with the class's
+  constructor arguments beside it (``<out>.json``): a bare state dict loads only into a model built first.
 
 A mixed variant that neither source can build (a harness toggle away from the source's behaviour) is
 refused with the reason: the exported file would load into nothing the user has.
@@ -14,6 +15,7 @@ import inspect
 from pathlib import Path
 
 from ..core.errors import ParityError
+from ..core.store import write_json
 from ..spec.build import build_model, notebook_kwargs, transinr_spec
 
 FORMATS = ("transinr", "notebook")
@@ -61,6 +63,11 @@ def export_run(run_dir, fmt: str, out) -> Path:
     from .rundir import RunDir
 
     run = RunDir(run_dir)
+    own = {f.resolve() for f in (run.config, run.checkpoint, run.metrics_file, run.status_file, run.history_file,
+                                 run.samples)}
+    if out.resolve() in own or kwargs_file(out).resolve() in own:
+        raise ParityError(f"--out {out} is one of the run's own files: pass a path outside {run_dir} (or another "
+                          "name), so the export never writes over the run")
     if not run.config.is_file() or not run.checkpoint.is_file():
         raise ParityError(f"{run_dir} is not a run folder with config.yaml and checkpoint.pt: pass a folder that "
                           "`parity train` or `parity ablate` wrote (…/<variant>/seed-<k>)")
@@ -87,8 +94,17 @@ def export_run(run_dir, fmt: str, out) -> Path:
         original_port.save_checkpoint(out, model, spec, epoch=int(state.get("step", 0)),
                                       cfg={"parity_config": cfg.to_dict()})
     else:
+        # the notebook's format is a bare state dict; what builds the class it loads into goes beside it
         atomic_torch_save(out, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        write_json(kwargs_file(out), {"class": "notebook_port.MambaGINR_CIFAR",
+                                      "kwargs": notebook_kwargs(m, size), "run": str(run_dir), "step": state.get("step")})
     return out
 
 
-__all__ = ["FORMATS", "export_run", "harness_only_notebook", "harness_only_transinr"]
+def kwargs_file(out) -> Path:
+    """Beside a notebook export: the constructor arguments its state dict loads into (``<out>.json``)."""
+    out = Path(out)
+    return out.with_name(out.name + ".json")
+
+
+__all__ = ["FORMATS", "export_run", "harness_only_notebook", "harness_only_transinr", "kwargs_file"]

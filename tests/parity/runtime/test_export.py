@@ -57,6 +57,21 @@ def test_notebook_run_round_trips_through_the_bare_state_dict(tmp_path):
     fresh = notebook_port.MambaGINR_CIFAR(**notebook_kwargs(cfg.model, cfg.data.image_size))
     fresh.load_state_dict(state, strict=True)
     assert torch.equal(_output(fresh, 16), _output(model, 16))
+    # what it loads into travels with it: the class built from the file beside it takes the weights strictly
+    import json
+
+    beside = json.loads((tmp_path / "nb.pth.json").read_text())
+    assert beside["class"] == "notebook_port.MambaGINR_CIFAR" and beside["step"] == 7
+    notebook_port.MambaGINR_CIFAR(**beside["kwargs"]).load_state_dict(state, strict=True)
+
+
+@pytest.mark.parametrize("own", ["checkpoint.pt", "config.yaml", "metrics.json"])
+def test_export_never_writes_over_the_runs_own_files(tmp_path, own):
+    run, _, _ = fake_run(tmp_path, "notebook")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(ParityError, match="is one of the run's own files"):
+        export_run(run, "notebook", run / own)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
 
 
 @pytest.mark.parametrize("name, fmt, message", [
