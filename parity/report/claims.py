@@ -20,7 +20,7 @@ from ..spec.differences import DIFFERENCES, IMPROVEMENTS, NOT_IN_SEED
 from . import stats
 from .compute import curves, gflop_per_step, value_at
 from .effects import claimed_level
-from .tables import missing
+from .tables import as_float, missing
 
 # (matrix kind, how the reading is named): the directions a claim is read in, in the order shown
 DIRECTIONS = (("leave-one-out", "removed from the original"), ("improvements", "added to the original"),
@@ -61,8 +61,8 @@ def effect_reading(row, level: str | None, direction: str) -> dict:
     collapsed = list(row.collapsed_seeds) if isinstance(row.collapsed_seeds, list) else []
     reading = {"direction": direction, "matrix": row.matrix, "variant": row.variant, "reference": row.reference,
                "metric": row.metric, "seeds": int(row.n) if not missing(row.n) else 0,
-               "effect_db": _num(row.mean), "ci_low_db": _num(row.sim_low), "ci_high_db": _num(row.sim_high),
-               "confidence": _num(row.sim_confidence), "verdict": row.verdict, "collapsed_seeds": collapsed,
+               "effect_db": as_float(row.mean), "ci_low_db": as_float(row.sim_low), "ci_high_db": as_float(row.sim_high),
+               "confidence": as_float(row.sim_confidence), "verdict": row.verdict, "collapsed_seeds": collapsed,
                "own_variance": bool(row.own_variance) if not missing(row.own_variance) else False}
     ends = stats.Interval(reading["effect_db"], reading["ci_low_db"], reading["ci_high_db"], reading["seeds"],
                           math.nan, math.nan, math.nan, reading["confidence"])
@@ -70,7 +70,7 @@ def effect_reading(row, level: str | None, direction: str) -> dict:
         else row.verdict
     alive = {s: v for s, v in values.items() if s not in collapsed}
     if collapsed:
-        reading["without_collapsed_db"] = _num(sum(alive.values()) / len(alive)) if alive else None
+        reading["without_collapsed_db"] = as_float(sum(alive.values()) / len(alive)) if alive else None
         reading["without_collapsed_seeds"] = len(alive)
     return reading
 
@@ -124,13 +124,9 @@ def convergence(histories: pd.DataFrame, runs: pd.DataFrame, row) -> list[dict]:
             if a is not None and b is not None:
                 values[seed] = sign * (a[1] - b[1])
         interval = stats.t_interval(values)
-        out.append({"measure": measure, "budget": budget, "seeds": interval.n, "effect_db": _num(interval.mean),
-                    "ci_low_db": _num(interval.low), "ci_high_db": _num(interval.high)})
+        out.append({"measure": measure, "budget": budget, "seeds": interval.n, "effect_db": as_float(interval.mean),
+                    "ci_low_db": as_float(interval.low), "ci_high_db": as_float(interval.high)})
     return out
-
-
-def _num(x) -> float | None:
-    return None if missing(x) else float(x)
 
 
 __all__ = ["CONVERGENCE", "DIRECTIONS", "claim_readings", "convergence", "effect_reading", "seed_rated", "summary"]

@@ -14,6 +14,7 @@ import pandas as pd
 
 from . import stats
 from .results import done_values
+from .tables import as_float
 
 MODE = "same"
 TRAINED_WITH = "jitter-train"
@@ -84,10 +85,8 @@ def _by_std(value: dict, stds: list[str]) -> list[dict]:
 
 
 def _interval(iv: stats.Interval) -> dict:
-    def num(x):
-        return None if x != x else float(x)
-
-    return {"mean_db": num(iv.mean), "ci_low_db": num(iv.low), "ci_high_db": num(iv.high), "seeds": iv.n}
+    return {"mean_db": as_float(iv.mean), "ci_low_db": as_float(iv.low), "ci_high_db": as_float(iv.high),
+            "seeds": iv.n}
 
 
 __all__ = ["MODE", "jitter_pairs", "jitter_stds", "robustness"]

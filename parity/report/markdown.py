@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..core.store import atomic_write_bytes, atomic_write_text
 from ..spec.config import notebook_baseline, original_baseline
-from ..spec.differences import DEFECTS, DIFFERENCES, GROUPS, IMPROVEMENTS, NOT_IN_SEED
+from ..spec.differences import DEFECTS, DIFFERENCES, GROUPS, IMPROVEMENTS, NOT_IN_SEED, REGISTRY
 from ..spec.kinds import KINDS, TABLE
 from . import stats
 from .claims import claim_readings
@@ -380,7 +380,7 @@ class Document:
             if path is not None:
                 caption = "PSNR under test jitter, trained with and without jitter (bands: 95% seed intervals)"
                 chart = f"![{_alt(caption)}]({self._file_link(path)})\n\n*{caption}*"
-        train_std = next((float(e.sets["train.jitter_std"]) for e in IMPROVEMENTS if e.id == "jitter-train"), 0.01)
+        train_std = float(REGISTRY["jitter-train"].sets["train.jitter_std"])
         return jitter_section(self.jitter, train_std, chart)
 
     def cost_section(self) -> str:
