@@ -10,8 +10,13 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 
 from parity.core.coords import endpoint_grid
-from parity.core.features import (fourier_patch_code, gaussian_fourier_features, log_fourier_features,
-                             log_spaced_omegas, spatial_bias)
+from parity.core.features import (
+    fourier_patch_code,
+    gaussian_fourier_features,
+    log_fourier_features,
+    log_spaced_omegas,
+    spatial_bias,
+)
 from parity.core.ssm import BiMambaEncoder
 from parity.core.tokens import take_tokens
 
@@ -95,7 +100,9 @@ class ModulationNetwork(nn.Module):
         return _coordinate_features(self, "B", coords)
 
     def forward(self, coords, lp_features, return_attention=False):
-        split = lambda t: rearrange(t, "b n (h d) -> b h n d", h=self.heads)
+        def split(t):
+            return rearrange(t, "b n (h d) -> b h n d", h=self.heads)
+
         q = split(self.query_proj(self.coord_encoder(self.fourier_encode(coords))))
         k, v = split(self.key_proj(lp_features)), split(self.value_proj(lp_features))
         bias = None
@@ -163,7 +170,8 @@ class MambaGINR_CIFAR(nn.Module):  # noqa: N801  (the notebook's class name)
         self.img_size, self.patch_size, self.dim = img_size, patch_size, dim
         self.num_patches = (img_size // patch_size) ** 2
         # Harness toggle: the original's fixed 32-wide Fourier code in front of each patch embedding.
-        self.pos_code = fourier_patch_code(img_size // patch_size, img_size // patch_size) if pos_code == "fourier" else None
+        self.pos_code = (fourier_patch_code(img_size // patch_size, img_size // patch_size) if pos_code == "fourier"
+                         else None)
         code_width = 0 if self.pos_code is None else self.pos_code.shape[1]
         self.patch_embed = nn.Linear(patch_size * patch_size * 3, dim - code_width)
         self.lp_module = ImplicitSequentialBias(num_lp=num_lp, dim=dim, input_len=self.num_patches, type=lp_type,

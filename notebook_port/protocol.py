@@ -10,7 +10,7 @@ from einops import rearrange
 
 from parity.core.checkpoints import load_state_dict_strict, read_checkpoint
 
-from .model import MambaGINR_CIFAR, NOTEBOOK_CIFAR_KWARGS, create_coordinate_grid
+from .model import NOTEBOOK_CIFAR_KWARGS, MambaGINR_CIFAR, create_coordinate_grid
 
 NUM_SAMPLE_COORDS = 512
 

@@ -11,8 +11,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange, repeat
 
-from parity.core.features import (gaussian_fourier_features, log_fourier_features, log_spaced_omegas,
-                             raster_patch_index, spatial_bias)
+from parity.core.features import (
+    gaussian_fourier_features,
+    log_fourier_features,
+    log_spaced_omegas,
+    raster_patch_index,
+    spatial_bias,
+)
 
 from .registry import register
 
@@ -105,7 +110,7 @@ class LAINRDecoder(nn.Module):
 
         levels = []
         for k in range(self.layer_num):
-            h = self.act(self.bandwidth_lins[k](self._batched(lambda c: self.level_features(c, k), coords)))
+            h = self.act(self.bandwidth_lins[k](self._batched(lambda c, k=k: self.level_features(c, k), coords)))
             levels.append(self.act(h + self.modulation_lins[k](modulation)))
         hidden = [levels[0]]
         for k in range(1, self.layer_num):

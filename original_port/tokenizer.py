@@ -21,7 +21,9 @@ class MambaPatchTokenizer(nn.Module):
 
     def __init__(self, input_size, patch_size, dim, padding=0, img_channels=3, pos_emb="learned", pos_emb_dim=32):
         super().__init__()
-        pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
+        def pair(v):
+            return (v, v) if isinstance(v, int) else tuple(v)
+
         input_size, self.patch_size, self.padding = pair(input_size), pair(patch_size), pair(padding)
         self.input_size, self.img_channels = input_size, img_channels
         patch_numel = self.patch_size[0] * self.patch_size[1] * img_channels

@@ -79,6 +79,24 @@ def cmd_bench_jobs(args) -> int:
     return 0
 
 
+def cmd_bench_evaluation(args) -> int:
+    import shlex
+    import sys
+
+    from .bench.evaluation import write_evaluation_report
+
+    console = _console()
+    sides = [s.strip() for s in args.sides.split(",") if s.strip()]
+    unknown = [s for s in sides if s not in ("notebook", "original")]
+    if unknown or not sides:
+        raise ParityError(f"--sides {args.sides!r}: name notebook, original or both (comma list)")
+    command = "parity " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report = write_evaluation_report(sides, args.preset, args.set, args.steps, args.out, args.report, command,
+                                     progress=console.log)
+    console.print(f"wrote {report}")
+    return 0
+
+
 def cmd_bench_gpu(args) -> int:
     from .bench.gpu import write_gpu_report
 
@@ -115,20 +133,20 @@ def cmd_bench_step(args) -> int:
         console.print(f"[bold]{r['port']}[/bold] where the step's time goes (torch.profiler, self CPU): {top}")
         parts = r.get("parts")
         if parts and r.get("scan_floor_s") is not None:
-            console.print(f"  by part: matrix products {parts['matmul']:.0f} ms, selective scans {parts['scan']:.0f} ms "
-                          f"(their bound {r['scan_floor_s'] * 1e3:.0f} ms), other compiled kernels "
-                          f"{parts['kernels']:.0f} ms, everything else {parts['other']:.0f} ms")
+            console.print(f"  by part: matrix products {parts['matmul']:.0f} ms, selective scans "
+                          f"{parts['scan']:.0f} ms (their bound {r['scan_floor_s'] * 1e3:.0f} ms), other compiled "
+                          f"kernels {parts['kernels']:.0f} ms, everything else {parts['other']:.0f} ms")
     console.print("[dim]peak RSS: the high-water mark of the benchmark's own process (interpreter, torch, model, "
                   "warm-up step and timed steps included); of GEMM rate: the step's FLOPs (FlopCounterMode) per "
-                  "second over a 2048^3 fp32 matmul's rate timed right before each step; ceiling: the same for the least "
-                  "time the step could take here, its matrix products at the rate they run at and its scans at "
+                  "second over a 2048^3 fp32 matmul's rate timed right before each step; ceiling: the same for the "
+                  "least time the step could take here, its matrix products at the rate they run at and its scans at "
                   "their hardware bound, every other op free[/dim]")
     return 0
 
 
 def cmd_differences(args) -> int:
+    from .experiment.config import field_paths
     from .report.audit import differences_frame
-    from .spec.config import field_paths
 
     if args.fields:
         print("\n".join(field_paths()))
@@ -160,14 +178,14 @@ def cmd_audit(args) -> int:
 
 def _experiment_config(args):
     """--config FILE or --baseline, then --toggle, --set and the data flags, validated."""
-    from .spec.config import apply_overrides, baseline, set_field, validate
-    from .spec.configfile import load_yaml
-    from .spec.differences import apply_toggles
+    from .experiment.config import apply_overrides, baseline, set_field, validate
+    from .experiment.configfile import load_yaml
+    from .experiment.differences import apply_toggles
 
     if args.config:
         cfg = load_yaml(args.config)
     elif getattr(args, "preset", None):
-        from .spec.presets import preset
+        from .experiment.presets import preset
 
         nb, orig = preset(args.preset).baselines()
         cfg = orig if args.baseline == "original" else nb
@@ -184,7 +202,7 @@ def _experiment_config(args):
         cfg.data.download = True
     cfg = apply_overrides(cfg, args.set)
     if args.toggle:
-        from .spec.differences import IMPROVEMENTS
+        from .experiment.differences import IMPROVEMENTS
 
         fixes = {i.id for i in IMPROVEMENTS}
         cfg.name += "".join(f"{'-' if side == 'notebook' and t not in fixes else '+'}{t}" for t in args.toggle)
@@ -207,56 +225,47 @@ def cmd_train(args) -> int:
 
         cfg = _experiment_config(args)
         run_dir = Path(args.out) / safe_folder_name(cfg.name) / f"seed-{cfg.train.seed}"
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    if args.dry_run:
+        from .runtime.estimate import estimate_runs
+
+        console.log("measuring one training step of this configuration on this device")
+        return _print_plan([estimate_runs("train", cfg.name, cfg, [run_dir])], f"parity train --dry-run: {cfg.name} "
+                           f"-> {run_dir}", console)
+    from rich.progress import Progress
 
     from .runtime import distributed
+    from .runtime.progress import progress_columns, training_updates
 
-    if distributed.requested():  # under torchrun: rank 0 reports, every rank trains its slice
-        try:
-            ddp = distributed.context()
+    ddp = distributed.context() if distributed.requested() else None  # under torchrun: every rank trains its slice
+    try:
+        if ddp is not None:
             metrics = train_run(cfg, run_dir, progress=None, final_eval=not args.no_final_eval)
-        except DivergedError as e:
-            raise ParityError(f"training diverged: {e}; lower train.lr or enable train.clip_norm") from None
-        finally:
+        else:
+            with Progress(*progress_columns(elapsed=False), console=console) as bar:
+                updates = training_updates(bar, bar.add_task(cfg.name, total=None, info=""))
+                metrics = train_run(cfg, run_dir, progress=updates, final_eval=not args.no_final_eval)
+    except DivergedError as e:
+        raise ParityError(f"training diverged: {e}; lower train.lr or enable train.clip_norm") from None
+    finally:
+        if ddp is not None:
             distributed.shutdown()
-        if ddp.is_main:
-            test = metrics["test"]
-            console.print(f"{cfg.name}: test PSNR {test['psnr']:.2f} dB (per image), {test['psnr_batch_mse']:.2f} dB "
-                          f"(batch MSE) after {metrics['steps']} steps on {ddp.world_size} processes -> {run_dir}")
-        return 0
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeRemainingColumn(), console=console) as bar:
-        task = bar.add_task(cfg.name, total=None, info="")
-
-        def show(u):
-            info = f"loss {u['loss']:.4f}" + (f"  PSNR {u['psnr']:.2f} dB" if "psnr" in u else "")
-            bar.update(task, completed=u["step"], total=u["total"], info=info)
-
-        try:
-            metrics = train_run(cfg, run_dir, progress=show, final_eval=not args.no_final_eval)
-        except DivergedError as e:
-            raise ParityError(f"training diverged: {e}; lower train.lr or enable train.clip_norm") from None
-    test = metrics["test"]
-    console.print(f"{cfg.name}: test PSNR {test['psnr']:.2f} dB (per image), {test['psnr_batch_mse']:.2f} dB "
-                  f"(batch MSE) after {metrics['steps']} steps -> {run_dir}")
+    if ddp is None or ddp.is_main:  # rank 0 reports
+        test = metrics["test"]
+        where = f" on {ddp.world_size} processes" if ddp is not None else ""
+        console.print(f"{cfg.name}: test PSNR {test['psnr']:.2f} dB (per image), {test['psnr_batch_mse']:.2f} dB "
+                      f"(batch MSE) after {metrics['steps']} steps{where} -> {run_dir}")
     return 0
 
 
 def cmd_ablate(args) -> int:
     from pathlib import Path
 
+    from .experiment.kinds import RUN_ORDER
     from .runtime.executors import make_executor, run_matrix
-    from .spec.kinds import RUN_ORDER
 
     console = _console()
     executor = make_executor(args.executor, args.address, args.jobs)  # before any run: a missing ray is one line
-    from .spec.differences import parse_groups
+    from .experiment.differences import parse_groups
 
     groups = parse_groups(args.groups)
     kinds = list(RUN_ORDER) if args.matrix == "all" else [args.matrix]
@@ -281,8 +290,6 @@ def _dry_run(kinds, args, groups, console) -> int:
     is written and nothing trains."""
     from pathlib import Path
 
-    from rich.table import Table
-
     from .runtime.estimate import dry_run
     from .runtime.matrix import plan_matrix
 
@@ -290,8 +297,15 @@ def _dry_run(kinds, args, groups, console) -> int:
                          args.faithful_defects, write=False) for kind in kinds]
     console.log(f"measuring one training step of each configuration on this device ({sum(len(p.jobs) for p in plans)} "
                 "runs planned)")
-    rows = dry_run(plans)
-    table = Table(title=f"parity ablate --dry-run: {', '.join(kinds)} at --preset {args.preset}, {args.seeds} seed(s)")
+    return _print_plan(dry_run(plans), f"parity ablate --dry-run: {', '.join(kinds)} at --preset {args.preset}, "
+                       f"{args.seeds} seed(s)", console)
+
+
+def _print_plan(rows: list[dict], title: str, console) -> int:
+    """The dry-run table of plan rows (runtime.estimate.estimate_runs) and its totals."""
+    from rich.table import Table
+
+    table = Table(title=title)
     for column in ("matrix", "variant", "done", "to do", "steps a run", "s a step", "memory (MiB)", "to train (s)"):
         table.add_column(column, justify="left" if column in ("matrix", "variant") else "right")
     for r in rows:
@@ -353,7 +367,7 @@ def cmd_schedule(args) -> int:
     from rich.table import Table
 
     from .data import make_datasets
-    from .spec.schedule import lr_table, schedule_epochs
+    from .experiment.schedule import lr_table, schedule_epochs
 
     cfg = _experiment_config(args)
     if args.train_images is None:
@@ -382,8 +396,8 @@ def cmd_records(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from .experiment.differences import parse_groups
     from .report import write_report
-    from .spec.differences import parse_groups
 
     groups = parse_groups(args.groups) if args.groups else None
     path = write_report(args.runs_dir, args.out, groups)
@@ -426,18 +440,27 @@ def _add_config_arguments(p, presets) -> None:
     p.add_argument("--config", help="our YAML (base + sections) or an original trans-inr YAML")
     p.add_argument("--toggle", action="append", default=[], metavar="ID",
                    help="apply a difference (towards the other baseline) or an improvement; repeatable")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. train.lr=5e-4")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field, e.g. train.lr=5e-4")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .spec.presets import PRESETS
 
     parser = argparse.ArgumentParser(prog="parity", description="MAMBA-GINR parity toolkit: faithful ports "
                                      "of the original and the notebook, and the differences between them.")
     parser.add_argument("--version", action="version", version=f"parity {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_inspection_commands(sub)
+    _add_training_commands(sub)
+    _add_ablate_command(sub)
+    _add_results_commands(sub)
+    _add_bench_commands(sub)
+    return parser
 
+
+def _add_inspection_commands(sub) -> None:
+    """summary, differences, audit: the ports and the registry, no training."""
     p = sub.add_parser("summary", help="both ports side by side at their CIFAR-10 settings")
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting (faster)")
     p.set_defaults(func=cmd_summary)
@@ -452,9 +475,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flops", action="store_true")
     p.set_defaults(func=cmd_audit)
 
+
+def _add_training_commands(sub) -> None:
+    """train, schedule, pilot: one configuration, its learning rates, the lr pilot."""
+    from .data import DATASETS
+    from .experiment.presets import PRESETS
+
     p = sub.add_parser("train", help="train one configuration")
     _add_config_arguments(p, PRESETS)
-    p.add_argument("--dataset", choices=["cifar10", "imagefolder", "numbered-jpeg", "procedural"],
+    p.add_argument("--dataset", choices=DATASETS,
                    help="cifar10: torchvision's arrays; imagefolder: ROOT/{train,test}/<class>/*.jpg; numbered-jpeg: "
                    "the original's ROOT/cifar-10/000001.jpg layout; procedural: generated offline")
     p.add_argument("--data-root", help="the dataset's folder (data.root)")
@@ -465,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/train",
                    help="results folder; the run goes to OUT/<configuration name>/seed-<k>/ (default runs/train)")
     p.add_argument("--no-final-eval", action="store_true", help="skip SR, jitter and probe evaluations")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan instead: whether the run is done, its steps, one training step measured here, "
+                        "memory and time; trains and writes nothing")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("schedule", help="the learning rate of each schedule epoch a configuration will use")
@@ -483,6 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the pilot's report (default OUT/<preset>-lr-pilot/report.md)")
     p.add_argument("--report-only", action="store_true", help="write the report from the runs there, train nothing")
     p.set_defaults(func=cmd_pilot)
+
+
+def _add_ablate_command(sub) -> None:
+    """ablate: a matrix of variants."""
+    from .experiment.presets import PRESETS
 
     p = sub.add_parser("ablate", help="run an ablation matrix (resumable); exit status 1 when runs failed "
                        "(listed in a table), 2 on a usage error")
@@ -518,6 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "--out takes an equal share of the cores, unless OMP_NUM_THREADS is set")
     p.set_defaults(func=cmd_ablate)
 
+
+def _add_results_commands(sub) -> None:
+    """export, records, report, diff-models: what finished runs give."""
     p = sub.add_parser("export", help="a run's weights in the format its source loads (trans-inr checkpoint or "
                        "the notebook's state dict)")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (…/<variant>/seed-<k>) with checkpoint.pt")
@@ -552,6 +592,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="build configuration names at a matrix preset's scale (e.g. smoke: fast on CPU)")
     p.set_defaults(func=cmd_diff_models)
 
+
+def _add_bench_commands(sub) -> None:
+    """bench and its cases: speed and memory."""
+    from .experiment.presets import PRESETS
+
     bench_parser = sub.add_parser("bench", help="speed and memory benchmarks; alone: the whole suite -> "
                                                 "reports/benchmarks.md")
     bench_parser.set_defaults(func=cmd_bench_suite, out="reports/benchmarks.md", quick=False, repeats=3,
@@ -565,10 +610,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny shapes: checks the suite runs, measures nothing")
     p.set_defaults(func=cmd_bench_suite)
     p = bench.add_parser("gpu", help="on a CUDA machine: golden parity on the GPU, one training step of each port at "
-                         "its source's batch and one scan, each with the GPU's scan and the chunked one -> reports/gpu.md")
+                         "its source's batch and one scan, each with the GPU's scan and the chunked one -> "
+                         "reports/gpu.md")
     p.add_argument("--out", default="reports/gpu.md")
     p.add_argument("--repeats", type=int, default=5, help="timed training steps per port")
     p.set_defaults(func=cmd_bench_gpu)
+
+    p = bench.add_parser("evaluation", help="a preset's whole final evaluation at full data scale after a few "
+                         "training steps: each stage's time and peak memory -> markdown report")
+    p.add_argument("--preset", default="paper", choices=list(PRESETS))
+    p.add_argument("--sides", default="original,notebook", help="comma list: notebook, original")
+    p.add_argument("--steps", type=int, default=2, help="optimiser steps before the evaluation")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field of both sides")
+    p.add_argument("--out", default="runs/bench-evaluation", help="the runs' folder (a rerun reads them back)")
+    p.add_argument("--report", default="reports/paper-evaluation.md")
+    p.set_defaults(func=cmd_bench_evaluation)
 
     p = bench.add_parser("jobs", help="matrix throughput at --jobs 1 and --jobs 2 (a cpu-study slice on procedural "
                          "images; part of the suite)")
@@ -595,7 +651,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phases", action="store_true",
                    help="instead: the step's selective scans by phase, each against its part of the bound")
     p.set_defaults(func=cmd_bench_step)
-    return parser
 
 
 def _positive(args) -> None:

@@ -96,8 +96,8 @@ def parity_notebook_model(parity_golden_notebook):
 @pytest.fixture
 def parity_baseline_config():
     """``make(name, preset=None)``: the configuration a name describes, a fresh copy per call."""
-    from parity.spec.differences import named_config
-    from parity.spec.presets import preset as get_preset
+    from parity.experiment.differences import named_config
+    from parity.experiment.presets import preset as get_preset
 
     def make(name: str = "notebook", preset: str | None = None):
         return named_config(name, get_preset(preset).baselines() if preset else None)

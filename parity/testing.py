@@ -202,7 +202,7 @@ def _mismatch_report(rows, total: int, rtol: float, atol: float) -> str:
 
 def _registry_names(path: str) -> str:
     """'<id>: <title>' of the registry entries that set ``path``, or 'not a registered difference'."""
-    from .spec.differences import DIFFERENCES, IMPROVEMENTS
+    from .experiment.differences import DIFFERENCES, IMPROVEMENTS
 
     names = [f"{d.id}: {d.title}" for d in DIFFERENCES if path in d.fields]
     names += [f"{i.id} (improvement): {i.title}" for i in IMPROVEMENTS if path in i.fields]
@@ -210,12 +210,12 @@ def _registry_names(path: str) -> str:
 
 
 def _as_config(cfg):
-    from .spec.config import ExperimentConfig
+    from .experiment.config import ExperimentConfig
 
     if isinstance(cfg, ExperimentConfig):
         return cfg
     if isinstance(cfg, str):
-        from .spec.differences import named_config
+        from .experiment.differences import named_config
 
         return named_config(cfg)
     raise TypeError(f"expected an ExperimentConfig or a baseline name, got {type(cfg).__name__}")
@@ -225,7 +225,7 @@ def assert_config_matches(cfg, baseline) -> None:
     """cfg equals baseline in every field (the name aside). Both are ExperimentConfigs or names
     ('notebook', 'original', or a variant such as 'notebook+coords'). A failure lists each differing
     field with the registry entry that sets it (difference id and title)."""
-    from .spec.config import config_diff
+    from .experiment.config import config_diff
 
     cfg, baseline = _as_config(cfg), _as_config(baseline)
     diff = config_diff(cfg, baseline)

@@ -9,7 +9,8 @@ import json
 import statistics
 import time
 
-from .fresh import rss_mb, run_fresh
+from ..core.memory import peak_rss_mib
+from .fresh import run_fresh
 from .step import PORTS, checked_port, cifar10_model
 
 
@@ -18,13 +19,13 @@ def measure_in_process(port: str, size: int, batch: int, repeats: int) -> dict:
 
     from parity.core.coords import make_grid
     from parity.evaluation.evaluate import DECODE_CHUNK, decode_chunked
-    from parity.spec.config import baseline
+    from parity.experiment.config import baseline
 
     convention = baseline(port).train.coords  # each source's coordinate grid
     model = cifar10_model(port).eval()
     images = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     coords = make_grid(size, size, convention).unsqueeze(0).expand(batch, -1, -1)
-    baseline = rss_mb()
+    baseline = peak_rss_mib()
     times = []
     with torch.no_grad():
         tokens = model.encode(images)
@@ -37,7 +38,8 @@ def measure_in_process(port: str, size: int, batch: int, repeats: int) -> dict:
     med = statistics.median(times)
     return {"port": port, "size": size, "batch": batch, "queries": batch * size * size, "chunk": DECODE_CHUNK,
             "median_s": med, "min_s": min(times), "max_s": max(times), "runs": len(times),
-            "megapixels_per_s": batch * size * size / med / 1e6, "peak_rss_mb": rss_mb(), "baseline_rss_mb": baseline,
+            "megapixels_per_s": batch * size * size / med / 1e6, "peak_rss_mb": peak_rss_mib(),
+            "baseline_rss_mb": baseline,
             "output_mb": out.numel() * out.element_size() / 2 ** 20, "threads": torch.get_num_threads()}
 
 

@@ -142,7 +142,7 @@ def scan_times_on_gpu(repeats: int = 5, device: str = "cuda", shape=SCAN_SHAPE) 
     grad = torch.randn(batch, d_inner, length, generator=torch.Generator().manual_seed(1)).to(device)
     rows = []
     for impl in ("cuda", "chunked"):
-        def run():
+        def run(impl=impl):
             leaves = {k: v.detach().clone().requires_grad_() for k, v in data.items()}
             out = selective_scan(*[leaves[k] for k in SCAN_INPUT_NAMES[:6]], z=leaves["z"],
                                  delta_bias=leaves["delta_bias"], delta_softplus=True, impl=impl)
@@ -200,7 +200,8 @@ def render_gpu_report(results: dict) -> str:
              "Each port's golden model and batch moved to the GPU, one training step's outputs and gradients compared "
              "with the sources' CPU tensors, in strict float32 (TF32 off for matrix products and convolutions). "
              f"The worst relative error (tolerances: outputs {FWD:g}, gradients {GRAD:g}):", "",
-             "| port | outputs (worst, tensor) | gradients (worst, parameter) | within tolerance |", "|---|---|---|---|"]
+             "| port | outputs (worst, tensor) | gradients (worst, parameter) | within tolerance |",
+             "|---|---|---|---|"]
     for row in results["golden"]:
         (fe, fn), (ge, gn) = row["outputs"], row["gradients"]
         lines.append(f"| {row['port']} | {fe:.2e} ({fn or '-'}) | {ge:.2e} ({gn or '-'}) | "
@@ -212,11 +213,13 @@ def render_gpu_report(results: dict) -> str:
               f"{GPU_GEMM_SIZE}^3 float32 matmul's on the same GPU at the same settings. GPU busy: the share of the "
               "median step the GPU spends in kernels and copies, read by torch.profiler over one more step, with the "
               "number it runs; a low share means the step waits on the host that launches them.", "",
-              "| port | batch | scan | median s (min-max) | images/s | GFLOP/step | matmul TFLOP/s | fraction of GEMM | "
-              "GPU busy (kernels) | peak GPU memory (MiB) |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| port | batch | scan | median s (min-max) | images/s | GFLOP/step | matmul TFLOP/s | "
+              "fraction of GEMM | GPU busy (kernels) | peak GPU memory (MiB) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in results["steps"]:
         scan = results["scan"] if row["scan"] == "cuda" else row["scan"]
-        lines.append(f"| {row['port']} | {row['batch']} | {scan} | {row['median_s']:.4f} ({row['min_s']:.4f}-{row['max_s']:.4f}) | "
+        lines.append(f"| {row['port']} | {row['batch']} | {scan} | "
+                     f"{row['median_s']:.4f} ({row['min_s']:.4f}-{row['max_s']:.4f}) | "
                      f"{row['images_per_s']:.1f} | {row['gflop_per_step']:.1f} | {row['gemm_gflops'] / 1e3:.1f} | "
                      f"{row['fraction_of_gemm']:.3f} | {row['gpu_busy_s'] / row['median_s']:.0%} ({row['kernels']}) | "
                      f"{row['peak_gpu_mb']:.0f} |")
@@ -241,4 +244,5 @@ def write_gpu_report(out, repeats: int = 5):
     return Path(out), results
 
 
-__all__ = ["golden_on_gpu", "gpu_busy", "render_gpu_report", "run_gpu_check", "scan_on_gpu", "scan_times_on_gpu", "step_on_gpu", "timed_runs", "write_gpu_report"]
+__all__ = ["golden_on_gpu", "gpu_busy", "render_gpu_report", "run_gpu_check", "scan_on_gpu", "scan_times_on_gpu",
+           "step_on_gpu", "timed_runs", "write_gpu_report"]

@@ -265,7 +265,8 @@ def bound_summary(bound: dict) -> str:
             f"measured on {bound['threads']} thread(s): {bound['exp_per_s'] / 1e9:.3g} G exp/s, "
             f"{bound['flop_per_s'] / 1e9:.3g} GFLOP/s, {bound['bytes_per_s'] / 1e9:.3g} GB/s -> compute "
             f"{bound['compute_s'] * 1e3:.3g} ms, memory {bound['memory_s'] * 1e3:.3g} ms, bound "
-            f"{bound['bound_s'] * 1e3:.3g} ms ({bound['limit']}); by pass: forward {bound['forward_bound_s'] * 1e3:.3g} "
+            f"{bound['bound_s'] * 1e3:.3g} ms ({bound['limit']}); by pass: forward "
+            f"{bound['forward_bound_s'] * 1e3:.3g} "
             f"ms, backward {bound['backward_bound_s'] * 1e3:.3g} ms"
             + (f"; the runs' bounds ranged from {bound['runs_bound_min_s'] * 1e3:.3g} to "
                f"{bound['runs_bound_max_s'] * 1e3:.3g} ms" if "runs_bound_min_s" in bound else ""))
@@ -285,7 +286,8 @@ def scan_table(rows: list[dict]):
         table.add_column(name, justify="left" if name in ("scan", "shape") else "right")
     for r in rows:
         if r["median_s"] is None:
-            table.add_row(r["impl"], " x ".join(map(str, r["shape"])), "0", "-", "-", "-", "-", "-", "-", r["note"], "-")
+            table.add_row(r["impl"], " x ".join(map(str, r["shape"])), "0", "-", "-", "-", "-", "-", "-", r["note"],
+                          "-")
             continue
         speedup = f"{ref / r['median_s']:.1f}x" if ref is not None and r["median_s"] > 0 else "-"
         x_bound = (f"{r['x_bound']:.2f}x ({r['forward_x_bound']:.2f}x, {r['backward_x_bound']:.2f}x)"
@@ -303,7 +305,8 @@ def scan_phase_table(rows: list[dict], where: str = ""):
     first = rows[0]
     table = Table(title=f"Compiled scan by phase, {' x '.join(map(str, first['shape']))} (batch, d_inner, L, d_state)"
                         + where,
-                  caption=f"{first['wall_ms']:.1f} ms a call on {first['threads']} thread(s), median of {first['runs']} "
+                  caption=f"{first['wall_ms']:.1f} ms a call on {first['threads']} thread(s), median of "
+                          f"{first['runs']} "
                           "runs; a pass's prologue and epilogue share its elementwise bound (on the epilogue's row)")
     for name in ("pass", "phase", "ms", "share", "bound ms", "x bound"):
         table.add_column(name, justify="left" if name in ("pass", "phase") else "right")

@@ -16,8 +16,8 @@ import math
 import statistics
 import time
 
+from ..core.memory import peak_rss_mib
 from .fresh import minor_faults, run_fresh
-from .fresh import rss_mb as _rss_mb
 
 PORTS = ("original", "notebook")
 
@@ -102,7 +102,7 @@ def settle(step, before) -> int:
     on transparent huge pages such a fault can wait for the kernel to compact memory (measured in the original's
     step: one ReLU backward 21 ms instead of 1.5, its step 2.1-2.2 s until the faults stop, then 2.0), which a run of
     thousands of steps pays once: the timed steps are the steady state."""
-    for taken in range(1, SETTLE_STEPS + 1):
+    for taken in range(1, SETTLE_STEPS + 1):  # noqa: B007 (returned after the loop)
         before()
         f0 = minor_faults()
         step()
@@ -120,7 +120,7 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
     if threads:
         torch.set_num_threads(threads)
     model, step = training_step(port, batch, scan)
-    baseline = _rss_mb()
+    baseline = peak_rss_mib()
     step()  # warm-up (allocator, first-touch); its peak counts in the peak below
     warmup = 1 + settle(step, lambda: dense_gemm_gflops(gemm_size))
     times, rates, faults = [], [], []
@@ -133,7 +133,7 @@ def measure_in_process(port: str, batch: int, repeats: int, scan: str, threads: 
         times.append(time.perf_counter() - t0)
         faults.append(minor_faults() - f0)
     med, gemm = statistics.median(times), statistics.median(rates)
-    peak = _rss_mb()
+    peak = peak_rss_mib()
     from parity.evaluation.evaluate import gflop
 
     step_gflop = gflop(step, model)  # matrix products and convolutions of one step, whatever kernels run

@@ -146,8 +146,9 @@ def run_suite(cfg: SuiteConfig, progress=print) -> dict:
             progress("smoke matrix (one-at-a-time, 1 seed)")
             with tempfile.TemporaryDirectory() as tmp:
                 times.append(_matrix_once(Path(tmp)))
-        results["matrix"].append({"case": "parity ablate --preset smoke --seeds 1", "median_s": statistics.median(times),
-                                  "min_s": min(times), "max_s": max(times), "runs": len(times)})
+        results["matrix"].append({"case": "parity ablate --preset smoke --seeds 1",
+                                  "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+                                  "runs": len(times)})
     results["jobs"] = []
     if cfg.jobs_steps:
         from .jobs import measure_jobs
@@ -196,10 +197,10 @@ def target_rows(results: dict) -> list[dict]:
         add("scan-peer", f"{scan['mambapy'] / fast:.1f}x faster ({fast:.3f} s vs {scan['mambapy']:.3f} s)",
             fast < scan["mambapy"])
     if bounded:
-        spread = (f"; each run over its own bound: {bounded['x_bound_runs_min']:.2f}x to {bounded['x_bound_runs_max']:.2f}x"
-                  if bounded.get("x_bound_runs_min") else "")
-        add("scan-bound", f"{bounded['x_bound']:.2f}x its bound ({bounded['median_s']:.4f} s vs {bounded['bound_s']:.4f} s"
-                          f"{spread})",
+        spread = (f"; each run over its own bound: {bounded['x_bound_runs_min']:.2f}x to "
+                  f"{bounded['x_bound_runs_max']:.2f}x" if bounded.get("x_bound_runs_min") else "")
+        add("scan-bound", f"{bounded['x_bound']:.2f}x its bound ({bounded['median_s']:.4f} s vs "
+                          f"{bounded['bound_s']:.4f} s{spread})",
             bounded["x_bound"] <= 2)
     if orig and orig["batch"] == 16:
         add("step-original", f"{orig['images_per_s']:.2f} images/s", orig["images_per_s"] >= 2)
@@ -240,8 +241,8 @@ def _plots(results: dict, files: Path) -> list[tuple[str, str]]:
         ax.barh([r["impl"] for r in scan], [r["median_s"] for r in scan], color="tab:blue")
         ax.set_xscale("log")
         ax.set_xlabel("seconds, forward + backward (log scale)")
-        b, d, l, n = scan[0]["shape"]
-        ax.set_title(f"Selective scan, B={b} L={l} d_inner={d} d_state={n}", fontsize=9)
+        b, d, length, n = scan[0]["shape"]
+        ax.set_title(f"Selective scan, B={b} L={length} d_inner={d} d_state={n}", fontsize=9)
         fig.tight_layout()
         atomic_save_figure(fig, files / "scan.png", dpi=90)
         plt.close(fig)
@@ -417,7 +418,8 @@ def step_scan_phase_section(rows: list[dict], alone: list[dict]) -> list[str]:
             f"({' x '.join(map(str, first['shape']))} each) on the timed build, per scan: medians of {first['runs']} "
             f"steps, {first['wall_ms']:.1f} ms a scan (forward + backward, the wall time of its `parity::scan_*` "
             f"profiler ranges), {phases_x_bound(rows):.2f}x its bound. Inside the fused mixer the scan computes "
-            "delta from dt_proj's low-rank input itself and writes and reads time-major rows (what out_proj reads and gives back), where the table above "
+            "delta from dt_proj's low-rank input itself and writes and reads time-major rows (what out_proj reads "
+            "and gives back), where the table above "
             "reads a delta tensor and rows"
             + ("; `alone_ms`: that table's time for the same phase." if same else ".")
             + " The last row is the time of the calls outside the phases (threads waiting for each other, the sums "
@@ -427,6 +429,30 @@ def step_scan_phase_section(rows: list[dict], alone: list[dict]) -> list[str]:
 def render(results: dict, out: Path, command: str) -> str:
     files = out.parent / f"{out.stem}_files"
     m = results["machine"]
+    lines = _header_section(results, command)
+    lines += _targets_section(results)
+    lines += _scan_section(results["scan"])
+    lines += scan_phase_section(results.get("scan_phases") or [])
+    lines += step_scan_phase_section(results.get("step_scan_phases") or [], results.get("scan_phases") or [])
+    lines += _step_section(results["step"])
+    lines += _decode_section(results["decode"])
+    if results.get("allocator"):
+        lines += _allocator_section(results["allocator"])
+    if results["matrix"]:
+        lines += ["## A whole smoke matrix", "", "`parity ablate --preset smoke --seeds 1` in a fresh process "
+                  "(25 variants, training and full evaluation).", "", _fmt(pd.DataFrame(results["matrix"])), ""]
+    if results.get("jobs"):
+        from .jobs import jobs_section
+
+        lines += jobs_section(results["jobs"], m.get("cores") or os.cpu_count() or 1)
+    for title, name in _plots(results, files):
+        lines += [f"![{title}]({files.name}/{name})", ""]
+    return "\n".join(lines)
+
+
+def _header_section(results: dict, command: str) -> list[str]:
+    """The report's title, how it was generated, the machine and versions table and the no-GPU note."""
+    m = results["machine"]
     lines = ["# Benchmarks: speed and memory on this machine", "",
              f"Generated by `{command}` on {results['started']}. Every number below was measured by that run; "
              "each case reports the median of its runs with min and max.", "",
@@ -435,37 +461,48 @@ def render(results: dict, out: Path, command: str) -> str:
     if not m["cuda"]:
         lines += ["**No GPU was lent to this session, so no GPU numbers were measured.** The fused `mamba_ssm` "
                   "kernels, bf16 autocast and `torch.compile` on CUDA are therefore not in this report.", ""]
+    return lines
+
+
+def _targets_section(results: dict) -> list[str]:
+    """The targets table with what was measured, and what its out-of-reach verdicts mean; nothing without targets."""
     targets = target_rows(results)
-    if targets:
-        df = pd.DataFrame(targets)
-        beyond, beyond_kernels = (df["met"] == "beyond").any(), (df["met"] == "beyond-kernels").any()
-        df["met"] = df["met"].map({True: "yes", False: "**no**", None: "-", "beyond": "**no**, out of reach here",
-                                   "beyond-kernels": "**no**, beyond the kernels here"})
-        lines += ["## Targets", "", _fmt(df), ""]
-        if beyond:
-            lines += ["*Out of reach here*: the target is above the step's ceiling measured in the same run, the "
-                      "fraction for the least time the step could take on this machine: its matrix products at the "
-                      "rate they run here (their own shapes, on this machine's BLAS: see *The step's matrix "
-                      "products* below; below the 2048^3 rate the fraction is taken against), its selective scans "
-                      "at their hardware bound (`x_bound` above), and every other op taking no time at all. No work "
-                      "on the rest of the step can meet such a target here.", ""]
-        if beyond_kernels:
-            lines += ["*Beyond the kernels here*: the target is below the ceiling but above the fraction the step "
-                      "would reach with this toolkit's compiled kernels at their best (every selective scan at its "
-                      "hardware bound, the conv1d and GELU kernels taking no time) and every other op as profiled "
-                      "(*The step against its ceiling* below): no work on the kernels can meet it here; what is left "
-                      "is torch's own ops and the Python around them.", ""]
+    if not targets:
+        return []
+    df = pd.DataFrame(targets)
+    beyond, beyond_kernels = (df["met"] == "beyond").any(), (df["met"] == "beyond-kernels").any()
+    df["met"] = df["met"].map({True: "yes", False: "**no**", None: "-", "beyond": "**no**, out of reach here",
+                               "beyond-kernels": "**no**, beyond the kernels here"})
+    lines = ["## Targets", "", _fmt(df), ""]
+    if beyond:
+        lines += ["*Out of reach here*: the target is above the step's ceiling measured in the same run, the "
+                  "fraction for the least time the step could take on this machine: its matrix products at the "
+                  "rate they run here (their own shapes, on this machine's BLAS: see *The step's matrix "
+                  "products* below; below the 2048^3 rate the fraction is taken against), its selective scans "
+                  "at their hardware bound (`x_bound` above), and every other op taking no time at all. No work "
+                  "on the rest of the step can meet such a target here.", ""]
+    if beyond_kernels:
+        lines += ["*Beyond the kernels here*: the target is below the ceiling but above the fraction the step "
+                  "would reach with this toolkit's compiled kernels at their best (every selective scan at its "
+                  "hardware bound, the conv1d and GELU kernels taking no time) and every other op as profiled "
+                  "(*The step against its ceiling* below): no work on the kernels can meet it here; what is left "
+                  "is torch's own ops and the Python around them.", ""]
+    return lines
+
+
+def _scan_section(rows: list[dict]) -> list[str]:
+    """The selective scan's table, with the speed-up over the reference and how its hardware bound is derived."""
     scan = pd.DataFrame([{k: v for k, v in r.items() if k not in ("shape", "bound")}
-                         | {"shape": " x ".join(map(str, r["shape"]))} for r in results["scan"]])
-    ref = next((r["median_s"] for r in results["scan"] if r["impl"] == "ref" and r["median_s"]), None)
+                         | {"shape": " x ".join(map(str, r["shape"]))} for r in rows])
+    ref = next((r["median_s"] for r in rows if r["impl"] == "ref" and r["median_s"]), None)
     if ref:
         scan["speed-up vs ref"] = [f"{ref / s:.0f}x" if s else "-" for s in scan["median_s"]]
-    lines += ["## Selective scan, forward + backward", "",
-              "Shape (batch, d_inner, L, d_state). `ref`: the sequential reference (mamba_ssm's "
-              "`selective_scan_ref` semantics); `chunked`: pure PyTorch, chunks of steps; `compiled`: the C kernel "
-              "(states never materialised; the default); `mambapy`: mambapy's Blelloch parallel scan with the "
-              "same softplus and gate, as an outside peer.", "", _fmt(scan), ""]
-    bound = next((r["bound"] for r in results["scan"] if r.get("bound")), None)
+    lines = ["## Selective scan, forward + backward", "",
+             "Shape (batch, d_inner, L, d_state). `ref`: the sequential reference (mamba_ssm's "
+             "`selective_scan_ref` semantics); `chunked`: pure PyTorch, chunks of steps; `compiled`: the C kernel "
+             "(states never materialised; the default); `mambapy`: mambapy's Blelloch parallel scan with the "
+             "same softplus and gate, as an outside peer.", "", _fmt(scan), ""]
+    bound = next((r["bound"] for r in rows if r.get("bound")), None)
     if bound:
         from .scan import bound_summary
 
@@ -482,68 +519,70 @@ def render(results: dict, out: Path, command: str) -> str:
                   "the rates change from one call to the next, so a best-of rate would describe a rare moment "
                   "rather than the machine the kernel ran on. That median run's bound: " + bound_summary(bound) + ". "
                   "`forward_s`, `backward_s`: each pass's median, and `forward_x_bound`, `backward_x_bound` each "
-                  "over its own bound (forward: 1 exp and 6 FLOPs per element, 3 exps and 10 FLOPs per row step; backward: 1 "
-                  "exp and 21, 3 and 26). "
+                  "over its own bound (forward: 1 exp and 6 FLOPs per element, 3 exps and 10 FLOPs per row step; "
+                  "backward: 1 exp and 21, 3 and 26). "
                   "`page_faults`: the median number of minor page faults per run, first touches of memory the "
                   "allocator had handed back to the system (each 4 KiB page costs about a microsecond on this VM, so a "
                   "run that takes thousands is that many microseconds slower); with the allocator of the machine table "
                   "keeping freed memory (`parity/runtime/allocator.py`), a run in steady state takes none.", ""]
-    lines += scan_phase_section(results.get("scan_phases") or [])
-    lines += step_scan_phase_section(results.get("step_scan_phases") or [], results.get("scan_phases") or [])
-    step = pd.DataFrame([{k: v for k, v in r.items() if k not in ("profile", "matmuls", "parts", "allocator")}
-                         for r in results["step"]])
-    lines += ["## One training step of each port's CIFAR-10 configuration", "",
-              "Forward + backward + AdamW on 32x32 images, the sources' full model sizes. Peak RSS is the "
-              "high-water mark of a fresh process (interpreter, torch and model included; its baseline before the "
-              "first step is shown too). The timed steps are training's steady state: `warmup_steps` untimed ones "
-              "come first, the first, then more (each after a GEMM probe, as the timed ones) until one takes at "
-              f"most {SETTLED_FAULTS} page faults ({SETTLE_STEPS} more at most), since a process's first steps still "
-              "grow its heap and on huge pages such a fault can wait milliseconds for the kernel to compact memory; "
-              "`page_faults`: the timed steps' median. `fraction_of_gemm`: the step's FLOPs (matrix products and "
-              "convolutions, counted by torch's FlopCounterMode with grouped convolutions' backward counted right) per "
-              "second, "
-              "over a 2048^3 fp32 matmul's rate measured in the same process right before each timed step (medians of "
-              "both): the share of this machine's "
-              "dense-GEMM roofline the step reaches, comparable across machines. `matmul_s`: the step's matrix "
-              "products' time (profiled), `matmul_of_gemm` their FLOP rate over the same GEMM rate; `scans`: the "
-              "selective scans one step runs and `scan_floor_s` their least time, each at its hardware bound; "
-              "`ceiling`: the step's FLOPs over `matmul_s` + `scan_floor_s` and the GEMM rate, the most "
-              "`fraction_of_gemm` can reach here, were every other op free.", "", _fmt(step), ""]
-    lines += step_profiles(results["step"])
-    lines += step_matmuls(results["step"])
-    lines += step_gaps(results["step"])
-    dec = pd.DataFrame(results["decode"])
-    lines += ["## Decoding at any resolution", "",
-              "Encode once, then decode the whole batch on an S x S grid; queries go through the decoder "
-              f"{results['decode'][0]['chunk'] if results['decode'] else ''} at a time (counted over the batch), "
-              "so memory stays bounded; the output equals one-piece decoding (tested).", "", _fmt(dec), ""]
-    if results.get("allocator"):
-        lines += ["## The allocator: glibc's defaults against freed memory kept", "",
-                  "The same cases in two fresh processes each, one on glibc's defaults (`PARITY_SYSTEM_MALLOC=1`), "
-                  "one with the tunables the `parity` command starts with (`parity/runtime/allocator.py`: freed "
-                  "memory kept, glibc's small-block caches off so that freed blocks merge back, the heap on "
-                  "transparent huge pages). Every other row of this report ran with the second. `page_faults`: per "
-                  "run (the scan) or per step, the median; each is a first touch of a page (4 KiB, or 2 MiB where "
-                  "huge) and costs about a microsecond on this VM, a huge one more where the kernel compacts memory "
-                  "for it first. `peak_rss_mb`: the "
-                  "step process's high-water mark.", "",
-                  _fmt(pd.DataFrame(results["allocator"]).drop(columns="process_allocator", errors="ignore")), ""]
-    if results["matrix"]:
-        lines += ["## A whole smoke matrix", "", "`parity ablate --preset smoke --seeds 1` in a fresh process "
-                  "(25 variants, training and full evaluation).", "", _fmt(pd.DataFrame(results["matrix"])), ""]
-    if results.get("jobs"):
-        from .jobs import jobs_section
+    return lines
 
-        lines += jobs_section(results["jobs"], m.get("cores") or os.cpu_count() or 1)
-    for title, name in _plots(results, files):
-        lines += [f"![{title}]({files.name}/{name})", ""]
-    return "\n".join(lines)
+
+def _step_section(steps: list[dict]) -> list[str]:
+    """The training-step table and what its columns mean, then the steps' profiles, matrix products and gaps."""
+    step = pd.DataFrame([{k: v for k, v in r.items() if k not in ("profile", "matmuls", "parts", "allocator")}
+                         for r in steps])
+    lines = ["## One training step of each port's CIFAR-10 configuration", "",
+             "Forward + backward + AdamW on 32x32 images, the sources' full model sizes. Peak RSS is the "
+             "high-water mark of a fresh process (interpreter, torch and model included; its baseline before the "
+             "first step is shown too). The timed steps are training's steady state: `warmup_steps` untimed ones "
+             "come first, the first, then more (each after a GEMM probe, as the timed ones) until one takes at "
+             f"most {SETTLED_FAULTS} page faults ({SETTLE_STEPS} more at most), since a process's first steps still "
+             "grow its heap and on huge pages such a fault can wait milliseconds for the kernel to compact memory; "
+             "`page_faults`: the timed steps' median. `fraction_of_gemm`: the step's FLOPs (matrix products and "
+             "convolutions, counted by torch's FlopCounterMode with grouped convolutions' backward counted right) per "
+             "second, "
+             "over a 2048^3 fp32 matmul's rate measured in the same process right before each timed step (medians of "
+             "both): the share of this machine's "
+             "dense-GEMM roofline the step reaches, comparable across machines. `matmul_s`: the step's matrix "
+             "products' time (profiled), `matmul_of_gemm` their FLOP rate over the same GEMM rate; `scans`: the "
+             "selective scans one step runs and `scan_floor_s` their least time, each at its hardware bound; "
+             "`ceiling`: the step's FLOPs over `matmul_s` + `scan_floor_s` and the GEMM rate, the most "
+             "`fraction_of_gemm` can reach here, were every other op free.", "", _fmt(step), ""]
+    lines += step_profiles(steps)
+    lines += step_matmuls(steps)
+    lines += step_gaps(steps)
+    return lines
+
+
+def _decode_section(decode: list[dict]) -> list[str]:
+    """The decoding table, queries through the decoder a chunk at a time."""
+    return ["## Decoding at any resolution", "",
+            "Encode once, then decode the whole batch on an S x S grid; queries go through the decoder "
+            f"{decode[0]['chunk'] if decode else ''} at a time (counted over the batch), "
+            "so memory stays bounded; the output equals one-piece decoding (tested).", "",
+            _fmt(pd.DataFrame(decode)), ""]
+
+
+def _allocator_section(rows: list[dict]) -> list[str]:
+    """The table of the same cases on glibc's allocator defaults and with freed memory kept."""
+    return ["## The allocator: glibc's defaults against freed memory kept", "",
+            "The same cases in two fresh processes each, one on glibc's defaults (`PARITY_SYSTEM_MALLOC=1`), "
+            "one with the tunables the `parity` command starts with (`parity/runtime/allocator.py`: freed "
+            "memory kept, glibc's small-block caches off so that freed blocks merge back, the heap on "
+            "transparent huge pages). Every other row of this report ran with the second. `page_faults`: per "
+            "run (the scan) or per step, the median; each is a first touch of a page (4 KiB, or 2 MiB where "
+            "huge) and costs about a microsecond on this VM, a huge one more where the kernel compacts memory "
+            "for it first. `peak_rss_mb`: the "
+            "step process's high-water mark.", "",
+            _fmt(pd.DataFrame(rows).drop(columns="process_allocator", errors="ignore")), ""]
 
 
 def write_benchmarks(cfg: SuiteConfig, out="reports/benchmarks.md", progress=print) -> Path:
     out = Path(out).resolve()
     results = run_suite(cfg, progress)
-    command = "parity bench" + ("" if out == Path("reports/benchmarks.md").resolve() else f" --out {shlex.quote(str(out))}")
+    default = out == Path("reports/benchmarks.md").resolve()
+    command = "parity bench" + ("" if default else f" --out {shlex.quote(str(out))}")
     if cfg.quick:
         command += " --quick"
     atomic_write_text(out, render(results, out, command))

@@ -10,6 +10,17 @@ import torch
 
 from .errors import ParityError, first_line
 
+# A parity run's checkpoint.pt: the weights and the optimizer under these keys, beside the training state's own
+# fields (parity.runtime.rundir.TrainState writes and reads them). Named once here, where every reader can see them.
+RUN_MODEL, RUN_OPTIMIZER = "model", "optimizer"
+RUN_STATE_KEYS = ("step", "history", "train_time", "train_images")
+RUN_CHECKPOINT_KEYS = (RUN_MODEL, RUN_OPTIMIZER, *RUN_STATE_KEYS)
+
+
+def is_run_checkpoint(state) -> bool:
+    """Whether a loaded checkpoint has a parity run's layout."""
+    return isinstance(state, dict) and all(k in state for k in RUN_CHECKPOINT_KEYS)
+
 
 def read_checkpoint(path) -> object:
     """torch.load with ``weights_only=True`` on CPU; every failure becomes a one-line ParityError."""

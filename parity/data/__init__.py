@@ -10,14 +10,13 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from ..core.errors import ParityError
+from ..experiment.config import DataConfig, field_choices
 from .labels import has_labels
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
-    from ..spec.config import DataConfig
-
-DATASETS = ("cifar10", "imagefolder", "numbered-jpeg", "procedural")
+DATASETS = field_choices("data.dataset")  # the type of DataConfig.dataset owns the names
 PROCEDURAL_SIZES = (2048, 512)  # (train, test) images of the procedural set
 PROCEDURAL_NUMBERED_SIZES = (50000, 10000)  # CIFAR-10's counts, so the numbered ranges fit (made lazily: free)
 PROCEDURAL_SEED = 0
@@ -71,6 +70,21 @@ def make_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset]:
     return train, test
 
 
+class DatasetCache:
+    """The (train, test) pair of the last data configuration asked for: consecutive runs of one matrix (or one
+    worker's tasks) share it, and only one pair is kept in memory."""
+
+    def __init__(self):
+        self._key, self._pair = None, None
+
+    def get(self, cfg: DataConfig) -> tuple[Dataset, Dataset]:
+        key = repr(cfg)
+        if key != self._key:
+            self._key, self._pair = None, None  # let the previous pair go before the next is built
+            self._pair, self._key = make_datasets(cfg), key
+        return self._pair
+
+
 def _validation_set(cfg: DataConfig) -> Dataset:
     """The ``test_subset`` official training images that follow the first ``train_subset``, as stored."""
     from torch.utils.data import Subset
@@ -113,4 +127,4 @@ def _split_sets(cfg: DataConfig, split: str) -> tuple[Dataset, Dataset]:
     return train, test
 
 
-__all__ = ["DATASETS", "make_datasets", "has_labels"]
+__all__ = ["DATASETS", "DatasetCache", "has_labels", "make_datasets"]

@@ -19,4 +19,17 @@ def has_labels(dataset) -> bool:
     return int(dataset[0][1]) != -1  # an unknown dataset: look at one item
 
 
-__all__ = ["has_labels"]
+def class_names(dataset) -> list[str] | None:
+    """The source's class names in label order (``classes``), looking through the harness's wrappers (Subset,
+    ConcatDataset, the proxy's transcoding); None when the source names none."""
+    for _ in range(8):  # wrappers nest a few deep at most
+        if getattr(dataset, "classes", None):
+            return [str(c) for c in dataset.classes]
+        inner = getattr(dataset, "datasets", None)
+        dataset = inner[0] if inner else getattr(dataset, "dataset", None)
+        if dataset is None:
+            return None
+    return None
+
+
+__all__ = ["class_names", "has_labels"]

@@ -286,9 +286,9 @@ def load_model(source: str, seed: int = 0, preset: str | None = None) -> LoadedM
     a matrix ``preset`` such as 'smoke' if given, else the sources')."""
     if _looks_like_path(source):
         return load_checkpoint_model(source)
-    from ..spec.build import build_model
-    from ..spec.differences import named_config
-    from ..spec.presets import preset as get_preset
+    from ..experiment.build import build_model
+    from ..experiment.differences import named_config
+    from ..experiment.presets import preset as get_preset
 
     cfg = named_config(source, get_preset(preset).baselines() if preset else None)
     return LoadedModel(build_model(cfg, seed=seed), "configuration", source, cfg)
@@ -300,11 +300,11 @@ def _looks_like_path(source: str) -> bool:
 
 def load_checkpoint_model(path) -> LoadedModel:
     """Recognise the checkpoint's layout, build the model it needs and load its weights strictly."""
-    from ..core.checkpoints import read_checkpoint
+    from ..core.checkpoints import is_run_checkpoint, read_checkpoint
 
     path = str(path)
     state = read_checkpoint(path)
-    if isinstance(state, dict) and {"model", "optimizer", "step"} <= set(state):
+    if is_run_checkpoint(state):
         return _parity_run(path, state)
     if isinstance(state, dict) and isinstance(state.get("model"), dict) and "sd" in state["model"]:
         import original_port
@@ -318,9 +318,9 @@ def load_checkpoint_model(path) -> LoadedModel:
 
 
 def _parity_run(path: str, state: dict) -> LoadedModel:
-    from ..core.checkpoints import load_state_dict_strict
-    from ..spec.build import build_model
-    from ..spec.configfile import load_yaml
+    from ..core.checkpoints import RUN_MODEL, load_state_dict_strict
+    from ..experiment.build import build_model
+    from ..experiment.configfile import load_yaml
 
     config_path = Path(path).parent / "config.yaml"
     if not config_path.is_file():
@@ -328,7 +328,7 @@ def _parity_run(path: str, state: dict) -> LoadedModel:
                           "of a `parity train` run folder")
     cfg = load_yaml(config_path)
     model = build_model(cfg)
-    load_state_dict_strict(model, state["model"], source=path)
+    load_state_dict_strict(model, state[RUN_MODEL], source=path)
     return LoadedModel(model, "parity run", path, cfg)
 
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.coords import make_grid
+from ..core.memory import PeakMemory, gpu_peak_mib
 
 # Queries decoded at once, over the whole batch: 32 images at 256x256 are 2.1M queries, whose
 # attention against the LP tokens would otherwise be materialised in one piece (tens of GB). At
@@ -193,9 +194,13 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 # Protocols
 
 
-def reconstruct(model, images: torch.Tensor, convention: str, chunk: int | None = DECODE_CHUNK) -> torch.Tensor:
-    """Encode, then decode on the native grid -> (B, 3, H, W)."""
+def reconstruct(model, images: torch.Tensor, convention: str, chunk: int | None = DECODE_CHUNK,
+                size: int | None = None) -> torch.Tensor:
+    """Encode, then decode on the native grid -> (B, 3, H, W), or on a ``size`` x ``size`` grid (the
+    super-resolution of the notebook's protocol) -> (B, 3, size, size)."""
     B, _, H, W = images.shape
+    if size is not None:
+        H = W = int(size)
     with _inference(model):
         images = images.to(_device(model))
         tokens = model.encode(images)
@@ -322,7 +327,7 @@ def super_resolution_true(model, loader: Iterable, convention: str, max_images: 
             "bicubic_ssim": _mean(bic_ssims), "factor": int(factor)}
 
 
-def _pooled_tokens(model, loader: Iterable, max_images: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def pooled_tokens(model, loader: Iterable, max_images: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """LP tokens mean-pooled over tokens -> (N, dim) float64 on the CPU, and the labels (None when
     the loader gives none)."""
     features, labels, device = [], [], _device(model)
@@ -343,8 +348,8 @@ def linear_probe(model, train_loader: Iterable, test_loader: Iterable, max_train
     statistics; full-batch L-BFGS in float64 on the CPU (a convex problem with a small L2 term, so the
     optimum is unique and the result deterministic; ``seed`` only sets the starting weights).
     Returns None when any label is missing (-1) or the training set has fewer than 2 classes."""
-    x_train, y_train = _pooled_tokens(model, train_loader, max_train)
-    x_test, y_test = _pooled_tokens(model, test_loader, max_test)
+    x_train, y_train = pooled_tokens(model, train_loader, max_train)
+    x_test, y_test = pooled_tokens(model, test_loader, max_test)
     if y_train is None or y_test is None or len(y_train) == 0 or len(y_test) == 0:
         return None
     if (y_train < 0).any() or (y_test < 0).any():
@@ -459,18 +464,26 @@ def evaluate_all(model, train_loader: Iterable | None, test_loader: Iterable, ev
     'test' (full test set, batches re-cut to ``batch_size``), 'jitter' ('same' and 'decoupled'
     coordinates, each {str(std): psnr}; decoupled is {} for models without hyponet coordinates),
     'sr_notebook', 'sr_true' (factor 2), 'probe' (None when disabled, without labels, or without a
-    training loader), 'params', 'gflop_per_image'. Jitter and both SR protocols use the first
+    training loader), 'params', 'gflop_per_image', and 'stages': each stage's seconds and peak memory
+    (resident, and allocated on the GPU where it ran). Jitter and both SR protocols use the first
     ``sr_images`` test images. ``progress`` prints one line per finished stage."""
     console = None
     if progress:
         from rich.console import Console
         console = Console(stderr=True)
 
+    device, stages = _device(model), {}
+
     def stage(name, fn):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
-        out = fn()
+        with PeakMemory() as memory:
+            out = fn()
+        stages[name] = {"seconds": time.perf_counter() - start, "peak_rss_mb": memory.peak_mb,
+                        "peak_gpu_mb": gpu_peak_mib(device)}
         if console is not None:
-            console.log(f"{name}: {time.perf_counter() - start:.1f} s")
+            console.log(f"{name}: {stages[name]['seconds']:.1f} s")
         return out
 
     test = Rebatched(test_loader, eval_cfg.batch_size)
@@ -496,10 +509,11 @@ def evaluate_all(model, train_loader: Iterable | None, test_loader: Iterable, ev
         results["probe"] = None
     results["params"] = count_params(model)
     results["gflop_per_image"] = stage("flops", lambda: flops_per_image(model, image_size, convention))
+    results["stages"] = stages
     return _sanitise(results)
 
 
 __all__ = ["DECODE_CHUNK", "Rebatched", "bicubic_round_trip", "count_params", "decode_chunked", "evaluate_all",
-           "evaluate_reconstruction", "flops_per_image", "reference_levels", "jitter_psnr", "linear_probe", "psnr_batch_mse",
-           "psnr_per_image", "reconstruct", "ssim", "super_resolution_notebook", "super_resolution_true",
-           "supports_decoupled"]
+           "evaluate_reconstruction", "flops_per_image", "jitter_psnr", "linear_probe", "pooled_tokens",
+           "psnr_batch_mse", "psnr_per_image", "reconstruct", "reference_levels", "ssim", "super_resolution_notebook",
+           "super_resolution_true", "supports_decoupled"]

@@ -16,7 +16,7 @@ import math
 import pandas as pd
 
 from ..core.errors import ParityError
-from ..spec.differences import DIFFERENCES, IMPROVEMENTS, NOT_IN_SEED
+from ..experiment.differences import DIFFERENCES, IMPROVEMENTS, NOT_IN_SEED
 from . import stats
 from .compute import curves, gflop_per_step, value_at
 from .effects import claimed_level
@@ -61,7 +61,8 @@ def effect_reading(row, level: str | None, direction: str) -> dict:
     collapsed = list(row.collapsed_seeds) if isinstance(row.collapsed_seeds, list) else []
     reading = {"direction": direction, "matrix": row.matrix, "variant": row.variant, "reference": row.reference,
                "metric": row.metric, "seeds": int(row.n) if not missing(row.n) else 0,
-               "effect_db": as_float(row.mean), "ci_low_db": as_float(row.sim_low), "ci_high_db": as_float(row.sim_high),
+               "effect_db": as_float(row.mean), "ci_low_db": as_float(row.sim_low),
+               "ci_high_db": as_float(row.sim_high),
                "confidence": as_float(row.sim_confidence), "verdict": row.verdict, "collapsed_seeds": collapsed,
                "own_variance": bool(row.own_variance) if not missing(row.own_variance) else False}
     ends = stats.Interval(reading["effect_db"], reading["ci_low_db"], reading["ci_high_db"], reading["seeds"],

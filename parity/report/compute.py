@@ -29,9 +29,9 @@ def _gflop_per_step(config_yaml: str) -> float:
 
     from ..core.coords import make_grid
     from ..evaluation.evaluate import gflop
+    from ..experiment.build import build_model
+    from ..experiment.config import from_dict
     from ..runtime.train import step_loss, training_batch
-    from ..spec.build import build_model
-    from ..spec.config import from_dict
 
     cfg = from_dict(yaml.safe_load(config_yaml), source="a run's config.yaml")
     model = build_model(cfg)
@@ -50,7 +50,7 @@ def _gflop_per_step(config_yaml: str) -> float:
 def gflop_per_step(run_dir) -> float:
     """Training GFLOP of one optimiser step of the run in ``run_dir`` (its config.yaml), counted once per
     configuration (the seed does not change the count)."""
-    from ..spec.config import to_yaml
+    from ..experiment.config import to_yaml
 
     cfg = RunDir(run_dir).load_config()
     cfg.train.seed, cfg.name = 0, "flops"

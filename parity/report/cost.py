@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..experiment.presets import preset
 from ..runtime.matrix import matrix_variants
-from ..spec.presets import preset
 from .regime import run_steps
 
 GPU_REPORT = Path(__file__).resolve().parents[2] / "reports" / "gpu.md"
@@ -67,7 +67,7 @@ def paper_cost(matrices, measured: dict | None = None) -> dict | None:
 def _baseline_side(cfg, pair) -> str | None:
     """'notebook' or 'original' when one step of ``cfg`` costs what that baseline's does: the same model, batch,
     pixels per image and image size (learning rates, schedules and jitter change no step's work), else None."""
-    from ..spec.config import config_diff
+    from ..experiment.config import config_diff
 
     for side, base in zip(("notebook", "original"), pair):
         if not any(f.startswith("model.") or f in STEP_FIELDS for f in config_diff(cfg, base)):

@@ -21,8 +21,8 @@ import math
 
 import pandas as pd
 
-from ..spec.differences import EVALUATION_SIDE, NOT_IN_SEED, REGISTRY
-from ..spec.kinds import KINDS
+from ..experiment.differences import EVALUATION_SIDE, NOT_IN_SEED, REGISTRY
+from ..experiment.kinds import KINDS
 from . import stats
 from .collapse import PSNR_COLUMN, collapse_limit
 from .results import Results, done_lists, done_values

@@ -9,8 +9,17 @@ import pandas as pd
 from . import stats
 from .collapse import COLLAPSE_DB
 from .compute import FLOPS, STEPS
-from .readings import (ALL_RUNS, MEDIANS, MORE_SEEDS, WITHOUT_COLLAPSED, FactorialReadings, factorial_detectable,
-                       families, label, marginal)
+from .readings import (
+    ALL_RUNS,
+    MEDIANS,
+    MORE_SEEDS,
+    WITHOUT_COLLAPSED,
+    FactorialReadings,
+    factorial_detectable,
+    families,
+    label,
+    marginal,
+)
 from .tables import MISSING, as_float, ci, missing, number, table
 
 QUANTITIES = ("share", "main effect", "leave-one-out")

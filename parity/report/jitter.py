@@ -40,8 +40,9 @@ def robustness(runs: pd.DataFrame, effects: pd.DataFrame) -> list[dict]:
     """One entry per pair: {matrix, with, without, seeds, collapsed_seeds, stds, stds_without_collapsed}; stds:
     [{std, psnr_with, psnr_without, change, drop_with, drop_without, drop_change}], each value {mean_db,
     ci_low_db, ci_high_db, seeds}; change = psnr_with - psnr_without and drop_change = drop_with - drop_without
-    (paired by seed, Bonferroni over the stds), so positive means jitter in training kept more PSNR. stds_without_collapsed: the same over the seeds where neither side collapsed (a collapsed
-    model outputs one colour, which no jitter moves: it would pass for robust)."""
+    (paired by seed, Bonferroni over the stds), so positive means jitter in training kept more PSNR.
+    stds_without_collapsed: the same over the seeds where neither side collapsed (a collapsed model outputs one
+    colour, which no jitter moves: it would pass for robust)."""
     out = []
     for matrix, with_id, without_id, collapsed in jitter_pairs(effects):
         here = runs[runs["matrix"] == matrix]

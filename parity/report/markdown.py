@@ -16,22 +16,31 @@ from urllib.parse import quote
 import pandas as pd
 
 from ..core.store import atomic_write_bytes, atomic_write_text
-from ..spec.config import notebook_baseline, original_baseline
-from ..spec.differences import DEFECTS, DIFFERENCES, GROUPS, IMPROVEMENTS, NOT_IN_SEED, REGISTRY
-from ..spec.kinds import KINDS, TABLE
+from ..experiment.config import notebook_baseline, original_baseline
+from ..experiment.differences import DEFECTS, DIFFERENCES, GROUPS, IMPROVEMENTS, NOT_IN_SEED, REGISTRY
+from ..experiment.kinds import KINDS, TABLE
 from . import stats
 from .claims import claim_readings
-from .cost import paper_cost
-from .jitter import robustness
-from .seed_sections import claims_section, cost_section, jitter_section
-from .effects import PSNR_COLUMN, aggregation_effect, compute_effects, factorial, group_leave_one_out, paired
-from .factorial_report import (INTERVALS_WHY, budgets_text, cells_table, collapse_statement,
-                               detectable_table, factorial_json, pairing_sentence, readings_intro, readings_table)
 from .collapse import COLLAPSE_DB, collapse_limit, collapse_rates, collapsed_runs
+from .cost import paper_cost
+from .effects import PSNR_COLUMN, aggregation_effect, compute_effects, factorial, group_leave_one_out, paired
+from .factorial_report import (
+    INTERVALS_WHY,
+    budgets_text,
+    cells_table,
+    collapse_statement,
+    detectable_table,
+    factorial_json,
+    pairing_sentence,
+    readings_intro,
+    readings_table,
+)
+from .jitter import robustness
 from .plots import attribution_waterfall, jitter_robustness_chart, plot_matrix
 from .readings import ALL_RUNS, factorial_detectable, matrix_detectable, read_factorial
 from .regime import SOURCE_TEST_IMAGES, SOURCE_TRAIN_IMAGES, bicubic_distance, proxy_regime, source_steps
 from .results import Results, done_values, load_results, variant_summary
+from .seed_sections import claims_section, cost_section, jitter_section
 from .tables import MISSING
 from .tables import as_float as _float
 from .tables import cell as _cell
@@ -40,7 +49,6 @@ from .tables import missing as _missing
 from .tables import number as _number
 from .tables import p_value as _p
 from .tables import table as _table
-
 
 # What the rule's intervals and labels deliver, as measured by the simulations of tests/parity/report
 # (test_stats.py, test_coverage.py; the numbers are asserted there).
@@ -235,7 +243,8 @@ class Document:
         for r in rows:
             by_variant.setdefault((r["matrix"], r["variant"]), []).append(r)
         seeds = {(m.matrix, v["id"]): len(m.seeds) for m in self.results.matrices.itertuples() for v in m.variants}
-        listed = "; ".join(f"`{v}` ({len(rs)} of {seeds.get((m, v), '?')} seeds, {min(r['psnr_db'] for r in rs):.2f} dB)"
+        listed = "; ".join(f"`{v}` ({len(rs)} of {seeds.get((m, v), '?')} seeds, "
+                           f"{min(r['psnr_db'] for r in rs):.2f} dB)"
                            for (m, v), rs in by_variant.items())
         return (f"**Collapsed runs.** {len(rows)} finished run(s) ended within {COLLAPSE_DB:g} dB of one constant "
                 f"colour ({self.references['constant_colour_db']:.2f} dB): {listed}. Their models output about one "
@@ -313,8 +322,10 @@ class Document:
             sub = (f" A sub-design: {', '.join(held)} held at the notebook's values, so the gap here is from the "
                    f"notebook to notebook + {' + '.join(analysis.groups)}, not to the original." if held else "")
             parts.append(
-                f"**Attribution of the gap{' at a second budget' if parts else ''}** (`{name}`, {len(analysis.seeds)} seeds, {2 ** len(analysis.groups)} cells; "
-                f"run folders under {self.folder_link(self.shown(matrix.dir), matrix.dir)}). Each group's Shapley share "
+                f"**Attribution of the gap{' at a second budget' if parts else ''}** (`{name}`, "
+                f"{len(analysis.seeds)} seeds, {2 ** len(analysis.groups)} cells; "
+                f"run folders under {self.folder_link(self.shown(matrix.dir), matrix.dir)}). "
+                "Each group's Shapley share "
                 "averages its gain over every order of adding the groups to the notebook, so the shares add up "
                 f"exactly to the gap between the factorial's corners; 95% intervals, not adjusted across groups. "
                 f"{INTERVALS_WHY}{sub}\n\n{_table(pd.DataFrame(rows))}{picture}")
@@ -368,7 +379,8 @@ class Document:
                         f"{analysis.shapley[group].mean:+.2f}")
             else:
                 said = "untestable at this budget (no matrix varies it)"
-            rows.append({"difference": f"`{diff.id}`", "seed audit": diff.claimed_severity, "what this report says": said})
+            rows.append({"difference": f"`{diff.id}`", "seed audit": diff.claimed_severity,
+                         "what this report says": said})
         return ("**The seed audit's claims at this budget.** A claim about one difference is tested only where a "
                 "single-toggle matrix varied it; otherwise only its group's contribution is measured.\n\n"
                 + _table(pd.DataFrame(rows)))
@@ -587,7 +599,8 @@ class Document:
                      if p != "samples.png" or r.role == "baseline"]  # only baselines' samples are shown
             if parts:
                 rows.append({"matrix": f"`{r.matrix}`", "variant": r.variant, "seed": str(r.seed),
-                             "missing": ", ".join(parts), "run folder": self.folder_link(self.shown(r.run_dir), r.run_dir)})
+                             "missing": ", ".join(parts),
+                             "run folder": self.folder_link(self.shown(r.run_dir), r.run_dir)})
         if not rows:
             return ""
         return ("**Finished runs with parts missing.** Their metrics count everywhere; a run without history.jsonl is "
@@ -915,7 +928,7 @@ def budget_setting(baselines: dict) -> dict:
 
 def preset_changes(baselines: dict) -> pd.DataFrame:
     """The fields where a preset's baselines differ from the sources' (the preset's scaling), side by side."""
-    from ..spec.config import field_paths
+    from ..experiment.config import field_paths
 
     sources = {"notebook": notebook_baseline().to_dict(), "original": original_baseline().to_dict()}
     rows = []

@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from ..core.store import atomic_save_figure
-from ..spec.differences import NOT_IN_SEED, SEVERITY_ORDER
-from ..spec.kinds import KINDS
+from ..experiment.differences import NOT_IN_SEED, SEVERITY_ORDER
+from ..experiment.kinds import KINDS
 from .effects import cumulative_chain
 from .results import done_values, summarise
 
@@ -76,7 +76,7 @@ def attribution_waterfall(shares: list[tuple[str, float, float, float, dict]], s
     fig, ax = _figure()
     level = start
     ax.bar(0, start, color="#9e9e9e", label="notebook")
-    for i, (name, share, low, high, per_seed) in enumerate(shares, start=1):
+    for i, (_name, share, low, high, per_seed) in enumerate(shares, start=1):
         colour = "#1b7837" if share >= 0 else "#b2182b"
         ax.bar(i, share, bottom=level, color=colour, alpha=0.8)
         centre = level + share  # the bar ends at the mean share; low/high are offsets from it

@@ -1,12 +1,12 @@
 """How far a matrix's baselines are from the paper's protocols: LP tokens per patch, the share of the paper's
 optimiser steps, the width, and where the original baseline stands against the bicubic reference. Read from
 the configurations matrix.json records ("baselines") and its reference levels ("references"); the paper's
-values are the sources' own configurations (parity.spec.config)."""
+values are the sources' own configurations (parity.experiment.config)."""
 
 from __future__ import annotations
 
-from ..spec.config import notebook_baseline, original_baseline
-from ..spec.schedule import SOURCE_TEST_IMAGES, SOURCE_TRAIN_IMAGES, run_steps
+from ..experiment.config import notebook_baseline, original_baseline
+from ..experiment.schedule import SOURCE_TEST_IMAGES, SOURCE_TRAIN_IMAGES, run_steps
 
 SIDES = ("notebook", "original")
 

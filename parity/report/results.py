@@ -17,8 +17,8 @@ import pandas as pd
 
 from ..core.errors import ParityError
 from ..core.store import read_json
+from ..experiment.kinds import REPORT_ORDER
 from ..runtime.rundir import RunDir
-from ..spec.kinds import REPORT_ORDER
 
 MATRIX_FILE = "matrix.json"
 # Metric subtrees about the machine, not the model: matrix.json records the environment already.

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import stats
 from .tables import number, table
 
 CLAIMS_INTRO = (
@@ -71,13 +70,13 @@ def claims_section(rows: list[dict]) -> str:
     convergence = [(row, r) for row in rows for r in row["readings"] if r.get("convergence")]
     if convergence:
         lines = []
-        for row, reading in convergence:
+        for _row, reading in convergence:
             said = "; ".join(
                 f"at {c['budget']:,.0f} {c['measure']} {number(c['effect_db'], 2, True)}"
                 f" [{number(c['ci_low_db'], 2, True)}, {number(c['ci_high_db'], 2, True)}] ({c['seeds']} seeds)"
                 for c in reading["convergence"])
             lines.append(f"{reading['direction']} (`{reading['variant']}` vs `{reading['reference']}`): {said}")
-        parts.append(f"**\"Slower convergence\" with sampled pixels**, read before the end of the budget: at half "
+        parts.append("**\"Slower convergence\" with sampled pixels**, read before the end of the budget: at half "
                      "the steps, and at the training FLOPs the cheaper run spends in all its steps (each run read "
                      "at its last evaluation at or before the budget; 95% t intervals, not adjusted): "
                      + "; ".join(lines) + ".")

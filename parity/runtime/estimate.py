@@ -10,16 +10,16 @@ peak allocation), what one run needs besides its data.
 
 from __future__ import annotations
 
-import resource
 import statistics
 import time
 from dataclasses import dataclass
 
 import torch
 
-from ..spec.build import build_model
-from ..spec.config import ExperimentConfig, to_yaml
-from ..spec.schedule import run_steps
+from ..core.memory import peak_rss_mib
+from ..experiment.build import build_model
+from ..experiment.config import ExperimentConfig, to_yaml
+from ..experiment.schedule import run_steps
 from .matrix import MatrixPlan
 from .rundir import RunDir
 
@@ -28,10 +28,6 @@ from .rundir import RunDir
 class StepCost:
     seconds: float  # the median of the timed steps
     peak_mib: float  # the measuring process's peak memory: the interpreter, torch, the model, AdamW, one step
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def _measure_here(cfg: ExperimentConfig, device: str, timed: int = 3) -> StepCost:
@@ -58,7 +54,7 @@ def _measure_here(cfg: ExperimentConfig, device: str, timed: int = 3) -> StepCos
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda" else _peak_rss_mib()
+    peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda" else peak_rss_mib()
     return StepCost(statistics.median(times[1:]), peak)
 
 
@@ -73,9 +69,31 @@ def measure_step(cfg: ExperimentConfig, device: str | None = None) -> StepCost:
         return pool.submit(_measure_here, cfg, device).result()
 
 
+def estimate_runs(label: str, variant: str, cfg: ExperimentConfig, run_dirs: list, measure=measure_step,
+                  costs: dict | None = None) -> dict:
+    """One plan row for the runs of one configuration (any seeds): runs done and to do, steps a run, the
+    measured step, the memory estimate and the seconds still to train. ``costs`` caches a measurement per
+    configuration (seeds aside) across calls."""
+    costs = {} if costs is None else costs
+    probe = cfg.copy()
+    probe.train.seed, probe.name = 0, "estimate"
+    key = to_yaml(probe)
+    if key not in costs:
+        costs[key] = measure(probe)
+    cost = costs[key]
+    steps = run_steps(cfg.to_dict()) or 0
+    runs = [RunDir(d) for d in run_dirs]
+    done = [run.is_done() for run in runs]
+    # a run left half-way resumes from its checkpoint: only its remaining steps are to do
+    remaining = sum(max(0, steps - int(run.status().get("step") or 0)) for run, d in zip(runs, done) if not d)
+    return {"matrix": label, "variant": variant, "done": sum(done), "to_do": len(runs) - sum(done),
+            "steps_per_run": steps, "step_s": cost.seconds, "memory_mib": cost.peak_mib,
+            "seconds_to_do": remaining * cost.seconds}
+
+
 def dry_run(plans: list[MatrixPlan], measure=measure_step) -> list[dict]:
-    """One row per (matrix, variant): runs done and to do, steps a run, the measured step, the variant's memory
-    estimate and its seconds still to train. ``measure``: the step measurement (a test passes its own)."""
+    """One row per (matrix, variant) of :func:`estimate_runs`. ``measure``: the step measurement (a test passes
+    its own)."""
     costs: dict[str, StepCost] = {}
     rows = []
     for plan in plans:
@@ -83,19 +101,9 @@ def dry_run(plans: list[MatrixPlan], measure=measure_step) -> list[dict]:
         for job in plan.jobs:
             by_variant.setdefault(job.variant, []).append(job)
         for variant, jobs in by_variant.items():
-            cfg = jobs[0].cfg.copy()
-            cfg.train.seed, cfg.name = 0, "estimate"
-            key = to_yaml(cfg)
-            if key not in costs:
-                costs[key] = measure(cfg)
-            cost = costs[key]
-            done = sum(RunDir(j.run_dir).is_done() for j in jobs)
-            steps = run_steps(jobs[0].cfg.to_dict()) or 0
-            rows.append({"matrix": plan.folder.name, "variant": variant, "done": done, "to_do": len(jobs) - done,
-                         "steps_per_run": steps, "step_s": cost.seconds,
-                         "memory_mib": cost.peak_mib,
-                         "seconds_to_do": (len(jobs) - done) * steps * cost.seconds})
+            rows.append(estimate_runs(plan.folder.name, variant, jobs[0].cfg, [j.run_dir for j in jobs], measure,
+                                      costs))
     return rows
 
 
-__all__ = ["StepCost", "dry_run", "measure_step"]
+__all__ = ["StepCost", "dry_run", "estimate_runs", "measure_step"]

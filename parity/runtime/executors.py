@@ -1,7 +1,7 @@
 """Executors: where the pending runs of a planned matrix are trained, and ``run_matrix`` (plan, then run).
 
-``parity.runtime.matrix.plan_matrix`` builds the list of jobs (variant, seed, configuration, run folder) and hands it to an
-executor. Every executor trains a job with ``parity.runtime.train.train_run`` into the same run folder, so the
+``parity.runtime.matrix.plan_matrix`` builds the list of jobs (variant, seed, configuration, run folder) and hands it
+to an executor. Every executor trains a job with ``parity.runtime.train.train_run`` into the same run folder, so the
 results store behaves the same whatever trains it: finished runs are skipped, interrupted runs resume
 from their checkpoint.pt, failures are recorded in status.json and the matrix goes on.
 
@@ -20,10 +20,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..core.errors import ParityError, RunFileError, first_line
+from ..data import DatasetCache
+from . import stopping
 from .allocator import ENV
 from .matrix import Job, plan_matrix
+from .progress import progress_columns, training_updates
 from .rundir import RunDir
-from . import stopping
 from .seats import Seat, active_seats, share_cores
 
 RAY_MISSING = ("ray is not installed: pip install -e '.[distributed]' (or pip install 'ray>=2.9'), "
@@ -52,13 +54,6 @@ def _pending(job: Job, started: float) -> bool:
     from .runlock import failed_since
 
     return not RunDir(job.run_dir).is_done() and not failed_since(job.run_dir, started)
-
-
-def _progress_columns():
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TimeRemainingColumn())
 
 
 class Executor:
@@ -115,7 +110,7 @@ class LocalExecutor(Executor):
         for w in workers:
             w.start()
         try:
-            with Progress(*_progress_columns(), console=console, transient=False) as bar:
+            with Progress(*progress_columns(), console=console, transient=False) as bar:
                 overall = bar.add_task(f"{title} ({n} jobs)", total=len(jobs), info="")
                 while any(w.is_alive() for w in workers):
                     for w in workers:
@@ -155,26 +150,17 @@ class LocalExecutor(Executor):
         root = results_root(jobs)
         if self.quiet:
             console = Console(quiet=True)
-        datasets_cache: dict = {}
-        with Progress(*_progress_columns(), console=console, transient=False) as bar:
+        datasets = DatasetCache()
+        with Progress(*progress_columns(), console=console, transient=False) as bar:
             overall = bar.add_task(title, total=len(jobs), info="")
             current = bar.add_task("", total=1, info="", visible=False)
 
             def train_one(job: Job) -> None:
-                key = repr(job.cfg.data)
-                if key not in datasets_cache:
-                    from ..data import make_datasets
-
-                    datasets_cache.clear()  # keep one dataset pair in memory
-                    datasets_cache[key] = make_datasets(job.cfg.data)
+                pair = datasets.get(job.cfg.data)
                 bar.update(current, description=f"  {job.label}", completed=0, total=1, visible=True, info="")
                 share_cores(root)  # another command (or worker) may have started or stopped since the last run
 
-                def show(u, _task=current):
-                    info = f"loss {u['loss']:.4f}" + (f"  PSNR {u['psnr']:.2f} dB" if "psnr" in u else "")
-                    bar.update(_task, completed=u["step"], total=u["total"], info=info)
-
-                train_job(job, datasets_cache[key], show)
+                train_job(job, pair, training_updates(bar, current))
 
             # Two commands on one folder share the work: each run is trained by whichever claims it first.
             # Runs claimed by another live process are passed over, then waited for at the end, so that when
@@ -227,7 +213,7 @@ def _worker(jobs: list[Job], title: str, started: float, siblings: int, outcomes
 
 
 # Ray reuses worker processes: keep the last dataset pair per worker, as the local executor does.
-_WORKER_DATASETS: dict = {}
+_WORKER_DATASETS = DatasetCache()
 
 
 def _ray_train(job: Job, started: float) -> tuple[str, str]:
@@ -240,14 +226,8 @@ def _ray_train(job: Job, started: float) -> tuple[str, str]:
     try:
         if not _pending(job, started):
             return "skipped", ""
-        key = repr(job.cfg.data)
-        if key not in _WORKER_DATASETS:
-            from ..data import make_datasets
-
-            _WORKER_DATASETS.clear()
-            _WORKER_DATASETS[key] = make_datasets(job.cfg.data)
         try:
-            train_job(job, _WORKER_DATASETS[key])
+            train_job(job, _WORKER_DATASETS.get(job.cfg.data))
         except ParityError as e:
             return "error", str(e)
         run = RunDir(job.run_dir)
@@ -318,7 +298,7 @@ class RayExecutor(Executor):
         try:
             task = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=0)(_ray_train)
             refs = {task.remote(j, started): j for j in pending}
-            with Progress(*_progress_columns(), console=console, transient=False) as bar:
+            with Progress(*progress_columns(), console=console, transient=False) as bar:
                 overall = bar.add_task(f"{title} (ray: {len(pending)} tasks)", total=len(jobs),
                                        completed=done_already, info="")
                 waiting = list(refs)

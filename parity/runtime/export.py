@@ -16,9 +16,8 @@ from pathlib import Path
 
 from ..core.errors import ParityError
 from ..core.store import write_json
-from ..spec.build import build_model, notebook_kwargs, transinr_spec
+from ..experiment.build import build_model, notebook_kwargs, transinr_spec
 
-FORMATS = ("transinr", "notebook")
 # What trans-inr's own classes take: the harness adds arguments only where a configuration differs from them.
 TRANSINR_KEYS = {
     "args": {"tokenizer", "hyponet", "mamba_encoder", "type", "n_group", "num_lp"},
@@ -51,17 +50,55 @@ def harness_only_notebook(kwargs: dict) -> list[str]:
             if params[k].kind is inspect.Parameter.KEYWORD_ONLY and v != params[k].default and k not in unused]
 
 
+class TransInrConverter:
+    """To trans-inr's checkpoint dict, for an original-decoder run."""
+
+    fmt, decoder = "transinr", "lainr"
+    source, architecture, target = "trans-inr", "original", "trans-inr"  # how refusals name it
+
+    def harness_only(self, cfg) -> list[str]:
+        return harness_only_transinr(transinr_spec(cfg.model, cfg.data.image_size))
+
+    def write(self, out: Path, model, cfg, run_dir: Path, step: int) -> None:
+        import original_port
+
+        original_port.save_checkpoint(out, model, transinr_spec(cfg.model, cfg.data.image_size), epoch=step,
+                                      cfg={"parity_config": cfg.to_dict()})
+
+
+class NotebookConverter:
+    """To the notebook's bare state dict, for a notebook-decoder run, with its class's arguments beside it."""
+
+    fmt, decoder = "notebook", "notebook"
+    source, architecture, target = "the notebook's class", "notebook", "the notebook"  # how refusals name it
+
+    def harness_only(self, cfg) -> list[str]:
+        return harness_only_notebook(notebook_kwargs(cfg.model, cfg.data.image_size))
+
+    def write(self, out: Path, model, cfg, run_dir: Path, step: int) -> None:
+        from ..core.store import atomic_torch_save
+
+        # the notebook's format is a bare state dict; what builds the class it loads into goes beside it
+        atomic_torch_save(out, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        write_json(kwargs_file(out), {"class": "notebook_port.MambaGINR_CIFAR",
+                                      "kwargs": notebook_kwargs(cfg.model, cfg.data.image_size), "run": str(run_dir),
+                                      "step": step})
+
+
+CONVERTERS = {c.fmt: c for c in (TransInrConverter(), NotebookConverter())}
+FORMATS = tuple(CONVERTERS)
+
+
 def export_run(run_dir, fmt: str, out) -> Path:
     """Write ``run_dir``'s latest weights (its checkpoint.pt) as ``fmt`` to ``out``; returns ``out``."""
-    from ..core.checkpoints import load_state_dict_strict, read_checkpoint
-    from ..core.store import atomic_torch_save
-    from ..spec.configfile import load_yaml
-
-    run_dir, out = Path(run_dir), Path(out)
-    if fmt not in FORMATS:
-        raise ParityError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    from ..core.checkpoints import RUN_MODEL, load_state_dict_strict, read_checkpoint
+    from ..experiment.configfile import load_yaml
     from .rundir import RunDir
 
+    run_dir, out = Path(run_dir), Path(out)
+    if fmt not in CONVERTERS:
+        raise ParityError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    converter = CONVERTERS[fmt]
     run = RunDir(run_dir)
     own = {f.resolve() for f in (run.config, run.checkpoint, run.metrics_file, run.status_file, run.history_file,
                                  run.samples)}
@@ -73,31 +110,20 @@ def export_run(run_dir, fmt: str, out) -> Path:
                           "`parity train` or `parity ablate` wrote (…/<variant>/seed-<k>)")
     cfg = load_yaml(run.config)
     state = read_checkpoint(run.checkpoint)
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+    if not isinstance(state, dict) or not isinstance(state.get(RUN_MODEL), dict):
         raise ParityError(f"{run.checkpoint} is not a parity run checkpoint: its 'model' state dict is missing")
-    m, size = cfg.model, cfg.data.image_size
-    source, other = ("trans-inr", "notebook") if fmt == "transinr" else ("the notebook's class", "transinr")
-    if m.decoder != ("lainr" if fmt == "transinr" else "notebook"):
-        raise ParityError(f"{run_dir} is a {m.decoder}-decoder run ({cfg.name}): {source} builds only its own "
-                          f"decoder; export it with --format {other}")
-    spec = transinr_spec(m, size) if fmt == "transinr" else None
-    extra = harness_only_transinr(spec) if fmt == "transinr" else harness_only_notebook(notebook_kwargs(m, size))
+    if cfg.model.decoder != converter.decoder:
+        other = next(c.fmt for c in CONVERTERS.values() if c.decoder == cfg.model.decoder)
+        raise ParityError(f"{run_dir} is a {cfg.model.decoder}-decoder run ({cfg.name}): {converter.source} builds "
+                          f"only its own decoder; export it with --format {other}")
+    extra = converter.harness_only(cfg)
     if extra:
-        raise ParityError(f"{cfg.name} mixes in settings {source} cannot build ({', '.join(extra)}): only runs whose "
-                          f"model is the {'original' if fmt == 'transinr' else 'notebook'}'s architecture export "
-                          f"to {'trans-inr' if fmt == 'transinr' else 'the notebook'}")
+        raise ParityError(f"{cfg.name} mixes in settings {converter.source} cannot build ({', '.join(extra)}): only "
+                          f"runs whose model is the {converter.architecture}'s architecture export to "
+                          f"{converter.target}")
     model = build_model(cfg)  # the port's own class, as the source builds it (the checks above)
-    load_state_dict_strict(model, state["model"], source=f"checkpoint {run.checkpoint}")
-    if fmt == "transinr":
-        import original_port
-
-        original_port.save_checkpoint(out, model, spec, epoch=int(state.get("step", 0)),
-                                      cfg={"parity_config": cfg.to_dict()})
-    else:
-        # the notebook's format is a bare state dict; what builds the class it loads into goes beside it
-        atomic_torch_save(out, {k: v.detach().clone() for k, v in model.state_dict().items()})
-        write_json(kwargs_file(out), {"class": "notebook_port.MambaGINR_CIFAR",
-                                      "kwargs": notebook_kwargs(m, size), "run": str(run_dir), "step": state.get("step")})
+    load_state_dict_strict(model, state[RUN_MODEL], source=f"checkpoint {run.checkpoint}")
+    converter.write(out, model, cfg, run_dir, int(state.get("step", 0)))
     return out
 
 
@@ -107,4 +133,5 @@ def kwargs_file(out) -> Path:
     return out.with_name(out.name + ".json")
 
 
-__all__ = ["FORMATS", "export_run", "harness_only_notebook", "harness_only_transinr", "kwargs_file"]
+__all__ = ["CONVERTERS", "FORMATS", "NotebookConverter", "TransInrConverter", "export_run", "harness_only_notebook",
+           "harness_only_transinr", "kwargs_file"]

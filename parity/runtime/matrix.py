@@ -14,11 +14,11 @@ from pathlib import Path
 
 from ..core.errors import ParityError, did_you_mean
 from ..core.store import read_json, write_json
+from ..experiment.config import ExperimentConfig, validate
+from ..experiment.differences import DIFFERENCES, GROUPS, IMPROVEMENTS, NOT_IN_SEED, REGISTRY, by_severity, config_name
+from ..experiment.kinds import KINDS, RUN_ORDER, cumulative_step_id, factorial_cell_id
+from ..experiment.presets import preset
 from .rundir import RunDir
-from ..spec.config import ExperimentConfig, validate
-from ..spec.differences import DIFFERENCES, GROUPS, IMPROVEMENTS, NOT_IN_SEED, REGISTRY, by_severity, config_name
-from ..spec.kinds import KINDS, RUN_ORDER, cumulative_step_id, factorial_cell_id
-from ..spec.presets import preset
 
 
 @dataclass
@@ -88,7 +88,8 @@ def matrix_variants(kind: str, pair: tuple[ExperimentConfig, ExperimentConfig], 
         out.append(Variant(KINDS[kind].baseline, "notebook", "notebook", [], nb, role="baseline"))
         for d in DIFFERENCES:
             cfg = d.apply(nb, "original", pair)
-            out.append(Variant(config_name("notebook", ("+", d.id)), f"+ {d.id}", "notebook", [d.id], cfg, skipped=d.applicable(cfg)))
+            out.append(Variant(config_name("notebook", ("+", d.id)), f"+ {d.id}", "notebook", [d.id], cfg,
+                               skipped=d.applicable(cfg)))
         # the seed audit rates jitter in training as a difference, though neither source jitters: measured
         # onto the notebook here as the original's side is measured in the improvements matrix
         for imp in (i for i in IMPROVEMENTS if i.claimed_severity != NOT_IN_SEED):
@@ -157,7 +158,7 @@ def plan_matrix(kind: str, preset_name: str, seeds: int, out: Path, overrides: l
     """The variants of a matrix at a preset, as runs (variant x seed) in their folders, and its manifest
     (matrix.json, written). ``groups``: the factorial's factors; ``only``: these variants and the baseline.
     Training is an executor's job (parity.runtime.executors.run_matrix)."""
-    from ..spec.config import apply_overrides
+    from ..experiment.config import apply_overrides
 
     p = preset(preset_name)
     nb, orig = p.baselines()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from ..core.errors import ParityError
 from ..core.store import write_json
-from ..spec.config import apply_overrides, baseline, validate
-from ..spec.presets import preset
+from ..experiment.config import apply_overrides, baseline, validate
+from ..experiment.presets import preset
 from .matrix import Job, MatrixPlan
 
 PILOT_FILE = "pilot.json"

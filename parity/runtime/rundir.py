@@ -14,10 +14,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.checkpoints import RUN_CHECKPOINT_KEYS, RUN_MODEL, RUN_OPTIMIZER, is_run_checkpoint
 from ..core.errors import ParityError, RunFileError, first_line
 from ..core.store import atomic_torch_save, atomic_write_text, read_json, remove_partial_writes, write_json
-
-CHECKPOINT_KEYS = ("model", "optimizer", "step", "history", "train_time", "train_images")
 
 
 @dataclass
@@ -36,6 +35,19 @@ class TrainState:
         self.losses.append(loss)
         self.train_images += images
         self.train_time += seconds
+
+    def to_checkpoint(self, model, optimizer, loss_tail: int) -> dict:
+        """What checkpoint.pt holds: the weights, the optimizer and this state (the last ``loss_tail`` losses)."""
+        return {RUN_MODEL: model.state_dict(), RUN_OPTIMIZER: optimizer.state_dict(), "step": self.step,
+                "history": self.history, "train_time": self.train_time, "train_images": self.train_images,
+                "losses": self.losses[-loss_tail:]}
+
+    @classmethod
+    def from_checkpoint(cls, state: dict) -> TrainState:
+        """The state a checkpoint holds besides its weights and optimizer (checkpoints written before the loss
+        tail was saved resume with an empty one)."""
+        return cls(state["step"], state["history"], state["train_time"], state["train_images"],
+                   list(state.get("losses", [])))
 
 
 def metrics_problem(metrics) -> str | None:
@@ -75,8 +87,8 @@ class RunDir:
 
         checkpoint = Path(checkpoint)
         state = read_checkpoint(checkpoint)
-        if not isinstance(state, dict) or not set(CHECKPOINT_KEYS) <= set(state):
-            raise ParityError(f"{checkpoint} is not a parity run checkpoint ({', '.join(CHECKPOINT_KEYS)}): pass "
+        if not is_run_checkpoint(state):
+            raise ParityError(f"{checkpoint} is not a parity run checkpoint ({', '.join(RUN_CHECKPOINT_KEYS)}): pass "
                               "the checkpoint.pt of a `parity train` run folder")
         run = cls(checkpoint.parent)
         if not run.config.exists():
@@ -85,7 +97,7 @@ class RunDir:
 
     def load_config(self):
         """The configuration this run belongs to (config.yaml)."""
-        from ..spec.configfile import load_yaml
+        from ..experiment.configfile import load_yaml
 
         return load_yaml(self.config)
 
@@ -96,7 +108,7 @@ class RunDir:
 
     def check_config(self, cfg) -> None:
         """A run folder belongs to one configuration: refuse to resume, or return the results of, a run
-        whose config.yaml differs (data.download changes no result and is not compared)."""
+        whose config.yaml differs in a field that changes results (config_diff(results_only=True))."""
         if not self.config.is_file():
             if self.checkpoint.exists():  # resuming would mix two configurations in one run
                 raise ParityError(f"{self.path} holds a checkpoint but no config.yaml, so its configuration is "
@@ -111,12 +123,12 @@ class RunDir:
 
     def config_differences(self, cfg) -> dict:
         """{field: (this run's value, cfg's)} where config.yaml differs from ``cfg`` ({} without a config.yaml;
-        data.download changes no result and is not compared)."""
-        from ..spec.config import config_diff
+        the fields that change no result, such as data.download and model.scan, are not compared)."""
+        from ..experiment.config import config_diff
 
         if not self.config.is_file():
             return {}
-        return {k: v for k, v in config_diff(self.load_config(), cfg).items() if k != "data.download"}
+        return config_diff(self.load_config(), cfg, results_only=True)
 
     def finished_metrics(self) -> dict | None:
         """metrics.json when it holds finished results; a corrupt one is set aside as metrics.json.corrupt
@@ -179,33 +191,31 @@ class RunDir:
         except ParityError as e:  # truncated or unreadable: the run's own file, so set it aside and start over
             aside = self.checkpoint.with_name(self.checkpoint.name + ".corrupt")
             os.replace(self.checkpoint, aside)
-            self.restarted = f"{self.checkpoint.name} could not be read ({first_line(e)}); set aside as {aside.name}, " \
-                             "the run restarted from step 0"
+            self.restarted = f"{self.checkpoint.name} could not be read ({first_line(e)}); " \
+                             f"set aside as {aside.name}, the run restarted from step 0"
             return TrainState()
         try:
-            if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+            if not is_run_checkpoint(state):
                 have = ", ".join(sorted(map(str, state))) if isinstance(state, dict) else type(state).__name__
                 raise ParityError(f"{self.checkpoint} is not a parity run checkpoint (expected "
-                                  f"{', '.join(CHECKPOINT_KEYS)}; found {have}): {fix}")
-            load_state_dict_strict(model, state["model"], source=f"checkpoint {self.checkpoint}")
+                                  f"{', '.join(RUN_CHECKPOINT_KEYS)}; found {have}): {fix}")
+            load_state_dict_strict(model, state[RUN_MODEL], source=f"checkpoint {self.checkpoint}")
         except RunFileError:
             raise
         except ParityError as e:
             raise RunFileError(str(e)) from None
         try:
-            optimizer.load_state_dict(state["optimizer"])
+            optimizer.load_state_dict(state[RUN_OPTIMIZER])
         except (ValueError, KeyError, TypeError) as e:
             raise RunFileError(f"the optimizer state in {self.checkpoint} does not fit the model ({first_line(e)}): "
                                f"{fix}") from None
-        # checkpoints written before the loss tail was saved resume with an empty one
-        return TrainState(state["step"], state["history"], state["train_time"], state["train_images"],
-                          list(state.get("losses", [])))
+        return TrainState.from_checkpoint(state)
 
     # ------------------------------------------------------------------ writing
 
     def start(self, cfg) -> None:
         """Create the folder, drop writes a kill cut short (store.py's temporary names), record the config."""
-        from ..spec.config import to_yaml
+        from ..experiment.config import to_yaml
 
         self.path.mkdir(parents=True, exist_ok=True)
         remove_partial_writes(self.path)
@@ -216,10 +226,7 @@ class RunDir:
 
     def save(self, model, optimizer, state: TrainState, loss_tail: int, total_steps: int) -> None:
         """Checkpoint, history and status after an evaluation."""
-        atomic_torch_save(self.checkpoint, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": state.step,
-            "history": state.history, "train_time": state.train_time, "train_images": state.train_images,
-            "losses": state.losses[-loss_tail:]})
+        atomic_torch_save(self.checkpoint, state.to_checkpoint(model, optimizer, loss_tail))
         self.write_history(state.history)
         self.write_status("running", step=state.step, total_steps=total_steps)
 
@@ -238,4 +245,4 @@ class RunDir:
         self.write_status("failed", error=error, **fields)
 
 
-__all__ = ["CHECKPOINT_KEYS", "RunDir", "TrainState", "metrics_problem"]
+__all__ = ["RunDir", "TrainState", "metrics_problem"]

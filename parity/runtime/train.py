@@ -14,7 +14,6 @@ import math
 import os
 import platform
 import sys
-import threading
 import time
 from dataclasses import dataclass
 
@@ -25,11 +24,12 @@ from torch.utils.data import DataLoader
 
 from .. import __version__
 from ..core.coords import make_grid
-from ..spec.build import build_model
-from ..spec.config import ExperimentConfig, validate
-from ..spec.schedule import StepPlan, lr_at_step, step_plan
+from ..core.memory import PeakMemory, gpu_peak_mib
+from ..experiment.build import build_model
+from ..experiment.config import ExperimentConfig, validate
+from ..experiment.schedule import StepPlan, lr_at_step, step_plan
 from . import stopping
-from .rundir import RunDir, TrainState
+from .rundir import RunDir
 
 
 class DivergedError(RuntimeError):
@@ -43,40 +43,6 @@ def _generator(*key: int) -> torch.Generator:
     for k in key:
         seed = (seed * 1_000_003 + int(k)) % (2 ** 63)
     return torch.Generator().manual_seed(seed)
-
-
-class PeakMemory:
-    """Peak resident memory of this process during a block, sampled from /proc every 20 ms
-    (ru_maxrss cannot be reset between runs of one matrix)."""
-
-    def __init__(self, interval: float = 0.02):
-        self.interval, self.peak_mb, self.start_mb = interval, 0.0, 0.0
-        self._stop = threading.Event()
-
-    @staticmethod
-    def rss_mb() -> float:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-        except OSError:  # not Linux: fall back to the lifetime peak
-            import resource
-
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    def _watch(self):
-        while not self._stop.wait(self.interval):
-            self.peak_mb = max(self.peak_mb, self.rss_mb())
-
-    def __enter__(self):
-        self.start_mb = self.peak_mb = self.rss_mb()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak_mb = max(self.peak_mb, self.rss_mb())
 
 
 def training_batch(cfg: ExperimentConfig, images: torch.Tensor, grid: torch.Tensor, step: int):
@@ -148,7 +114,7 @@ def prepare(cfg: ExperimentConfig, datasets=None) -> Setup:
     """The run's Setup: device and DDP, the memory estimate, the datasets and the step plan; a data or
     size error raises here, before any file is written, so the fix it suggests is not blocked by a
     half-made run folder."""
-    from ..spec.build import check_fits_in_memory
+    from ..experiment.build import check_fits_in_memory
     from .distributed import context as ddp_context
     from .distributed import training_device
 
@@ -212,109 +178,128 @@ def train_run(cfg: ExperimentConfig, run_dir, datasets=None, progress=None, fina
     """Train (or resume) one run in ``run_dir`` and return its metrics. ``progress``: an optional
     callable(dict) receiving step/loss/psnr updates. Raises DivergedError on a non-finite loss."""
     validate(cfg)
-    run = RunDir(run_dir)
-    run.check_config(cfg)  # else another configuration's results would be returned or resumed
-    if (done := run.finished_metrics()) is not None:
+    folder = RunDir(run_dir)
+    folder.check_config(cfg)  # else another configuration's results would be returned or resumed
+    if (done := folder.finished_metrics()) is not None:
         return done
     setup = prepare(cfg, datasets)
-    plan, t = setup.plan, cfg.train
     if setup.main:
-        run.start(cfg)
-    model = build_model(cfg).to(setup.device)  # built on the CPU: the same initial weights on any device
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    state = run.load_state(model, optimizer)
-    step = Stepper(cfg, model, optimizer, setup)
-    if setup.main:
-        run.write_status("running", step=state.step, total_steps=plan.total_steps,
-                         **({"restarted": run.restarted} if run.restarted else {}))
-        if run.restarted:
-            print(f"parity: {run.path}: {run.restarted}", file=sys.stderr)
+        folder.start(cfg)
+    run = Run(cfg, folder, setup)
     try:
-        return _train_and_finish(cfg, run, setup, model, optimizer, state, step, progress, final_eval, eval_images)
+        return run.train(progress, final_eval, eval_images)
     except stopping.Interrupted:
         raise  # the loop saved the run and marked it
     except KeyboardInterrupt:
         if setup.main:  # a second signal, or one in the final evaluation: the last checkpoint stands
-            run.write_status("interrupted", step=state.step, total_steps=plan.total_steps)
+            folder.write_status("interrupted", step=run.state.step, total_steps=setup.plan.total_steps)
         raise
     except Exception as e:
         if setup.main:
-            run.fail(f"{type(e).__name__}: {e}" if not isinstance(e, DivergedError) else str(e), step=state.step)
+            folder.fail(f"{type(e).__name__}: {e}" if not isinstance(e, DivergedError) else str(e),
+                        step=run.state.step)
         raise
 
 
-def _train_and_finish(cfg: ExperimentConfig, run: RunDir, setup: Setup, model, optimizer, state: TrainState,
-                      step, progress, final_eval: bool, eval_images: int | None) -> dict:
-    """The training loop from ``state.step``, the final evaluation and the run's last writes. A stop asked by
-    SIGTERM or SIGINT (``stopping``) ends the step in progress, saves the run at that step and raises."""
-    plan, t = setup.plan, cfg.train
-    with PeakMemory() as memory, stopping.deferred():
-        for epoch, batches in epochs_from(cfg, setup, state.step):
-            if state.step >= plan.total_steps:
-                break
-            model.train()
-            for images, _ in batches:
+class Run:
+    """One training run: its configuration, setup, model, optimiser, state and folder. ``train`` is the loop; the
+    other methods are what it does at an evaluation and at the end. The folder (RunDir) owns the files."""
+
+    def __init__(self, cfg: ExperimentConfig, folder: RunDir, setup: Setup):
+        self.cfg, self.folder, self.setup = cfg, folder, setup
+        self.model = build_model(cfg).to(setup.device)  # built on the CPU: the same initial weights on any device
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr,
+                                           weight_decay=cfg.train.weight_decay)
+        self.state = folder.load_state(self.model, self.optimizer)
+        self.step = Stepper(cfg, self.model, self.optimizer, setup)
+        if setup.main:
+            folder.write_status("running", step=self.state.step, total_steps=setup.plan.total_steps,
+                                **({"restarted": folder.restarted} if folder.restarted else {}))
+            if folder.restarted:
+                print(f"parity: {folder.path}: {folder.restarted}", file=sys.stderr)
+
+    def train(self, progress, final_eval: bool, eval_images: int | None) -> dict:
+        """The training loop from ``state.step``, the final evaluation and the run's last writes. A stop asked by
+        SIGTERM or SIGINT (``stopping``) ends the step in progress, saves the run at that step and raises."""
+        cfg, setup, state, plan = self.cfg, self.setup, self.state, self.setup.plan
+        with PeakMemory() as memory, stopping.deferred():
+            for epoch, batches in epochs_from(cfg, setup, state.step):
                 if state.step >= plan.total_steps:
                     break
-                lr = lr_at_step(t, plan, state.step)  # once an epoch in the sources; per sub-epoch in a proxy
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                t0 = time.perf_counter()
-                loss = step(images, state.step, state.losses)
-                state.advance(loss, images.shape[0], time.perf_counter() - t0)
-                if progress:
-                    progress({"step": state.step, "total": plan.total_steps, "loss": loss, "epoch": epoch, "lr": lr})
-                if setup.main and (state.step % plan.eval_every == 0 or state.step == plan.total_steps):
-                    psnr = record_evaluation(cfg, model, setup, state, epoch, lr, eval_images)
+                self.model.train()
+                for images, _ in batches:
+                    if state.step >= plan.total_steps:
+                        break
+                    lr = lr_at_step(cfg.train, plan, state.step)  # once an epoch in the sources; per sub-epoch here
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                    t0 = time.perf_counter()
+                    loss = self.step(images, state.step, state.losses)
+                    state.advance(loss, images.shape[0], time.perf_counter() - t0)
+                    update = {"step": state.step, "total": plan.total_steps, "loss": loss, "epoch": epoch, "lr": lr}
                     if progress:
-                        progress({"step": state.step, "total": plan.total_steps, "loss": loss, "psnr": psnr})
-                    run.save(model, optimizer, state, max(plan.eval_every, 10), plan.total_steps)
-                if (name := stopping.requested()) is not None:
-                    if setup.main:
-                        run.save(model, optimizer, state, max(plan.eval_every, 10), plan.total_steps)
-                        run.write_status("interrupted", step=state.step, total_steps=plan.total_steps, signal=name)
-                    raise stopping.Interrupted(name, f"{run.path} saved at step {state.step} of {plan.total_steps}")
-    metrics = run_metrics(cfg, setup, state, memory.peak_mb)
-    if not setup.main:  # rank 0 evaluates and writes the run's files
+                        progress(update)
+                    if setup.main and (state.step % plan.eval_every == 0 or state.step == plan.total_steps):
+                        psnr = self.record_evaluation(epoch, lr, eval_images)
+                        if progress:
+                            progress({"step": state.step, "total": plan.total_steps, "loss": loss, "psnr": psnr})
+                        self.save_checkpoint()
+                    if (name := stopping.requested()) is not None:
+                        self.stop(name)
+        metrics = self.metrics(memory.peak_mb)
+        if not setup.main:  # rank 0 evaluates and writes the run's files
+            return metrics
+        metrics.update(self.final_evaluation(final_eval, eval_images))
+        save_samples(self.model, setup.test_set, cfg, self.folder.samples)
+        self.folder.finish(metrics, state.history, plan.total_steps)
         return metrics
-    metrics.update(final_evaluation(cfg, model, setup, final_eval, eval_images))
-    save_samples(model, setup.test_set, cfg, run.samples)
-    run.finish(metrics, state.history, plan.total_steps)
-    return metrics
 
+    def save_checkpoint(self) -> None:
+        """checkpoint.pt, history and status at this step (with the loss tail a resumed run needs)."""
+        plan = self.setup.plan
+        self.folder.save(self.model, self.optimizer, self.state, max(plan.eval_every, 10), plan.total_steps)
 
-def record_evaluation(cfg: ExperimentConfig, model, setup: Setup, state: TrainState, epoch: int, lr: float,
-                      eval_images: int | None) -> float:
-    """Evaluate on the test images and append the history line; returns the test PSNR."""
-    test = quick_test_psnr(model, setup.test_loader, cfg, eval_images)
-    recent = state.losses[-setup.plan.eval_every:]
-    state.history.append({"step": state.step, "epoch": epoch, "lr": lr, "train_loss": sum(recent) / len(recent),
-                          "test_psnr": test["psnr"], "test_psnr_batch_mse": test["psnr_batch_mse"],
-                          "train_time_s": state.train_time})
-    return test["psnr"]
+    def stop(self, signal_name: str) -> None:
+        """Save the run at this step, mark it interrupted and raise stopping.Interrupted."""
+        plan = self.setup.plan
+        if self.setup.main:
+            self.save_checkpoint()
+            self.folder.write_status("interrupted", step=self.state.step, total_steps=plan.total_steps,
+                                     signal=signal_name)
+        raise stopping.Interrupted(signal_name, f"{self.folder.path} saved at step {self.state.step} of "
+                                                f"{plan.total_steps}")
 
+    def record_evaluation(self, epoch: int, lr: float, eval_images: int | None) -> float:
+        """Evaluate on the test images and append the history line; returns the test PSNR."""
+        state = self.state
+        test = quick_test_psnr(self.model, self.setup.test_loader, self.cfg, eval_images)
+        recent = state.losses[-self.setup.plan.eval_every:]
+        state.history.append({"step": state.step, "epoch": epoch, "lr": lr, "train_loss": sum(recent) / len(recent),
+                              "test_psnr": test["psnr"], "test_psnr_batch_mse": test["psnr_batch_mse"],
+                              "train_time_s": state.train_time})
+        return test["psnr"]
 
-def run_metrics(cfg: ExperimentConfig, setup: Setup, state: TrainState, peak_rss_mb: float) -> dict:
-    """What the training itself measured: steps, time, throughput, memory, the environment."""
-    device = setup.device
-    return {"steps": state.step, "epochs": state.step / setup.plan.steps_per_epoch,
-            "steps_per_epoch": setup.plan.steps_per_epoch, "train_images": state.train_images,
-            "train_time_s": state.train_time,
-            "train_images_per_s": state.train_images / state.train_time if state.train_time else None,
-            "peak_rss_mb": peak_rss_mb, "device": str(device),
-            "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None,
-            "final_lr": state.history[-1]["lr"] if state.history else None,
-            "seed": cfg.train.seed, "environment": environment()}
+    def metrics(self, peak_rss_mb: float) -> dict:
+        """What the training itself measured: steps, time, throughput, memory, the environment."""
+        setup, state = self.setup, self.state
+        return {"steps": state.step, "epochs": state.step / setup.plan.steps_per_epoch,
+                "steps_per_epoch": setup.plan.steps_per_epoch, "train_images": state.train_images,
+                "train_time_s": state.train_time,
+                "train_images_per_s": state.train_images / state.train_time if state.train_time else None,
+                "peak_rss_mb": peak_rss_mb, "device": str(setup.device), "peak_gpu_mb": gpu_peak_mib(setup.device),
+                "final_lr": state.history[-1]["lr"] if state.history else None,
+                "seed": self.cfg.train.seed, "environment": environment()}
 
+    def final_evaluation(self, full: bool, eval_images: int | None) -> dict:
+        """Every evaluation of the configuration (``full``), or the quick test PSNR only."""
+        cfg, setup = self.cfg, self.setup
+        if not full:
+            return {"test": quick_test_psnr(self.model, setup.test_loader, cfg, eval_images)}
+        from ..evaluation.evaluate import evaluate_all
 
-def final_evaluation(cfg: ExperimentConfig, model, setup: Setup, full: bool, eval_images: int | None) -> dict:
-    """Every evaluation of the configuration (``full``), or the quick test PSNR only."""
-    if not full:
-        return {"test": quick_test_psnr(model, setup.test_loader, cfg, eval_images)}
-    from ..evaluation.evaluate import evaluate_all
-
-    train_eval = _loader(setup.train_set, cfg, None)
-    return evaluate_all(model, train_eval, setup.test_loader, cfg.eval, cfg.train.coords, cfg.data.image_size)
+        train_eval = _loader(setup.train_set, cfg, None)
+        return evaluate_all(self.model, train_eval, setup.test_loader, cfg.eval, cfg.train.coords,
+                            cfg.data.image_size)
 
 
 @torch.no_grad()

@@ -37,7 +37,8 @@ def test_super_resolve_and_jitter_shapes(model):
     same = notebook_port.decode_with_jitter(model, images, 8, jitter_std=0.0)
     assert torch.allclose(same, notebook_port.super_resolve(model, images, 8))
     g = torch.Generator().manual_seed(1)
-    assert notebook_port.decode_with_jitter(model, images, 8, 0.02, different_queries=True, generator=g).shape == (2, 3, 8, 8)
+    assert notebook_port.decode_with_jitter(model, images, 8, 0.02, different_queries=True,
+                                            generator=g).shape == (2, 3, 8, 8)
 
 
 def test_bare_state_dict_files_load_strictly(tmp_path, model):

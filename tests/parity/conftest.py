@@ -2,8 +2,8 @@
 
 import pytest
 
-from parity.spec.build import build_model
-from parity.spec.presets import preset
+from parity.experiment.build import build_model
+from parity.experiment.presets import preset
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The layering, read from the imports: core <- ports <- specification <- data <- evaluation <- runtime
+"""The layering, read from the imports: core <- ports <- experiment <- data <- evaluation <- runtime
 <- reports <- tools (CLI, benchmarks, users' test helpers); nothing imports a layer above its own, there
 is no import cycle, and no private name is imported from another module (a concept used in two places
 has a public owner). The folders of ``parity/`` are these layers."""
@@ -18,7 +18,7 @@ PACKAGES = ("parity", "original_port", "notebook_port")
 LAYERS = (
     ("core", ("parity", "parity.core")),
     ("ports", ("original_port", "notebook_port")),
-    ("specification", ("parity.spec",)),
+    ("experiment", ("parity.experiment",)),
     ("data", ("parity.data",)),
     ("evaluation", ("parity.evaluation",)),
     ("runtime", ("parity.runtime",)),

@@ -31,11 +31,11 @@ from PIL import Image
 import original_port
 from parity.cli import main
 from parity.core.store import atomic_write_text
+from parity.experiment.config import config_diff
+from parity.experiment.configfile import load_yaml
+from parity.experiment.presets import preset
 from parity.runtime.executors import run_matrix
 from parity.runtime.train import DivergedError, train_run
-from parity.spec.config import config_diff
-from parity.spec.configfile import load_yaml
-from parity.spec.presets import preset
 
 ROOT = Path(__file__).resolve().parents[2]
 # The evidence becomes reports/reliability.md only when asked (tests never write into tracked files):
@@ -53,7 +53,7 @@ ABLATE = ["ablate", "--preset", "smoke", "--seeds", str(SEEDS), *TINY, *SUBSET]
 RUNS = [(v, s) for v in ("notebook", "notebook+depth", "notebook+lr") for s in range(SEEDS)]
 KILLS = 4
 # Fields that measure the machine, not the model: equal only by chance between two runs.
-VOLATILE = ("train_time_s", "train_images_per_s", "peak_rss_mb", "environment")
+VOLATILE = ("train_time_s", "train_images_per_s", "peak_rss_mb", "environment", "stages")  # times and memory
 # A tiny model for `parity train` cases that must get as far as training.
 TINY_MODEL = ["--set", "data.image_size=16", "--set", "model.dim=16", "--set", "model.depth=1",
               "--set", "model.num_lp=2", "--set", "model.decoder_width=8", "--set", "model.num_freqs_modulation=4",
@@ -369,7 +369,8 @@ BAD_INPUTS = [
     ("out-file", "`--out` naming an existing file", lambda run: (Path("afile").write_text("x"), [
         "train", "--dataset", "procedural", "--out", "afile", "--max-steps", "1"])[1], "cannot write or read afile"),
     ("config-binary", "`--config` a binary file", lambda run: (Path("bin.yaml").write_bytes(b"\xff\xfe\x00\x81"),
-                                                               ["train", "--config", "bin.yaml"])[1], "not a text file"),
+                                                               ["train", "--config", "bin.yaml"])[1],
+     "not a text file"),
     ("config-folder", "`--config` a folder", lambda run: (Path("cfgdir").mkdir(), ["train", "--config", "cfgdir"])[1],
      "is a folder"),
     ("config-no-model", "`--config` a trans-inr YAML without a model",

@@ -14,10 +14,15 @@ import torch
 import original_port
 from parity.core.coords import make_grid
 from parity.evaluation.diagnose import localise
-from parity.spec.build import build_model, transinr_spec
-from parity.spec.configfile import load_yaml
-from parity.testing import (assert_config_matches, assert_models_match, assert_state_dicts_compatible,
-                            golden_path, where_models_part)
+from parity.experiment.build import build_model, transinr_spec
+from parity.experiment.configfile import load_yaml
+from parity.testing import (
+    assert_config_matches,
+    assert_models_match,
+    assert_state_dicts_compatible,
+    golden_path,
+    where_models_part,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = Path(__file__).parent / "user_suite_example.py"

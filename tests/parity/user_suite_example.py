@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from parity.core.coords import make_grid
-from parity.testing import (assert_config_matches, assert_models_match, assert_state_dicts_compatible,
-                            rel_err)
+from parity.testing import assert_config_matches, assert_models_match, assert_state_dicts_compatible, rel_err
 
 
 def reconstruct(model, images, coords):

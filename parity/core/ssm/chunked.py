@@ -13,6 +13,8 @@ exp(-cumsum) tricks), so it stays finite at any length and for any delta.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -126,6 +128,139 @@ def _scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_siz
     return out, states
 
 
+class _Needs(NamedTuple):
+    """Which gradients backward computes: one flag per input, ``bias`` for delta_bias."""
+    u: bool
+    delta: bool
+    A: bool
+    B: bool
+    C: bool
+    D: bool
+    z: bool
+    bias: bool
+
+    @property
+    def dt(self) -> bool:
+        return self.delta or self.bias
+
+
+def _needs(needs_input_grad, D, z, delta_bias) -> _Needs:
+    """The gradients to compute: those autograd asks for, less those of absent optional inputs."""
+    need_u, need_delta, need_A, need_B, need_C = needs_input_grad[:5]
+    return _Needs(need_u, need_delta, need_A, need_B, need_C, D is not None and needs_input_grad[5],
+                  z is not None and needs_input_grad[6], delta_bias is not None and needs_input_grad[7])
+
+
+def _gate_grads(grad_out, z, need_z, ct):
+    """(gradient wrt y + D*u, gradient wrt z still to be multiplied by y + D*u or None), time-major."""
+    gy_l = _time_major(grad_out, ct)  # gradient wrt y + D*u once multiplied by silu(z)
+    gz_l = None
+    if z is not None:
+        z_l = _time_major(z, ct)
+        sig_z = torch.sigmoid(z_l)
+        silu_z = z_l * sig_z
+        if need_z:  # g * d silu(z)/dz = g * sigmoid(z) * (1 + z - silu(z)), built in z_l
+            gz_l = z_l.sub_(silu_z).add_(1).mul_(sig_z).mul_(gy_l)
+        gy_l.mul_(silu_z)
+    return gy_l, gz_l
+
+
+class _ChunkGrads(NamedTuple):
+    """Time-major buffers the reverse pass fills, None where that gradient is not needed."""
+    y_l: torch.Tensor | None  # y itself, for z's gradient
+    gC_l: torch.Tensor | None
+    gB_l: torch.Tensor | None
+    gdtu_l: torch.Tensor | None  # gradient wrt dt*u
+    gdt_l: torch.Tensor | None  # gradient wrt dt through the decay (dt*u's part is added later)
+    gA: torch.Tensor | None
+
+
+def _chunk_grad_buffers(u, A_c, ct, need: _Needs) -> _ChunkGrads:
+    """Empty full-length buffers for the reverse pass to fill, and a zeroed gA to accumulate into."""
+    batch, d_inner, L = u.shape
+    d_state = A_c.shape[1]
+
+    def new_l(c):
+        return u.new_empty((L, batch, c), dtype=ct)
+
+    return _ChunkGrads(y_l=new_l(d_inner) if need.z else None,
+                       gC_l=new_l(d_state) if need.C else None,
+                       gB_l=new_l(d_state) if need.B else None,
+                       gdtu_l=new_l(d_inner) if (need.u or need.dt) else None,
+                       gdt_l=new_l(d_inner) if need.dt else None,
+                       gA=torch.zeros_like(A_c) if need.A else None)
+
+
+def _chunk_adjoint(gy_c, C_c, decay, hc, carry):
+    """``hc``, filled with the adjoint h_t = dLoss/dx_t of one chunk; ``carry`` becomes decay_t0 * h_t0."""
+    # h_t = C_t * gy_t + decay_{t+1} * h_{t+1}, run in reverse from the carry of the chunk after this one.
+    n = hc.shape[0]
+    torch.mul(gy_c.unsqueeze(-1), C_c.unsqueeze(2), out=hc)
+    hc[n - 1].add_(carry)
+    for t in range(n - 2, -1, -1):
+        hc[t].addcmul_(decay[t + 1], hc[t + 1])
+    torch.mul(decay[0], hc[0], out=carry)
+    return hc
+
+
+def _chunk_drive_grads(hc, xs, decay, s, dt_l, dtu_l, B_l, A_c, g: _ChunkGrads, need: _Needs) -> None:
+    """Nothing; writes chunk ``s``'s gB, g(dt*u) and gdt into ``g`` and adds its part of gA to ``g.gA``."""
+    n = hc.shape[0]
+    # drive = dt*u*B: gB_t[n] = sum_d h_t[d, n] (dt*u)_t[d],
+    #                 g(dt*u)_t[d] = sum_n h_t[d, n] B_t[n]
+    if need.B:
+        _contract_inner(hc, dtu_l[s], g.gB_l[s])
+    if g.gdtu_l is not None:
+        _contract_state(hc, B_l[s], g.gdtu_l[s])
+    if need.dt or need.A:
+        # q = h_t * decay_t * x_{t-1} is the gradient wrt dt_t*A; built in place over the
+        # decay buffer, which this chunk no longer needs.
+        q = decay[:n].mul_(hc).mul_(xs[:n])
+        if need.dt:
+            # q * A goes into h, free by now: a fresh 4-D temporary costs page faults.
+            qA = torch.mul(q, A_c, out=hc) if need.A else q.mul_(A_c)
+            torch.sum(qA, dim=-1, out=g.gdt_l[s])
+        if need.A:
+            g.gA.add_(q.mul_(dt_l[s].unsqueeze(-1)).sum(dim=(0, 1)))
+
+
+def _reverse_pass(states, dt_l, dtu_l, B_l, C_l, gy_l, A_c, chunk_size, g: _ChunkGrads, need: _Needs) -> None:
+    """Nothing; fills ``g`` walking the chunks from last to first, recomputing each chunk's states."""
+    L, batch, d_inner = dt_l.shape
+    d_state = A_c.shape[1]
+    T = max(1, min(chunk_size, L))
+    decay = gy_l.new_empty((T, batch, d_inner, d_state))
+    xs = gy_l.new_empty((T + 1, batch, d_inner, d_state))
+    h = gy_l.new_empty((T, batch, d_inner, d_state))
+    # decay_{t+1} * h_{t+1} for the first step after the current chunk (zero past the end).
+    carry = gy_l.new_zeros((batch, d_inner, d_state))
+    starts = list(range(0, L, T))
+    for c in reversed(range(len(starts))):
+        t0 = starts[c]
+        t1 = min(t0 + T, L)
+        n = t1 - t0
+        s = slice(t0, t1)
+        xs[0].copy_(states[c])
+        _run_chunk(dt_l[s], dtu_l[s], B_l[s], A_c, decay, xs)
+        x_c = xs[1:n + 1]
+        if need.z:
+            _contract_state(x_c, C_l[s], g.y_l[s])
+        if need.C:  # y_t = sum_n C_t[n] x_t[:, n]  ->  gC_t[n] = sum_d gy_t[d] x_t[d, n]
+            _contract_inner(x_c, gy_l[s], g.gC_l[s])
+        hc = _chunk_adjoint(gy_l[s], C_l[s], decay, h[:n], carry)
+        _chunk_drive_grads(hc, xs, decay, s, dt_l, dtu_l, B_l, A_c, g, need)
+
+
+def _dt_grads(gdt_l, gdtu_l, u_l, pre_l, delta, delta_bias, need: _Needs):
+    """(gradient wrt delta, gradient wrt delta_bias), each None where not needed; ``gdt_l`` is overwritten."""
+    gdt_l.addcmul_(gdtu_l, u_l)
+    if pre_l is not None:
+        gdt_l.mul_(pre_l.sigmoid_())  # d softplus(x)/dx
+    grad_delta = _batch_major(gdt_l).to(delta.dtype) if need.delta else None
+    grad_bias = gdt_l.sum(dim=(0, 1)).to(delta_bias.dtype) if need.bias else None
+    return grad_delta, grad_bias
+
+
 class _ChunkedScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size):
@@ -139,16 +274,8 @@ class _ChunkedScan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):
         u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
-        need = ctx.needs_input_grad
-        need_u, need_delta, need_A, need_B, need_C = need[:5]
-        need_D = D is not None and need[5]
-        need_z = z is not None and need[6]
-        need_bias = delta_bias is not None and need[7]
-        need_dt = need_delta or need_bias
-
+        need = _needs(ctx.needs_input_grad, D, z, delta_bias)
         ct = _compute_dtype(u)
-        batch, d_inner, L = u.shape
-        d_state = A.shape[1]
         A_c = A.to(ct)
         D_c = D.to(ct) if D is not None else None
         # Everything below runs time-major (L, batch, ·); results are transposed back at the end.
@@ -156,101 +283,34 @@ class _ChunkedScan(torch.autograd.Function):
         u_l = _time_major(u, ct)
         dtu_l = dt_l * u_l
         B_l, C_l = _time_major(B, ct), _time_major(C, ct)
-        gy_l = _time_major(grad_out, ct)  # gradient wrt y + D*u once multiplied by silu(z)
-        gz_l = None
-        if z is not None:
-            z_l = _time_major(z, ct)
-            sig_z = torch.sigmoid(z_l)
-            silu_z = z_l * sig_z
-            if need_z:  # g * d silu(z)/dz = g * sigmoid(z) * (1 + z - silu(z)), built in z_l
-                gz_l = z_l.sub_(silu_z).add_(1).mul_(sig_z).mul_(gy_l)
-            gy_l.mul_(silu_z)
-            del z_l, sig_z, silu_z  # only gy_l and gz_l live through the scan
-
-        def new_l(c):
-            return u.new_empty((L, batch, c), dtype=ct)
-
-        y_l = new_l(d_inner) if need_z else None
-        gC_l = new_l(d_state) if need_C else None
-        gB_l = new_l(d_state) if need_B else None
-        gdtu_l = new_l(d_inner) if (need_u or need_dt) else None
-        gdt_l = new_l(d_inner) if need_dt else None
-        gA = torch.zeros_like(A_c) if need_A else None
-
-        T = max(1, min(ctx.chunk_size, L))
-        decay = gy_l.new_empty((T, batch, d_inner, d_state))
-        xs = gy_l.new_empty((T + 1, batch, d_inner, d_state))
-        h = gy_l.new_empty((T, batch, d_inner, d_state))
-        # decay_{t+1} * h_{t+1} for the first step after the current chunk (zero past the end).
-        carry = gy_l.new_zeros((batch, d_inner, d_state))
-        starts = list(range(0, L, T))
-        for c in reversed(range(len(starts))):
-            t0 = starts[c]
-            t1 = min(t0 + T, L)
-            n = t1 - t0
-            xs[0].copy_(states[c])
-            _run_chunk(dt_l[t0:t1], dtu_l[t0:t1], B_l[t0:t1], A_c, decay, xs)
-            x_c = xs[1:n + 1]
-            if need_z:
-                _contract_state(x_c, C_l[t0:t1], y_l[t0:t1])
-            if need_C:  # y_t = sum_n C_t[n] x_t[:, n]  ->  gC_t[n] = sum_d gy_t[d] x_t[d, n]
-                _contract_inner(x_c, gy_l[t0:t1], gC_l[t0:t1])
-
-            # Adjoint h_t = dLoss/dx_t = C_t * gy_t + decay_{t+1} * h_{t+1}, run in reverse.
-            hc = h[:n]
-            torch.mul(gy_l[t0:t1].unsqueeze(-1), C_l[t0:t1].unsqueeze(2), out=hc)
-            hc[n - 1].add_(carry)
-            for t in range(n - 2, -1, -1):
-                hc[t].addcmul_(decay[t + 1], hc[t + 1])
-            torch.mul(decay[0], hc[0], out=carry)
-
-            # drive = dt*u*B: gB_t[n] = sum_d h_t[d, n] (dt*u)_t[d],
-            #                 g(dt*u)_t[d] = sum_n h_t[d, n] B_t[n]
-            if need_B:
-                _contract_inner(hc, dtu_l[t0:t1], gB_l[t0:t1])
-            if gdtu_l is not None:
-                _contract_state(hc, B_l[t0:t1], gdtu_l[t0:t1])
-            if need_dt or need_A:
-                # q = h_t * decay_t * x_{t-1} is the gradient wrt dt_t*A; built in place over the
-                # decay buffer, which this chunk no longer needs.
-                q = decay[:n].mul_(hc).mul_(xs[:n])
-                if need_dt:
-                    # q * A goes into h, free by now: a fresh 4-D temporary costs page faults.
-                    qA = torch.mul(q, A_c, out=hc) if need_A else q.mul_(A_c)
-                    torch.sum(qA, dim=-1, out=gdt_l[t0:t1])
-                if need_A:
-                    gA += q.mul_(dt_l[t0:t1].unsqueeze(-1)).sum(dim=(0, 1))
+        gy_l, gz_l = _gate_grads(grad_out, z, need.z, ct)
+        g = _chunk_grad_buffers(u, A_c, ct, need)
+        _reverse_pass(states, dt_l, dtu_l, B_l, C_l, gy_l, A_c, ctx.chunk_size, g, need)
 
         # Full-length tails, in place where the buffer is not needed again.
-        del decay, xs, h, dtu_l, B_l, C_l
+        del dtu_l, B_l, C_l
         grads = [None] * 10
-        if need_D:
+        if need.D:
             grads[5] = (gy_l * u_l).sum(dim=(0, 1)).to(D.dtype)
-        if need_u:
-            gu_l = gdtu_l * dt_l
+        if need.u:
+            gu_l = g.gdtu_l * dt_l
             if D_c is not None:
                 gu_l.addcmul_(gy_l, D_c)
             grads[0] = _batch_major(gu_l).to(u.dtype)
             del gu_l
         del dt_l, gy_l
-        if need_dt:
-            gdt_l.addcmul_(gdtu_l, u_l)
-            if pre_l is not None:
-                gdt_l.mul_(pre_l.sigmoid_())  # d softplus(x)/dx
-            if need_delta:
-                grads[1] = _batch_major(gdt_l).to(delta.dtype)
-            if need_bias:
-                grads[7] = gdt_l.sum(dim=(0, 1)).to(delta_bias.dtype)
-        if need_A:
-            grads[2] = gA.to(A.dtype)
-        if need_B:
-            grads[3] = _batch_major(gB_l).to(B.dtype)
-        if need_C:
-            grads[4] = _batch_major(gC_l).to(C.dtype)
-        if need_z:
+        if need.dt:
+            grads[1], grads[7] = _dt_grads(g.gdt_l, g.gdtu_l, u_l, pre_l, delta, delta_bias, need)
+        if need.A:
+            grads[2] = g.gA.to(A.dtype)
+        if need.B:
+            grads[3] = _batch_major(g.gB_l).to(B.dtype)
+        if need.C:
+            grads[4] = _batch_major(g.gC_l).to(C.dtype)
+        if need.z:
             if D_c is not None:
-                y_l.addcmul_(u_l, D_c)
-            grads[6] = _batch_major(gz_l.mul_(y_l)).to(z.dtype)
+                g.y_l.addcmul_(u_l, D_c)
+            grads[6] = _batch_major(gz_l.mul_(g.y_l)).to(z.dtype)
         return tuple(grads)
 
 

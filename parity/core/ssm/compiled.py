@@ -144,7 +144,8 @@ def _library(variant: str = "native"):
             lib = ctypes.CDLL(str(target))
             break
         except (OSError, subprocess.CalledProcessError) as e:
-            failure = e.stderr.strip().splitlines()[-1] if isinstance(e, subprocess.CalledProcessError) and e.stderr else e
+            failure = (e.stderr.strip().splitlines()[-1] if isinstance(e, subprocess.CalledProcessError) and e.stderr
+                       else e)
     if lib is None:
         _status[variant] = {"compiled": False,
                             "reason": f"building the scan kernel failed ({failure}); using the chunked scan"}
@@ -161,8 +162,8 @@ def _library(variant: str = "native"):
     lib.scan_backward.restype = None
     lib.scan_backward.argtypes = [ptr] * 3 + [i64] + [ptr] * 14 + [i64, shape, ctypes.POINTER(StateGrads), i64]
     lib.conv_silu_forward.argtypes = [ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64] + [i64] * 4 + [ptr, i64]
-    lib.conv_silu_backward.argtypes = ([ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64, ptr, i64, i64, ptr, ptr] + [i64] * 4
-                                       + [ptr, i64])
+    lib.conv_silu_backward.argtypes = ([ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64, ptr, i64, i64, ptr, ptr]
+                                       + [i64] * 4 + [ptr, i64])
     lib.gelu_forward.argtypes = [ptr, ptr, ptr, i64, i64, i64]
     lib.gelu_backward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64]
     lib.bench_exp.argtypes = [ptr, ptr, i64, i64]
@@ -455,8 +456,8 @@ def conv_silu_compiled(x, weight, bias=None):
 def selective_scan_compiled(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     """Selective scan with ``selective_scan_ref`` semantics (no last state) on the compiled kernel;
     the chunked PyTorch scan where the kernel cannot serve (no compiler, float64, complex A)."""
-    if (A.is_complex() or A.dim() != 2 or B.dim() != 3 or C.dim() != 3 or not _usable(u, delta, A, B, C, D, z, delta_bias)
-            or kernel_library() is None):
+    if (A.is_complex() or A.dim() != 2 or B.dim() != 3 or C.dim() != 3
+            or not _usable(u, delta, A, B, C, D, z, delta_bias) or kernel_library() is None):
         from .chunked import selective_scan_chunked
 
         return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus)

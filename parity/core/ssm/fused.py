@@ -7,8 +7,8 @@ way mamba_ssm's ``mamba_inner_fn`` does it on a GPU (one autograd node, its back
 The layouts are chosen so that nothing is copied: x and z are read in place as channel blocks of xz (each
 (batch, channel) row's steps contiguous), x is made in that (d_inner, batch L) layout too, delta is never
 made at all (the scan computes dt_proj's product where it needs it, from a (dt_rank, batch L) copy of dt_proj's
-input), B and C are read in place from x_proj's (batch L, dt_rank + 2 d_state) output, and the scan writes y as (batch, L,
-d_inner), what out_proj reads. Backward writes the gradients of x and z straight into the two blocks of xz's
+input), B and C are read in place from x_proj's (batch L, dt_rank + 2 d_state) output, and the scan writes y as
+(batch, L, d_inner), what out_proj reads. Backward writes the gradients of x and z straight into the two blocks of xz's
 gradient (no concatenation), and the gradients of B and C into x_proj's output gradient.
 
 A bidirectional layer's backward mixer runs on the same xz layout (``reverse``): the conv reads x's rows and the
@@ -26,8 +26,18 @@ import torch
 from einops import rearrange
 from torch.autograd.function import once_differentiable
 
-from .compiled import (MAX_CONV_TAPS, kernel_library, padded_state, run_conv_backward, run_conv_forward,
-                       run_gelu_backward, run_gelu_forward, run_scan_backward, run_scan_forward, scratch)
+from .compiled import (
+    MAX_CONV_TAPS,
+    kernel_library,
+    padded_state,
+    run_conv_backward,
+    run_conv_forward,
+    run_gelu_backward,
+    run_gelu_forward,
+    run_scan_backward,
+    run_scan_forward,
+    scratch,
+)
 
 
 def rows(t: torch.Tensor, batch: int) -> torch.Tensor:
@@ -43,7 +53,8 @@ def _state_views(x_dbl: torch.Tensor, batch: int, rank: int, d_state: int):
 
 class MambaInner(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D, batch, reverse, out_scale):
+    def forward(ctx, xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D, batch, reverse,
+                out_scale):
         d_inner, rank, d_state = A.shape[0], dt_proj_weight.shape[1], A.shape[1]
         L = xz.shape[1] // batch
         w = rearrange(conv_weight, "d 1 k -> d k")

@@ -19,8 +19,8 @@ from parity.bench.scan import (
     scan_phases_fresh,
     scan_table,
 )
-from parity.bench.step import SETTLE_STEPS
 from parity.bench.scanbound import compute_seconds, pass_work, phase_work, probe_rates, scan_bound, scan_work
+from parity.bench.step import SETTLE_STEPS
 from parity.bench.suite import (
     TARGETS,
     SuiteConfig,
@@ -57,7 +57,8 @@ def test_bench_scan_rows_for_every_implementation():
     compiled = rows[2]
     if compiled["median_s"] is not None:  # the compiled row also states its multiple of the bound, by pass too
         assert compiled["x_bound"] == pytest.approx(compiled["median_s"] / compiled["bound_s"])
-        assert compiled["forward_x_bound"] == pytest.approx(compiled["forward_s"] / compiled["bound"]["forward_bound_s"])
+        assert compiled["forward_x_bound"] == pytest.approx(compiled["forward_s"]
+                                                            / compiled["bound"]["forward_bound_s"])
 
 
 def test_scan_table_shows_times_faults_and_bound():
@@ -162,7 +163,8 @@ def test_a_steps_scans_by_phase_in_a_fresh_process(capsys):
     whole = pass_work(1, 96, 512, 16)
     assert bound_ms == pytest.approx(1e3 * sum(compute_seconds(whole[p], rows[0]["rates"]) for p in whole))
     assert f"{rows[0]['wall_ms'] / bound_ms:.2f}x its bound" in text
-    assert "alone_ms" not in "\n".join(step_scan_phase_section(rows, [{**r, "shape": (16, 512, 512, 16)} for r in rows]))
+    assert "alone_ms" not in "\n".join(step_scan_phase_section(rows,
+                                                               [{**r, "shape": (16, 512, 512, 16)} for r in rows]))
     assert step_scan_phase_section([], alone) == []
     with pytest.raises(ValueError, match="unknown port"):
         step_scan_phases_fresh("nope", 1)
@@ -173,7 +175,8 @@ def test_a_steps_scans_by_phase_in_a_fresh_process(capsys):
 def test_scan_bound_is_positive_and_names_its_limit():
     bound = scan_bound(1, 32, 8, 4, threads=1)
     assert bound["bound_s"] == max(bound["compute_s"], bound["memory_s"]) > 0
-    assert bound["forward_bound_s"] + bound["backward_bound_s"] >= bound["bound_s"] * (1 - 1e-9)  # max of sums <= sum of maxes
+    # max of sums <= sum of maxes
+    assert bound["forward_bound_s"] + bound["backward_bound_s"] >= bound["bound_s"] * (1 - 1e-9)
     assert bound["limit"] in ("compute", "memory")
     assert bound["exp_per_s"] > 0 and bound["flop_per_s"] > 0 and bound["bytes_per_s"] > 0
 
@@ -199,7 +202,8 @@ def test_bench_scan_bounds_its_median_run_with_the_median_rates(monkeypatch):
         pytest.skip("no compiled kernel here")
     import parity.bench.scan as bench
 
-    probed = iter([{"exp_per_s": e, "flop_per_s": 1e11, "lanes": 16} for e in (1e3, 4e3, 2e3)])  # slow enough to be the limit
+    # slow enough to be the limit
+    probed = iter([{"exp_per_s": e, "flop_per_s": 1e11, "lanes": 16} for e in (1e3, 4e3, 2e3)])
     monkeypatch.setattr(bench, "probe_rates", lambda: next(probed))
     (row,) = bench_scan(batch=1, length=16, d_inner=4, d_state=2, repeats=3, impls=("compiled",))
     median = scan_bound(1, 16, 4, 2, rates={"exp_per_s": 2e3, "flop_per_s": 1e11, "lanes": 16})
@@ -311,12 +315,12 @@ def test_report_names_the_gpu_gap_and_embeds_plots(tmp_path):
 
 
 def test_a_fresh_case_does_not_inherit_the_parents_peak_memory():
-    from parity.bench.fresh import rss_mb
+    from parity.core.memory import peak_rss_mib
 
     ballast = torch.ones(256, 1024, 1024)  # 1 GiB, touched: the parent's peak is now above 1 GiB
     row = measure_decode("notebook", size=8, batch=2, repeats=1)
-    assert rss_mb() > 1024 + row["baseline_rss_mb"] * 0.5 and ballast.sum() > 0
-    assert row["peak_rss_mb"] < rss_mb() - 512  # the case's own peak, not the parent's
+    assert peak_rss_mib() > 1024 + row["baseline_rss_mb"] * 0.5 and ballast.sum() > 0
+    assert row["peak_rss_mb"] < peak_rss_mib() - 512  # the case's own peak, not the parent's
 
 
 def test_step_case_reports_its_fraction_of_the_gemm_rate():
@@ -425,7 +429,8 @@ def test_gpu_report_names_every_number():
         "scans": [{"scan": "cuda", "shape": (16, 512, 512, 16), "median_s": 0.0093, "peak_gpu_mb": 2066.6}]}
     text = render_gpu_report(results)
     assert "NVIDIA H200" in text and "--repeats 7" in text and "took 61 s" in text
-    assert "| original | 16 | parallel | 0.2500 (0.2400-0.3000) | 64.0 | 450.0 | 50.0 | 0.036 | 40% (1234) | 3000 |" in text
+    assert ("| original | 16 | parallel | 0.2500 (0.2400-0.3000) | 64.0 | 450.0 | 50.0 | 0.036 | 40% (1234) | 3000 |"
+            in text)
     assert "| original | 16 | chunked | 0.2500" in text
     assert "| notebook | 3.00e-03 (loss) | 0.00e+00 (-) | **no** |" in text
     assert "TF32 in convolutions)" in text

@@ -33,7 +33,7 @@ def test_transinr_configs_are_named_after_the_file_stem(tmp_path):
     import yaml
 
     from original_port.configs import CIFAR10_CONFIG
-    from parity.spec.configfile import load_yaml
+    from parity.experiment.configfile import load_yaml
 
     path = tmp_path / "sub dir" / "imgrec_cifar10.yaml"
     path.parent.mkdir()

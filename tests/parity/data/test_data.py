@@ -18,7 +18,7 @@ from parity.data import has_labels, make_datasets
 from parity.data.imagefolder import LabelledImageFolder, imagefolder_datasets, interleave_classes
 from parity.data.numbered import NumberedJPEG, numbered_split
 from parity.data.procedural import KINDS, ProceduralImages
-from parity.spec.config import DataConfig
+from parity.experiment.config import DataConfig
 
 TINY_RANGES = {"train": (1, 6), "val": (7, 8), "test": (9, 11)}
 

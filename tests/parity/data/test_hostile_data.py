@@ -15,7 +15,7 @@ from parity.core.errors import ParityError
 from parity.data import make_datasets
 from parity.data.imagefolder import ImageLoader, LabelledImageFolder, check_sizes, imagefolder_datasets
 from parity.data.numbered import NumberedJPEG
-from parity.spec.config import DataConfig
+from parity.experiment.config import DataConfig
 
 TINY_RANGES = {"train": (1, 6), "val": (7, 8), "test": (9, 11)}
 needs_symlinks = pytest.mark.skipif(not hasattr(os, "symlink") or os.name == "nt", reason="POSIX symlinks")

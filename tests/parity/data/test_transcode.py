@@ -4,7 +4,7 @@ import torch
 
 from parity.data import make_datasets
 from parity.data.transcode import Transcoded, area_downsample, jpeg_round_trip
-from parity.spec.config import DataConfig
+from parity.experiment.config import DataConfig
 
 
 def _image(seed=0, size=32):

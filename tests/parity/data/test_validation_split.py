@@ -5,7 +5,7 @@ import torch
 
 from parity.core.errors import ParityError
 from parity.data import make_datasets
-from parity.spec.config import DataConfig
+from parity.experiment.config import DataConfig
 
 
 def test_validation_images_are_training_images_after_the_subset():

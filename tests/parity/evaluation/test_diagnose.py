@@ -13,7 +13,7 @@ from parity.cli import main
 from parity.core.coords import make_grid
 from parity.core.errors import ParityError
 from parity.evaluation.diagnose import OUTPUT, diff_models, load_model, localise
-from parity.spec.build import build_model, transinr_spec
+from parity.experiment.build import build_model, transinr_spec
 
 
 @pytest.fixture(scope="module")

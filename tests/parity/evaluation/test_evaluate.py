@@ -14,7 +14,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from parity.core.coords import make_grid
 from parity.evaluation import evaluate as ev
-from parity.spec.config import EvalConfig
+from parity.experiment.config import EvalConfig
 
 # ------------------------------------------------------------------------------------------------
 # Stand-in models
@@ -329,7 +329,7 @@ def test_matches_notebook_protocol(tiny_notebook):
 def test_decode_chunked_equals_one_piece_for_both_decoders(smoke, chunk):
     """Chunks are counted over the whole batch (3 images x 13 x 13 queries): uneven last chunks,
     chunks smaller than the batch, and one piece all give the one-call output."""
-    from parity.spec.build import build_model
+    from parity.experiment.build import build_model
 
     for cfg, convention in zip(smoke, ("endpoints", "centres")):
         model = build_model(cfg).eval()

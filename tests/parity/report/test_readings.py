@@ -36,8 +36,8 @@ def cell_id(cell) -> str:
 
 
 def configs():
+    from parity.experiment.presets import preset
     from parity.runtime.matrix import matrix_variants
-    from parity.spec.presets import preset
 
     return {tuple(v.groups): v for v in matrix_variants("factorial", preset("smoke").baselines(), GROUPS)}
 
@@ -56,8 +56,8 @@ def metrics(psnr: float, steps: int, seed: int) -> dict:
 
 
 def make_factorial(root: Path, cells: dict = CELLS) -> Path:
-    from parity.spec.config import to_yaml
-    from parity.spec.presets import preset
+    from parity.experiment.config import to_yaml
+    from parity.experiment.presets import preset
 
     folder = root / "smoke-factorial"
     folder.mkdir(parents=True)

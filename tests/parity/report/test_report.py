@@ -24,7 +24,7 @@ FACTORIAL_GROUPS = ("decoder", "optimisation")
 
 
 def _baselines():
-    from parity.spec.presets import preset
+    from parity.experiment.presets import preset
 
     nb, og = preset("smoke").baselines()
     nb.train.max_steps = og.train.max_steps = 20

@@ -13,11 +13,33 @@ import pytest
 from scipy import stats as st
 from statsmodels.regression.linear_model import OLS
 
-from parity.report.stats import (ALPHA, CONFIRMED, CONTRADICTED, DIRECTION_ONLY, LARGE_DB, LEVELS,
-                                 MEASURED_UNCLAIMED, NO_EFFECT, NO_RUNS, NOT_MEASURED, ONE_SEED, OVERSTATED,
-                                 SMALL_DB, UNDERSTATED, VERDICTS, FactorialAnalysis, Interval, adjusted_intervals,
-                                 factorial_analysis, holm, pooled_variance, rule_text, shapley_weights, t_interval,
-                                 verdict)
+from parity.report.stats import (
+    ALPHA,
+    CONFIRMED,
+    CONTRADICTED,
+    DIRECTION_ONLY,
+    LARGE_DB,
+    LEVELS,
+    MEASURED_UNCLAIMED,
+    NO_EFFECT,
+    NO_RUNS,
+    NOT_MEASURED,
+    ONE_SEED,
+    OVERSTATED,
+    SMALL_DB,
+    UNDERSTATED,
+    VERDICTS,
+    FactorialAnalysis,
+    Interval,
+    adjusted_intervals,
+    factorial_analysis,
+    holm,
+    pooled_variance,
+    rule_text,
+    shapley_weights,
+    t_interval,
+    verdict,
+)
 
 SEED_SD = 0.3  # dB, seed-to-seed spread of one run's PSNR
 N_DIFFERENCES = 24

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from parity.cli import main
+from parity.experiment.presets import preset
 from parity.runtime.estimate import StepCost, dry_run, measure_step
 from parity.runtime.executors import run_matrix
 from parity.runtime.matrix import plan_matrix
-from parity.spec.presets import preset
 
 from .test_matrix import TINY
 
@@ -41,3 +41,24 @@ def test_one_step_measured_in_a_fresh_process():
     nb, _ = preset("smoke").baselines()
     cost = measure_step(nb, device="cpu")
     assert cost.seconds > 0 and cost.peak_mib > 0
+
+
+def test_a_run_left_half_way_counts_only_its_remaining_steps(tmp_path):
+    from parity.runtime.estimate import estimate_runs
+    from parity.runtime.rundir import RunDir
+
+    nb, _ = preset("smoke").baselines()
+    run = RunDir(tmp_path / "run")
+    run.start(nb)
+    run.write_status("running", step=10, total_steps=32)
+    row = estimate_runs("train", nb.name, nb, [run.path], measure=lambda cfg: StepCost(seconds=1.0, peak_mib=1.0))
+    assert (row["done"], row["to_do"], row["steps_per_run"], row["seconds_to_do"]) == (0, 1, 32, 22.0)
+
+
+def test_train_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["train", "--preset", "smoke", "--baseline", "original", "--out", str(out), "--dry-run",
+                 *[a for item in TINY for a in ("--set", item)]]) == 0
+    text = capsys.readouterr().out
+    assert "parity train --dry-run" in text and "total: 1 run(s) to do (0 done)" in text
+    assert not out.exists()

@@ -10,9 +10,9 @@ import textwrap
 
 import pytest
 
+from parity.core.errors import ParityError
 from parity.runtime.executors import LocalExecutor, make_executor, run_matrix
 from parity.runtime.seats import Seat, active_seats, fair_threads
-from parity.core.errors import ParityError
 
 from .test_matrix import TINY
 

@@ -7,11 +7,11 @@ from parity.cli import main
 from parity.core.coords import make_grid
 from parity.core.errors import ParityError
 from parity.core.store import atomic_torch_save, atomic_write_text
+from parity.experiment.build import build_model
+from parity.experiment.config import to_yaml
+from parity.experiment.differences import named_config
+from parity.experiment.presets import preset
 from parity.runtime.export import export_run
-from parity.spec.build import build_model
-from parity.spec.config import to_yaml
-from parity.spec.differences import named_config
-from parity.spec.presets import preset
 
 
 def fake_run(tmp_path, name: str, seed: int = 3, scaled: bool = True):
@@ -49,7 +49,7 @@ def test_original_run_round_trips_through_the_transinr_checkpoint(tmp_path):
 
 def test_notebook_run_round_trips_through_the_bare_state_dict(tmp_path):
     import notebook_port
-    from parity.spec.build import notebook_kwargs
+    from parity.experiment.build import notebook_kwargs
 
     run, cfg, model = fake_run(tmp_path, "notebook")
     assert main(["export", str(run), "--format", "notebook", "--out", str(tmp_path / "nb.pth")]) == 0

@@ -2,11 +2,11 @@
 
 import pytest
 
+from parity.experiment.config import config_diff
+from parity.experiment.differences import GROUPS
+from parity.experiment.kinds import factorial_cell_id
+from parity.experiment.presets import preset
 from parity.runtime.matrix import BATCH0_FIX, factorial_cells, matrix_variants
-from parity.spec.config import config_diff
-from parity.spec.differences import GROUPS
-from parity.spec.kinds import factorial_cell_id
-from parity.spec.presets import preset
 
 
 def test_factorial_has_every_subset_and_its_corners_are_the_baselines_on_trained_fields():

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
+from parity.experiment.config import notebook_baseline, original_baseline
+from parity.experiment.presets import preset
+from parity.experiment.schedule import lr_for_epoch
 from parity.runtime.train import DivergedError, train_run, training_batch
-from parity.spec.config import notebook_baseline, original_baseline
-from parity.spec.presets import preset
-from parity.spec.schedule import lr_for_epoch
 
 
 def test_schedules_match_the_sources(notebook_golden, lr_schedules):
@@ -18,7 +18,8 @@ def test_schedules_match_the_sources(notebook_golden, lr_schedules):
     for name, expected in lr_schedules.items():
         base, epochs, warmup = name.split("_")[-3:]
         t = original_baseline().train
-        t.lr, t.epochs, t.warmup_epochs = float(base), int(epochs.removesuffix("ep")), int(warmup.removeprefix("warmup"))
+        t.lr, t.epochs, t.warmup_epochs = (float(base), int(epochs.removesuffix("ep")),
+                                           int(warmup.removeprefix("warmup")))
         assert max(abs(lr_for_epoch(t, e) - x) for e, x in enumerate(expected, start=1)) <= 1e-12
 
 

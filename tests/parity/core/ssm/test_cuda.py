@@ -33,9 +33,9 @@ def test_scan_on_gpu_matches_the_cpu_reference(impl):
 
 
 def test_smoke_run_trains_on_the_gpu_like_on_the_cpu(tmp_path, monkeypatch):
+    from parity.experiment.config import set_field
+    from parity.experiment.presets import preset
     from parity.runtime.train import train_run
-    from parity.spec.config import set_field
-    from parity.spec.presets import preset
 
     cfg = preset("smoke").baselines()[1]
     set_field(cfg, "train.max_steps", 4)

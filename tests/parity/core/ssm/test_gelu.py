@@ -39,7 +39,8 @@ def test_gelu_and_its_derivative_match_torch(variant, n, kernel_build):
 def test_gelu_adds_a_per_column_bias(variant, rows, cols, kernel_build):
     kernel_build(variant)
     gen = torch.Generator().manual_seed(rows * cols)
-    h, bias, g = torch.randn(rows, cols, generator=gen) * 3, torch.randn(cols, generator=gen), torch.randn(rows, cols, generator=gen)
+    h, bias, g = (torch.randn(rows, cols, generator=gen) * 3, torch.randn(cols, generator=gen),
+                  torch.randn(rows, cols, generator=gen))
     a, a_plain = torch.empty_like(h), torch.empty_like(h)
     run_gelu_forward(h, a, bias)
     run_gelu_forward(h + bias, a_plain)

@@ -175,7 +175,8 @@ def test_auto_chunk_size_and_bad_arguments():
         selective_scan_chunked(*[inputs[k] for k in NAMES[:5]], chunk_size=0)
 
 
-@pytest.mark.parametrize("scan", [lambda *a, **k: selective_scan_chunked(*a, **k, chunk_size=4), selective_scan_parallel],
+@pytest.mark.parametrize("scan", [lambda *a, **k: selective_scan_chunked(*a, **k, chunk_size=4),
+                                  selective_scan_parallel],
                          ids=["chunked", "parallel"])
 def test_gradcheck_float64(scan):
     inputs = make_inputs(batch=1, d_inner=2, d_state=3, length=6, seed=31, dtype=torch.float64)
@@ -334,7 +335,8 @@ def kernel_call(data, g, time_major: bool, reverse: bool = False):
 
     out, g = layout(torch.empty_like(u)), layout(g)
     run_scan_forward(u, delta, A_p, Bt, Ct, D, z, bias, True, out, reverse)
-    grads = [torch.empty_like(u) for _ in range(3)] + [torch.empty_like(A_p), torch.empty_like(bias), torch.empty_like(D)]
+    grads = ([torch.empty_like(u) for _ in range(3)]
+             + [torch.empty_like(A_p), torch.empty_like(bias), torch.empty_like(D)])
     gB, gC = torch.empty_like(B), torch.empty_like(C)
     run_scan_backward(u, delta, A_p, Bt, Ct, D, z, bias, True, g, *grads[:3], *grads[3:], gB, gC, reverse)
     return [out.contiguous(), *grads, gB, gC]

@@ -184,7 +184,7 @@ def _adamw_default(r: _Reader, key: str, value) -> bool:
     default = ADAMW_DEFAULTS[key]
     if isinstance(default, tuple):
         return isinstance(value, (list, tuple)) and len(value) == len(default) and \
-            all(r.number(v, f"optimizer.args.{key}") == x for v, x in zip(value, default))
+            all(r.number(v, f"optimizer.args.{key}") == x for v, x in zip(value, default, strict=True))
     if isinstance(default, bool) or default is None:
         return value is default
     return r.number(value, f"optimizer.args.{key}") == default
@@ -198,8 +198,26 @@ def _optional_equal(r: _Reader, args: dict, key: str, expected, where: str, why:
 
 # ---------------------------------------------------------------- the reader
 
+_TOK = "model.args.tokenizer.args"
+_HYP = "model.args.hyponet.args"
+_ENC = "model.args.mamba_encoder.args"
+
+
 def _from_transinr_config(data: dict, source: str) -> ExperimentConfig:
     r = _Reader(source)
+    _refuse_without_model(r, data)
+    cfg = original_baseline()
+    cfg.name = Path(source).stem  # the run folder is named after it: the file's stem, never its path
+    model = _model_args(r, data)
+    image_size, n_patches = _read_model(r, model, cfg.model)
+    _read_schedule(r, data, cfg.train)
+    _read_optimizer(r, data, cfg.train)
+    _read_data(r, data, cfg, image_size, n_patches)
+    return validate(cfg)
+
+
+def _refuse_without_model(r: _Reader, data) -> None:
+    """Nothing; refuses a file that is no mapping or has no model section (nothing to train)."""
     r.mapping(data, "the file")
     if data.get("model") is None:
         what = f" (trainer {data['trainer']!r})" if isinstance(data.get("trainer"), str) else ""
@@ -207,76 +225,92 @@ def _from_transinr_config(data: dict, source: str) -> ExperimentConfig:
         raise r.fail(f"this trans-inr config{what} has no model section{evaluates}: there is nothing to train; "
                      "pass an experiment YAML with model: {name: mamba_lainr_inr, args: ...}, e.g. "
                      f"{REFERENCE}")
-    cfg = original_baseline()
-    cfg.name = Path(source).stem  # the run folder is named after it: the file's stem, never its path
-    m, t, d = cfg.model, cfg.train, cfg.data
 
+
+def _model_args(r: _Reader, data: dict) -> dict:
+    """The ``mamba_lainr_inr`` model's args, once the top-level keys are known and the null-only ones null."""
     model = r.spec(data["model"], "mamba_lainr_inr", "model", model=True)
     r.known(data, TOP_KEYS)
     for key, why in TOP_NULL_ONLY.items():
         if data.get(key) is not None:
             raise r.fail(f"{key}={data[key]!r} is refused: {why}")
+    return model
 
-    # ---- model
+
+def _read_model(r: _Reader, model: dict, m) -> tuple[int, int]:
+    """The tokenizer's input_size and the hyponet's n_patches, checked later against the data; sets ``m``."""
     r.known(model, MODEL_KEYS, "model.args")
     tok = r.spec(r.need(model, "tokenizer", "model.args"), "mamba_patch_tokenizer", "model.args.tokenizer")
     hyp = r.spec(r.need(model, "hyponet", "model.args"), "lainr_mlp_bias", "model.args.hyponet")
     enc = r.spec(r.need(model, "mamba_encoder", "model.args"), "mamba_encoder", "model.args.mamba_encoder")
-    where_tok, where_hyp, where_enc = "model.args.tokenizer.args", "model.args.hyponet.args", \
-        "model.args.mamba_encoder.args"
-    r.known(tok, TOKENIZER_KEYS, where_tok)
-    r.known(hyp, HYPONET_KEYS, where_hyp)
-    r.known(enc, ENCODER_KEYS, where_enc)
+    r.known(tok, TOKENIZER_KEYS, _TOK)
+    r.known(hyp, HYPONET_KEYS, _HYP)
+    r.known(enc, ENCODER_KEYS, _ENC)
 
-    m.dim = r.integer(r.need(enc, "dim", where_enc), f"{where_enc}.dim")
-    m.depth = r.integer(enc.get("depth", 6), f"{where_enc}.depth")
-    ff_dim = enc.get("ff_dim")
-    ff_dim = r.integer(ff_dim, f"{where_enc}.ff_dim") if ff_dim else 4 * m.dim  # the source: falsy -> 4 * dim
-    m.ff_dim = ff_dim if ff_dim != 4 * m.dim else None
-    if enc.get("dropout", 0) != 0:
-        raise r.fail(f"{where_enc}.dropout={enc['dropout']!r} is not honoured (the harness's encoder has no "
-                     "dropout): set it to 0 or remove it")
-    m.decoder_width = m.dim  # the source ties the decoder width to the encoder dim
-
-    replaced = f"the source replaces it with {where_enc}.dim={m.dim}"
-    _optional_equal(r, tok, "dim", m.dim, where_tok, replaced)
-    _optional_equal(r, tok, "padding", 0, where_tok, "the harness's tokenizer does not pad")
-    _optional_equal(r, tok, "img_channels", 3, where_tok, "the harness reads RGB images")
-    _optional_equal(r, tok, "pos_emb_dim", 32, where_tok, "the harness's Fourier position code is 32 wide")
-    image_size = r.integer(r.need(tok, "input_size", where_tok), f"{where_tok}.input_size")
-    m.patch_size = r.integer(r.need(tok, "patch_size", where_tok), f"{where_tok}.patch_size")
-    pos_emb = tok.get("pos_emb", "learned")
-    if pos_emb == "learned":
-        raise r.fail(f"{where_tok}.pos_emb 'learned' (the source's default) is not among the registry's position "
-                     "codes (none, fourier): set pos_emb: fourier in the tokenizer args")
-    if pos_emb != "fourier":
-        raise r.fail(f"{where_tok}.pos_emb={pos_emb!r}: the source treats every value but 'learned' as the "
-                     "Fourier code; write pos_emb: fourier")
-    m.pos_code = "fourier"
-
-    _optional_equal(r, hyp, "hidden_dim", m.dim, where_hyp, replaced)
-    if hyp.get("context_dim") not in (None, m.dim):
-        raise r.fail(f"{where_hyp}.context_dim={hyp['context_dim']!r} is not honoured (the source never reads it: "
-                     f"its cross-attention reads the tokens at {where_enc}.dim={m.dim}): remove it")
-    if r.integer(r.need(hyp, "input_dim", where_hyp), f"{where_hyp}.input_dim") != 2:
-        raise r.fail(f"{where_hyp}.input_dim={hyp['input_dim']!r} is not honoured (images have 2-D "
-                     "coordinates): set it to 2")
-    if r.integer(r.need(hyp, "output_dim", where_hyp), f"{where_hyp}.output_dim") != 3:
-        raise r.fail(f"{where_hyp}.output_dim={hyp['output_dim']!r} is not honoured (the harness reconstructs RGB "
-                     "images): set it to 3")
-    m.feature_dim = r.integer(r.need(hyp, "feature_dim", where_hyp), f"{where_hyp}.feature_dim")
-    m.sigma_q = r.number(r.need(hyp, "sigma_q", where_hyp), f"{where_hyp}.sigma_q")
-    sigma_ls = r.need(hyp, "sigma_ls", where_hyp)
-    if not isinstance(sigma_ls, list):
-        raise r.fail(f"{where_hyp}.sigma_ls must be a list of numbers, got {sigma_ls!r}")
-    m.sigma_ls = [r.number(s, f"{where_hyp}.sigma_ls") for s in sigma_ls]
-    n_patches = r.integer(r.need(hyp, "n_patches", where_hyp), f"{where_hyp}.n_patches")
-
+    _read_encoder(r, enc, m)
+    image_size = _read_tokenizer(r, tok, m)
+    n_patches = _read_hyponet(r, hyp, m)
     m.num_lp = r.integer(model.get("num_lp", DEFAULT_NUM_LP), "model.args.num_lp")
     m.lp_type = model.get("type", "equidistant")
     m.n_group = r.integer(model.get("n_group", 1), "model.args.n_group")
+    return image_size, n_patches
 
-    # ---- schedule and optimiser
+
+def _read_encoder(r: _Reader, enc: dict, m) -> None:
+    """Nothing; sets the model's dim, depth, ff_dim and decoder width from the mamba_encoder args."""
+    m.dim = r.integer(r.need(enc, "dim", _ENC), f"{_ENC}.dim")
+    m.depth = r.integer(enc.get("depth", 6), f"{_ENC}.depth")
+    ff_dim = enc.get("ff_dim")
+    ff_dim = r.integer(ff_dim, f"{_ENC}.ff_dim") if ff_dim else 4 * m.dim  # the source: falsy -> 4 * dim
+    m.ff_dim = ff_dim if ff_dim != 4 * m.dim else None
+    if enc.get("dropout", 0) != 0:
+        raise r.fail(f"{_ENC}.dropout={enc['dropout']!r} is not honoured (the harness's encoder has no "
+                     "dropout): set it to 0 or remove it")
+    m.decoder_width = m.dim  # the source ties the decoder width to the encoder dim
+
+
+def _read_tokenizer(r: _Reader, tok: dict, m) -> int:
+    """The tokenizer's input_size; sets the model's patch size and position code (needs ``m.dim`` set)."""
+    _optional_equal(r, tok, "dim", m.dim, _TOK, f"the source replaces it with {_ENC}.dim={m.dim}")
+    _optional_equal(r, tok, "padding", 0, _TOK, "the harness's tokenizer does not pad")
+    _optional_equal(r, tok, "img_channels", 3, _TOK, "the harness reads RGB images")
+    _optional_equal(r, tok, "pos_emb_dim", 32, _TOK, "the harness's Fourier position code is 32 wide")
+    image_size = r.integer(r.need(tok, "input_size", _TOK), f"{_TOK}.input_size")
+    m.patch_size = r.integer(r.need(tok, "patch_size", _TOK), f"{_TOK}.patch_size")
+    pos_emb = tok.get("pos_emb", "learned")
+    if pos_emb == "learned":
+        raise r.fail(f"{_TOK}.pos_emb 'learned' (the source's default) is not among the registry's position "
+                     "codes (none, fourier): set pos_emb: fourier in the tokenizer args")
+    if pos_emb != "fourier":
+        raise r.fail(f"{_TOK}.pos_emb={pos_emb!r}: the source treats every value but 'learned' as the "
+                     "Fourier code; write pos_emb: fourier")
+    m.pos_code = "fourier"
+    return image_size
+
+
+def _read_hyponet(r: _Reader, hyp: dict, m) -> int:
+    """The hyponet's n_patches; sets the model's feature_dim, sigma_q and sigma_ls (needs ``m.dim`` set)."""
+    _optional_equal(r, hyp, "hidden_dim", m.dim, _HYP, f"the source replaces it with {_ENC}.dim={m.dim}")
+    if hyp.get("context_dim") not in (None, m.dim):
+        raise r.fail(f"{_HYP}.context_dim={hyp['context_dim']!r} is not honoured (the source never reads it: "
+                     f"its cross-attention reads the tokens at {_ENC}.dim={m.dim}): remove it")
+    if r.integer(r.need(hyp, "input_dim", _HYP), f"{_HYP}.input_dim") != 2:
+        raise r.fail(f"{_HYP}.input_dim={hyp['input_dim']!r} is not honoured (images have 2-D "
+                     "coordinates): set it to 2")
+    if r.integer(r.need(hyp, "output_dim", _HYP), f"{_HYP}.output_dim") != 3:
+        raise r.fail(f"{_HYP}.output_dim={hyp['output_dim']!r} is not honoured (the harness reconstructs RGB "
+                     "images): set it to 3")
+    m.feature_dim = r.integer(r.need(hyp, "feature_dim", _HYP), f"{_HYP}.feature_dim")
+    m.sigma_q = r.number(r.need(hyp, "sigma_q", _HYP), f"{_HYP}.sigma_q")
+    sigma_ls = r.need(hyp, "sigma_ls", _HYP)
+    if not isinstance(sigma_ls, list):
+        raise r.fail(f"{_HYP}.sigma_ls must be a list of numbers, got {sigma_ls!r}")
+    m.sigma_ls = [r.number(s, f"{_HYP}.sigma_ls") for s in sigma_ls]
+    return r.integer(r.need(hyp, "n_patches", _HYP), f"{_HYP}.n_patches")
+
+
+def _read_schedule(r: _Reader, data: dict, t) -> None:
+    """Nothing; sets the training's lr horizon (from the trainer), epochs and warm-up epochs."""
     trainer = r.need(data, "trainer")
     if not isinstance(trainer, str) or trainer not in TRAINERS:
         shown = trainer.get("name") if isinstance(trainer, dict) else trainer
@@ -287,6 +321,9 @@ def _from_transinr_config(data: dict, source: str) -> ExperimentConfig:
     t.epochs = r.integer(r.need(data, "max_epoch"), "max_epoch")
     t.warmup_epochs = r.integer(data.get("warmup_epochs", DEFAULT_WARMUP), "warmup_epochs")
 
+
+def _read_optimizer(r: _Reader, data: dict, t) -> None:
+    """Nothing; sets the training's lr and weight decay, refusing any other AdamW argument off its default."""
     opt = r.mapping(r.need(data, "optimizer"), "optimizer")
     r.known(opt, ("name", "args"), "optimizer")
     if opt.get("name") != "adamw":
@@ -301,18 +338,21 @@ def _from_transinr_config(data: dict, source: str) -> ExperimentConfig:
     t.lr = r.number(r.need(opt_args, "lr", "optimizer.args"), "optimizer.args.lr")
     t.weight_decay = r.number(opt_args.get("weight_decay", 1e-2), "optimizer.args.weight_decay")
 
-    # ---- data
+
+def _read_data(r: _Reader, data: dict, cfg: ExperimentConfig, image_size: int, n_patches: int) -> None:
+    """Nothing; sets the data section and both batch sizes, checked against ``image_size`` and ``n_patches``."""
+    m, t, d = cfg.model, cfg.train, cfg.data
     train = _dataset(r, r.need(data, "train_dataset"), "train_dataset", "train")
     t.batch_size = train["batch_size"]
     d.image_size = train["resize"]
     if image_size != d.image_size:
-        raise r.fail(f"{where_tok}.input_size={image_size} differs from train_dataset.args.resize={d.image_size}: "
+        raise r.fail(f"{_TOK}.input_size={image_size} differs from train_dataset.args.resize={d.image_size}: "
                      "the tokenizer's patch grid would not fit the images; make them equal")
     if m.patch_size < 1:
-        raise r.fail(f"{where_tok}.patch_size must be at least 1, got {m.patch_size}")
+        raise r.fail(f"{_TOK}.patch_size must be at least 1, got {m.patch_size}")
     grid = image_size // m.patch_size
     if n_patches != grid * grid:
-        raise r.fail(f"{where_hyp}.n_patches={n_patches} is not honoured: the harness derives the decoder's patch "
+        raise r.fail(f"{_HYP}.n_patches={n_patches} is not honoured: the harness derives the decoder's patch "
                      f"grid from input_size / patch_size ({grid} x {grid} = {grid * grid}); set it to {grid * grid}")
     d.dataset = "numbered-jpeg"
     d.root = train["root"]
@@ -328,7 +368,6 @@ def _from_transinr_config(data: dict, source: str) -> ExperimentConfig:
                          "numbered split reads both from one folder; make them equal")
         d.root = d.root if d.root is not None else test["root"]
         cfg.eval.batch_size = test["batch_size"]
-    return validate(cfg)
 
 
 def _dataset(r: _Reader, spec, where: str, split: str) -> dict:

@@ -4,10 +4,19 @@ import pytest
 import torch
 
 from parity.core.errors import ParityError
-from parity.spec.build import build_model, transinr_spec
-from parity.spec.config import config_diff, notebook_baseline, original_baseline
-from parity.spec.differences import (DIFFERENCES, IMPROVEMENTS, NOT_IN_SEED, REGISTRY, SEVERITY_ORDER,
-                                     apply_toggles, by_severity, get, unregistered_fields)
+from parity.experiment.build import build_model, transinr_spec
+from parity.experiment.config import config_diff, notebook_baseline, original_baseline
+from parity.experiment.differences import (
+    DIFFERENCES,
+    IMPROVEMENTS,
+    NOT_IN_SEED,
+    REGISTRY,
+    SEVERITY_ORDER,
+    apply_toggles,
+    by_severity,
+    get,
+    unregistered_fields,
+)
 
 
 def test_every_field_that_differs_is_registered():
@@ -38,7 +47,8 @@ def test_improvements_change_only_their_fields_and_fix_off_in_both():
     for imp in IMPROVEMENTS:
         orig = original_baseline()
         assert set(config_diff(orig, imp.apply(orig))) == set(imp.sets)
-        assert all(getattr(orig.model, f.split(".")[1], None) != v for f, v in imp.sets.items() if f.startswith("model"))
+        assert all(getattr(orig.model, f.split(".")[1], None) != v
+                   for f, v in imp.sets.items() if f.startswith("model"))
 
 
 def test_seed_audit_claims_are_recorded():
@@ -100,7 +110,7 @@ def _lps(model):
 def test_every_toggle_builds_and_runs_from_either_baseline(entry):
     """Each toggle is meaningful alone from either side: it builds and runs, and a model toggle changes
     the model (its parameters, or its forward for the same weights)."""
-    from parity.spec.presets import preset
+    from parity.experiment.presets import preset
 
     images, coords = torch.rand(2, 3, 16, 16), torch.rand(2, 20, 2)
     pair = preset("smoke").baselines()  # scaled down, every difference kept
@@ -128,14 +138,14 @@ def test_every_toggle_builds_and_runs_from_either_baseline(entry):
 # ---------------------------------------------------------------- groups (the factorial's factors)
 
 def test_every_difference_is_in_exactly_one_group_or_evaluation_side():
-    from parity.spec.differences import EVALUATION_SIDE, GROUPS
+    from parity.experiment.differences import EVALUATION_SIDE, GROUPS
 
     placed = [d for ids in GROUPS.values() for d in ids] + list(EVALUATION_SIDE)
     assert sorted(placed) == sorted(d.id for d in DIFFERENCES)
 
 
 def test_evaluation_side_differences_change_only_what_is_scored():
-    from parity.spec.differences import EVALUATION_SIDE
+    from parity.experiment.differences import EVALUATION_SIDE
 
     for diff_id in EVALUATION_SIDE:
         assert get(diff_id).component in ("data", "evaluation")
@@ -143,7 +153,7 @@ def test_evaluation_side_differences_change_only_what_is_scored():
 
 
 def test_parse_groups_names_the_problem():
-    from parity.spec.differences import GROUPS, parse_groups
+    from parity.experiment.differences import GROUPS, parse_groups
 
     assert parse_groups(None) == tuple(GROUPS)
     assert parse_groups("decoder, encoder") == ("decoder", "encoder")
@@ -155,7 +165,7 @@ def test_parse_groups_names_the_problem():
 
 def test_config_names_read_back_as_written():
     """One codec: the names the matrices write are the names named_config reads."""
-    from parity.spec.differences import config_name, named_config
+    from parity.experiment.differences import config_name, named_config
 
     name = config_name("original", ("-", "coords"), ("+", "jitter-train"))
     assert name == "original-coords+jitter-train"

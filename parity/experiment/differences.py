@@ -18,6 +18,15 @@ NOT_IN_SEED = "not in the seed audit"
 SEVERITY_ORDER = ("MASSIVE", "CRITICAL", "SEVERE", "MODERATE", "MINOR", NOT_IN_SEED)
 
 
+def unmet_requirement(requires: dict[str, Any], cfg: ExperimentConfig) -> str | None:
+    """Why a registry entry means nothing in ``cfg`` (the first field it requires that ``cfg`` sets otherwise), or
+    None when every requirement holds."""
+    for path, value in requires.items():
+        if get_field(cfg, path) != value:
+            return f"requires {path}={value} (is {get_field(cfg, path)})"
+    return None
+
+
 @dataclass(frozen=True)
 class Difference:
     id: str
@@ -41,10 +50,7 @@ class Difference:
 
     def applicable(self, cfg: ExperimentConfig) -> str | None:
         """None when the difference means something in ``cfg``; else why not."""
-        for path, value in self.requires.items():
-            if get_field(cfg, path) != value:
-                return f"requires {path}={value} (is {get_field(cfg, path)})"
-        return None
+        return unmet_requirement(self.requires, cfg)
 
     def apply(self, cfg: ExperimentConfig, side: str = "original",
               baselines: tuple[ExperimentConfig, ExperimentConfig] | None = None) -> ExperimentConfig:
@@ -77,10 +83,8 @@ class Improvement:
         return tuple(self.sets)
 
     def applicable(self, cfg: ExperimentConfig) -> str | None:
-        for path, value in self.requires.items():
-            if get_field(cfg, path) != value:
-                return f"requires {path}={value} (is {get_field(cfg, path)})"
-        return None
+        """None when the improvement means something in ``cfg``; else why not."""
+        return unmet_requirement(self.requires, cfg)
 
     def apply(self, cfg: ExperimentConfig, side: str | None = None, baselines=None) -> ExperimentConfig:
         out = cfg.copy()

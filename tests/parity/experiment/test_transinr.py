@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from parity.core.errors import ParityError
-from parity.spec.config import apply_overrides, config_diff, original_baseline, to_yaml
-from parity.spec.configfile import load_yaml
-from parity.spec.schedule import lr_for_epoch
+from parity.experiment.config import apply_overrides, config_diff, original_baseline, to_yaml
+from parity.experiment.configfile import load_yaml
+from parity.experiment.schedule import lr_for_epoch
 
 CIFAR_LAINR = """trainer: {trainer}
 {warmup}
@@ -47,7 +47,8 @@ model:
       args: {{input_size: 32, patch_size: 2, dim: 256, pos_emb: 'fourier'}}
     hyponet:
       name: lainr_mlp_bias
-      args: {{feature_dim: {feature_dim}, input_dim: 2, output_dim: 3, sigma_q: 16, sigma_ls: [128, 32], n_patches: 256}}
+      args: {{feature_dim: {feature_dim}, input_dim: 2, output_dim: 3, sigma_q: 16, \
+sigma_ls: [128, 32], n_patches: 256}}
     mamba_encoder:
       name: mamba_encoder
       args: {{dim: 256, depth: 6, ff_dim: 1024}}

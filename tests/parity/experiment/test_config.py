@@ -6,17 +6,30 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parity.core.errors import ParityError
-from parity.spec.config import (apply_overrides, baseline, config_diff, field_paths, from_dict, get_field,
-                                notebook_baseline, original_baseline, to_yaml, validate)
-from parity.spec.configfile import load_yaml
+from parity.experiment.config import (
+    apply_overrides,
+    baseline,
+    config_diff,
+    field_paths,
+    from_dict,
+    get_field,
+    notebook_baseline,
+    original_baseline,
+    to_yaml,
+    validate,
+)
+from parity.experiment.configfile import load_yaml
 
 
 def test_baselines_are_the_sources_as_run():
     nb, orig = notebook_baseline(), original_baseline()
-    assert (nb.model.dim, nb.model.patch_size, nb.model.num_lp, nb.model.depth, nb.model.decoder_width) == (256, 4, 32, 4, 128)
-    assert (nb.train.lr, nb.train.weight_decay, nb.train.clip_norm, nb.train.batch_size, nb.train.epochs) == (1e-4, 1e-5, 1.0, 32, 20)
+    assert ((nb.model.dim, nb.model.patch_size, nb.model.num_lp, nb.model.depth, nb.model.decoder_width)
+            == (256, 4, 32, 4, 128))
+    assert ((nb.train.lr, nb.train.weight_decay, nb.train.clip_norm, nb.train.batch_size, nb.train.epochs)
+            == (1e-4, 1e-5, 1.0, 32, 20))
     assert (orig.model.patch_size, orig.model.num_lp, orig.model.depth, orig.model.decoder) == (2, 256, 6, "lainr")
-    assert (orig.train.lr, orig.train.weight_decay, orig.train.clip_norm, orig.train.batch_size) == (5e-4, 1e-2, None, 16)
+    assert ((orig.train.lr, orig.train.weight_decay, orig.train.clip_norm, orig.train.batch_size)
+            == (5e-4, 1e-2, None, 16))
     assert validate(nb) and validate(orig)
 
 
@@ -104,9 +117,9 @@ def test_every_field_takes_a_hostile_value_or_refuses_it_in_one_line(value):
     configuration whose model builds, whose numbers are finite, and that fits the memory check."""
     import math
 
-    from parity.spec.build import build_model, check_fits_in_memory
-    from parity.spec.config import field_paths, set_field, validate
-    from parity.spec.presets import preset
+    from parity.experiment.build import build_model, check_fits_in_memory
+    from parity.experiment.config import field_paths, set_field, validate
+    from parity.experiment.presets import preset
 
     accepted = []
     for base, path in [(b, p) for b in preset("smoke").baselines() for p in field_paths(b)]:
@@ -131,12 +144,50 @@ def test_every_field_takes_a_hostile_value_or_refuses_it_in_one_line(value):
 def test_the_scan_is_configuration_and_reaches_every_mixer():
     """model.scan picks each Mamba mixer's scan in the model build_model returns; an unknown one is refused."""
     from parity.core.ssm import Mamba
-    from parity.spec.build import build_model
-    from parity.spec.presets import preset
+    from parity.experiment.build import build_model
+    from parity.experiment.presets import preset
 
     cfg = preset("smoke").baselines()[1]
     cfg.model.scan = "chunked"
     mixers = [m for m in build_model(cfg).modules() if isinstance(m, Mamba)]
     assert mixers and {m.scan for m in mixers} == {"chunked"}
-    with pytest.raises(ParityError, match="model.scan='compild' is not one of ref, chunked, compiled, parallel, cuda \\(did you mean 'compiled'"):
+    with pytest.raises(ParityError, match="model.scan='compild' is not one of ref, chunked, compiled, parallel, cuda "
+                                          "\\(did you mean 'compiled'"):
         apply_overrides(notebook_baseline(), ["model.scan=compild"])
+
+
+def test_option_choices_live_in_the_field_types():
+    from parity.cli import build_parser
+    from parity.data import DATASETS
+    from parity.experiment.config import CHOICES, field_choices
+
+    assert field_choices("data.dataset") == DATASETS == ("cifar10", "imagefolder", "numbered-jpeg", "procedural")
+    assert field_choices("data.eval_split") == (None, "official", "numbered", "validation")
+    assert field_choices("model.dim") is None and "model.dim" not in CHOICES
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    dataset = next(a for a in train._actions if a.dest == "dataset")
+    assert tuple(dataset.choices) == DATASETS
+
+
+def test_fields_that_change_no_result_are_marked_and_left_out_of_results_diffs():
+    from parity.experiment.config import changes_no_result
+
+    assert [p for p in field_paths() if changes_no_result(p)] == ["data.download", "model.scan"]
+    a, b = baseline("notebook"), baseline("notebook")
+    b.model.scan, b.data.download, b.train.lr = "chunked", True, 3e-4
+    assert set(config_diff(a, b)) == {"model.scan", "data.download", "train.lr"}
+    assert set(config_diff(a, b, results_only=True)) == {"train.lr"}
+
+
+def test_a_run_is_not_refused_for_a_field_that_changes_no_result(tmp_path):
+    from parity.runtime.rundir import RunDir
+
+    cfg = baseline("notebook")
+    run = RunDir(tmp_path / "run")
+    run.start(cfg)
+    other = cfg.copy()
+    other.model.scan = "ref"
+    run.check_config(other)  # the same results: accepted
+    other.train.lr = 1e-3
+    with pytest.raises(ParityError, match="another configuration"):
+        run.check_config(other)

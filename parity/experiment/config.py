@@ -9,29 +9,49 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
 from ..core.errors import ParityError, did_you_mean
 
+# Each option field's choices live in its type (a Literal); validation, the CLI's choices and the docs read them
+# with field_choices().
+Dataset = Literal["cifar10", "imagefolder", "numbered-jpeg", "procedural"]
+Split = Literal["official", "numbered"]  # official train/test | numbered: the original's index ranges
+EvalSplit = Literal["official", "numbered", "validation"]
+LpType = Literal["equidistant", "middle", "n_group"]
+PosCode = Literal["none", "fourier"]  # fourier: a 32-wide code concatenated in front of each patch
+Decoder = Literal["notebook", "lainr"]  # notebook: modulation net + MLP hyponet
+Fourier = Literal["gaussian", "logspace"]  # random B ~ N(0, 10^2) | LAINR's log-spaced bands
+Modulation = Literal["concat", "add"]
+OutputActivation = Literal["sigmoid", "none"]
+Coords = Literal["endpoints", "centres"]  # linspace with both ends | (i + 0.5) / s
+Pixels = Literal["sampled", "all"]  # num_samples per image, with replacement | every pixel
+LrHorizon = Literal["tmax", "end", "constant"]
+PsnrForm = Literal["batch-mse", "per-image"]
+
+# A field that changes how a run computes, never what it computes: config_diff(results_only=True) leaves it out,
+# so a finished run is not refused or redone for it.
+NO_RESULT = {"changes_no_result": True}
+
 
 @dataclass
 class DataConfig:
-    dataset: str = "cifar10"  # cifar10 | imagefolder | numbered-jpeg | procedural
+    dataset: Dataset = "cifar10"
     root: str | None = None  # dataset folder; None: ./data for cifar10
-    split: str = "official"  # official train/test | numbered: the original's index ranges
+    split: Split = "official"
     image_size: int = 32
     resize_crop: bool = False  # Resize + CenterCrop before ToTensor (the original's loader)
     drop_last: bool = False  # drop the last incomplete training batch (the original's loader)
     train_subset: int | None = None  # first N training images (budget); None: all
     test_subset: int | None = None
-    download: bool = False  # let torchvision download CIFAR-10 when it is missing
+    download: bool = field(default=False, metadata=NO_RESULT)  # let torchvision download CIFAR-10 when it is missing
     source_size: int | None = None  # images are this size on disk and area-downsampled to image_size (a proxy)
     jpeg_quality: int | None = None  # re-encode every image as JPEG at this quality when loading; None: as stored
     # common evaluation set: this split's test images as stored; validation: test_subset training images after the
     # first train_subset (a pilot's); None: the own split
-    eval_split: str | None = None
+    eval_split: EvalSplit | None = None
 
 
 @dataclass
@@ -43,19 +63,19 @@ class ModelConfig:
     ff_dim: int | None = None  # None: 4 * dim (equal in both sources)
     num_lp: int = 32
     lp_init_std: float = 0.02
-    lp_type: str = "equidistant"
+    lp_type: LpType = "equidistant"
     n_group: int = 1
-    pos_code: str = "none"  # none | fourier (32-wide code concatenated in front of each patch)
+    pos_code: PosCode = "none"
     # Decoder side.
-    decoder: str = "notebook"  # notebook (modulation net + MLP hyponet) | lainr
+    decoder: Decoder = "notebook"
     decoder_width: int = 128  # hidden width; the original ties it to dim
     heads: int = 1
     dim_head: int | None = None  # None: dim (one head as wide as the tokens)
     spatial_bias: bool = False  # -alpha (t - s_j)^2 on the attention logits
     bias_alpha: float = 10.0
-    fourier: str = "gaussian"  # gaussian (random B ~ N(0, 10^2)) | logspace (LAINR's log-spaced bands)
-    modulation: str = "concat"  # concat | add; only the notebook decoder reads it (LAINR always adds)
-    output_activation: str = "sigmoid"  # sigmoid | none
+    fourier: Fourier = "gaussian"
+    modulation: Modulation = "concat"  # only the notebook decoder reads it (LAINR always adds)
+    output_activation: OutputActivation = "sigmoid"
     # LAINR's own sizes (used by decoder=lainr, and by fourier=logspace in the notebook decoder).
     feature_dim: int = 64
     sigma_q: float = 16.0
@@ -68,15 +88,15 @@ class ModelConfig:
     fix_lp_extraction: bool = False
     per_sample_coords: bool = False
     final_residual: bool = False
-    # How, not what: the selective scan every Mamba mixer runs (ref | chunked | compiled | parallel | cuda); the same
-    # numbers within float32 rounding, so never a difference between the sources.
-    scan: str = "compiled"
+    # How, not what: the selective scan every Mamba mixer runs; the same numbers within float32 rounding, so never a
+    # difference between the sources. Its choices are the scans' owner's (parity.core.ssm.scan.SCAN_IMPLS).
+    scan: str = field(default="compiled", metadata=NO_RESULT)
 
 
 @dataclass
 class TrainConfig:
-    coords: str = "endpoints"  # endpoints (linspace with both ends) | centres ((i + 0.5) / s)
-    pixels: str = "sampled"  # sampled (num_samples per image, with replacement) | all
+    coords: Coords = "endpoints"
+    pixels: Pixels = "sampled"
     num_samples: int = 512
     jitter_std: float = 0.0  # Gaussian jitter added to the training grid
     batch_size: int = 32
@@ -88,7 +108,7 @@ class TrainConfig:
     # tmax: cosine with period t_max (notebook) | end: cosine to min_lr at the last epoch (imgrec_trainer_lainr) |
     # constant: lr held from the warm-up until 95% of the epochs, then cosine to min_lr at the last epoch
     # (imgrec_trainer_lainr_constant)
-    lr_horizon: str = "tmax"
+    lr_horizon: LrHorizon = "tmax"
     t_max: int = 50
     min_lr: float = 0.0
     # Budget (both sides alike): the schedule counts sub-epochs of 1/k of an epoch and sets the learning rate once
@@ -103,7 +123,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    psnr: str = "batch-mse"  # batch-mse: -10 log10(batch MSE) averaged over batches | per-image
+    psnr: PsnrForm = "batch-mse"  # batch-mse: -10 log10(batch MSE) averaged over batches | per-image
     batch_size: int = 32
     jitter_stds: list[float] = field(default_factory=lambda: [0.0, 0.005, 0.01, 0.02, 0.05])  # the notebook's levels
     sr_sizes: list[int] = field(default_factory=lambda: [64, 128, 256])
@@ -184,9 +204,11 @@ def set_field(cfg: ExperimentConfig, path: str, value: Any) -> None:
     setattr(obj, key, _coerce(path, value, get_type_hints(type(obj))[key]))
 
 
-def config_diff(a: ExperimentConfig, b: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
-    """{'section.key': (a's value, b's value)} for every field that differs."""
-    return {p: (get_field(a, p), get_field(b, p)) for p in field_paths(a) if get_field(a, p) != get_field(b, p)}
+def config_diff(a: ExperimentConfig, b: ExperimentConfig, results_only: bool = False) -> dict[str, tuple[Any, Any]]:
+    """{'section.key': (a's value, b's value)} for every field that differs; ``results_only``: only the fields that
+    change a run's results (not those marked NO_RESULT)."""
+    return {p: (get_field(a, p), get_field(b, p)) for p in field_paths(a)
+            if get_field(a, p) != get_field(b, p) and not (results_only and changes_no_result(p))}
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -248,21 +270,26 @@ def _type_name(hint) -> str:
 
 # ---------------------------------------------------------------- validation
 
-CHOICES = {
-    "data.dataset": ("cifar10", "imagefolder", "numbered-jpeg", "procedural"),
-    "data.split": ("official", "numbered"),
-    "data.eval_split": (None, "official", "numbered", "validation"),  # null: the own split
-    "model.lp_type": ("equidistant", "middle", "n_group"),
-    "model.pos_code": ("none", "fourier"),
-    "model.decoder": ("notebook", "lainr"),
-    "model.fourier": ("gaussian", "logspace"),
-    "model.modulation": ("concat", "add"),
-    "model.output_activation": ("sigmoid", "none"),
-    "train.coords": ("endpoints", "centres"),
-    "train.pixels": ("sampled", "all"),
-    "train.lr_horizon": ("tmax", "end", "constant"),
-    "eval.psnr": ("batch-mse", "per-image"),
-}
+def field_choices(path: str) -> tuple | None:
+    """The choices of an option field, read from its Literal type (None first where the field may be null), or
+    None for a field that is not an option."""
+    section, key = _split(path)
+    hint = get_type_hints(get_type_hints(ExperimentConfig)[section])[key]
+    args = get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    if get_origin(base) is not Literal:
+        return None
+    return ((None,) if optional else ()) + get_args(base)
+
+
+def changes_no_result(path: str) -> bool:
+    """Whether a field changes how a run computes but not its results (marked NO_RESULT)."""
+    section, key = _split(path)
+    return bool(next(f for f in fields(get_type_hints(ExperimentConfig)[section]) if f.name == key)
+                .metadata.get("changes_no_result"))
+
+
 AT_LEAST_ONE = ("data.image_size", "model.patch_size", "model.dim", "model.depth", "model.num_lp", "model.n_group",
                 "model.decoder_width", "model.heads", "model.feature_dim", "model.num_freqs_modulation",
                 "model.num_freqs_hyponet", "train.num_samples", "train.batch_size", "train.epochs", "train.t_max",
@@ -301,6 +328,9 @@ def _check_every_field(cfg: ExperimentConfig) -> None:
                               "positive value")
         if path in POSITIVE and any(v <= 0 for v in values):
             raise ParityError(f"{path} must be positive, got {value}: --set {path}=X with X > 0")
+
+
+CHOICES = {path: options for path in field_paths() if (options := field_choices(path)) is not None}
 
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:

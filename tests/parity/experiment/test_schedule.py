@@ -3,9 +3,9 @@
 import pytest
 
 from parity.core.errors import ParityError
-from parity.spec.config import notebook_baseline, original_baseline, set_field, validate
-from parity.spec.presets import preset
-from parity.spec.schedule import lr_at_step, lr_for_epoch, lr_table, step_plan
+from parity.experiment.config import notebook_baseline, original_baseline, set_field, validate
+from parity.experiment.presets import preset
+from parity.experiment.schedule import lr_at_step, lr_for_epoch, lr_table, step_plan
 
 
 def test_one_subepoch_is_the_sources_schedule():
