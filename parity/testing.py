@@ -20,6 +20,8 @@ import torch
 
 from .evaluation.compare import as_inputs, fmt, markdown_table, model_calls, named_tensors, tensor_error, tensors_close
 from .evaluation.diagnose import localise
+from .experiment.config import ExperimentConfig, config_diff
+from .experiment.differences import DIFFERENCES, IMPROVEMENTS
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 WORST_SHOWN = 10  # rows of the worst-mismatch table
@@ -202,16 +204,12 @@ def _mismatch_report(rows, total: int, rtol: float, atol: float) -> str:
 
 def _registry_names(path: str) -> str:
     """'<id>: <title>' of the registry entries that set ``path``, or 'not a registered difference'."""
-    from .experiment.differences import DIFFERENCES, IMPROVEMENTS
-
     names = [f"{d.id}: {d.title}" for d in DIFFERENCES if path in d.fields]
     names += [f"{i.id} (improvement): {i.title}" for i in IMPROVEMENTS if path in i.fields]
     return "; ".join(names) or "not a registered difference"
 
 
 def _as_config(cfg):
-    from .experiment.config import ExperimentConfig
-
     if isinstance(cfg, ExperimentConfig):
         return cfg
     if isinstance(cfg, str):
@@ -225,8 +223,6 @@ def assert_config_matches(cfg, baseline) -> None:
     """cfg equals baseline in every field (the name aside). Both are ExperimentConfigs or names
     ('notebook', 'original', or a variant such as 'notebook+coords'). A failure lists each differing
     field with the registry entry that sets it (difference id and title)."""
-    from .experiment.config import config_diff
-
     cfg, baseline = _as_config(cfg), _as_config(baseline)
     diff = config_diff(cfg, baseline)
     if not diff:

@@ -17,17 +17,18 @@ from pathlib import Path
 
 import torch
 
+from ..core.store import atomic_write_text
+from ..experiment.config import apply_overrides
+from ..experiment.presets import preset
+from ..runtime.rundir import RunDir
+from ..runtime.train import train_run
+
 HISTORY_IMAGES = 256  # the in-training test PSNR of these few steps: the final evaluation is what is measured
 
 
 def evaluation_case(side: str, preset_name: str, overrides: list[str], steps: int, out: Path) -> dict:
     """Train one side of ``preset_name`` for ``steps`` steps in ``out/<side>/seed-0`` with its full final
     evaluation; returns {side, config, metrics, wall_s} (wall_s None when the run was finished before)."""
-    from ..experiment.config import apply_overrides
-    from ..experiment.presets import preset
-    from ..runtime.rundir import RunDir
-    from ..runtime.train import train_run
-
     notebook, original = preset(preset_name).baselines()
     cfg = apply_overrides(original if side == "original" else notebook, [*overrides, f"train.max_steps={steps}"])
     cfg.name = f"{side}-evaluation"
@@ -93,8 +94,6 @@ def evaluation_report(cases: list[dict], preset_name: str, steps: int, command: 
 def write_evaluation_report(sides: list[str], preset_name: str, overrides: list[str], steps: int, out, report,
                             command: str, progress=None) -> Path:
     """Run (or read back) each side's case, then write ``report`` (.md) and its .json beside it."""
-    from ..core.store import atomic_write_text
-
     cases = []
     for side in sides:
         if progress:

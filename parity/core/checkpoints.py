@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 
 import torch
@@ -17,9 +18,11 @@ RUN_STATE_KEYS = ("step", "history", "train_time", "train_images")
 RUN_CHECKPOINT_KEYS = (RUN_MODEL, RUN_OPTIMIZER, *RUN_STATE_KEYS)
 
 
-def is_run_checkpoint(state) -> bool:
-    """Whether a loaded checkpoint has a parity run's layout."""
-    return isinstance(state, dict) and all(k in state for k in RUN_CHECKPOINT_KEYS)
+def is_run_checkpoint(state, complete: bool = False) -> bool:
+    """Whether a loaded checkpoint has a parity run's layout: its weights, optimizer and step (what identifies one,
+    enough to read its weights), or with ``complete`` every key a resumed run needs."""
+    keys = RUN_CHECKPOINT_KEYS if complete else (RUN_MODEL, RUN_OPTIMIZER, "step")
+    return isinstance(state, dict) and all(k in state for k in keys)
 
 
 def read_checkpoint(path) -> object:
@@ -63,8 +66,6 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict, source: str = "ch
 def _refused_global(e: Exception) -> str:
     """The class or function torch refused, e.g. 'posix.system', rather than torch's multi-paragraph
     advice (which suggests weights_only=False: exactly what must not be done with an untrusted file)."""
-    import re
-
     found = re.search(r"GLOBAL ([\w.]+)", str(e))
     return f"it refers to {found.group(1)}" if found else re.sub(r"\x1b\[[0-9;]*m", "", _first_line(e))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -98,8 +99,6 @@ def safe_folder_name(text: str) -> str:
     """A run folder name from a configuration name: letters, digits and ``._+-`` only, no path separators
     and no leading dots, so a folder built from it always stays inside the folder it is joined to (a
     configuration named after a YAML path, absolute or with ``..``, included)."""
-    import re
-
     name = re.sub(r"[^A-Za-z0-9._+-]+", "-", str(text)).strip(".-")
     return name or "run"
 

@@ -16,7 +16,13 @@ from pathlib import Path
 
 import torch
 
+from ..core.checkpoints import RUN_MODEL, is_run_checkpoint, load_state_dict_strict, read_checkpoint
+from ..core.coords import make_grid
 from ..core.errors import ParityError
+from ..experiment.build import build_model
+from ..experiment.configfile import load_yaml
+from ..experiment.differences import named_config
+from ..experiment.presets import preset as get_preset
 from .compare import as_inputs, fmt, markdown_table, model_calls, tensor_error, tensors_close
 
 OUTPUT = "(output)"  # the row of the call's own result
@@ -286,9 +292,6 @@ def load_model(source: str, seed: int = 0, preset: str | None = None) -> LoadedM
     a matrix ``preset`` such as 'smoke' if given, else the sources')."""
     if _looks_like_path(source):
         return load_checkpoint_model(source)
-    from ..experiment.build import build_model
-    from ..experiment.differences import named_config
-    from ..experiment.presets import preset as get_preset
 
     cfg = named_config(source, get_preset(preset).baselines() if preset else None)
     return LoadedModel(build_model(cfg, seed=seed), "configuration", source, cfg)
@@ -300,8 +303,6 @@ def _looks_like_path(source: str) -> bool:
 
 def load_checkpoint_model(path) -> LoadedModel:
     """Recognise the checkpoint's layout, build the model it needs and load its weights strictly."""
-    from ..core.checkpoints import is_run_checkpoint, read_checkpoint
-
     path = str(path)
     state = read_checkpoint(path)
     if is_run_checkpoint(state):
@@ -318,10 +319,6 @@ def load_checkpoint_model(path) -> LoadedModel:
 
 
 def _parity_run(path: str, state: dict) -> LoadedModel:
-    from ..core.checkpoints import RUN_MODEL, load_state_dict_strict
-    from ..experiment.build import build_model
-    from ..experiment.configfile import load_yaml
-
     config_path = Path(path).parent / "config.yaml"
     if not config_path.is_file():
         raise ParityError(f"{Path(path).parent} has no config.yaml next to the checkpoint: pass the checkpoint.pt "
@@ -350,8 +347,6 @@ BATCH = 2  # images in the fixed batch
 
 def decode_on_centres(model, images: torch.Tensor) -> torch.Tensor:
     """Encode, then decode on the pixel-centre grid of the images' own size: (B, H*W, 3)."""
-    from ..core.coords import make_grid
-
     H, W = images.shape[-2:]
     coords = make_grid(H, W, "centres", device=images.device).unsqueeze(0).expand(images.shape[0], -1, -1)
     return model.decode(model.encode(images), coords)

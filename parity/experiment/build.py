@@ -7,8 +7,11 @@ toggled on its own from either baseline.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
+from ..core.errors import ParityError
 from .config import ExperimentConfig, ModelConfig, validate
 
 
@@ -88,10 +91,6 @@ def estimated_training_bytes(cfg: ExperimentConfig) -> float:
 
 def check_fits_in_memory(cfg: ExperimentConfig) -> None:
     """ParityError when the estimate exceeds this machine's physical memory."""
-    import os
-
-    from ..core.errors import ParityError
-
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # not POSIX: nothing to compare with

@@ -10,12 +10,15 @@ peak allocation), what one run needs besides its data.
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import torch
 
+from ..core.coords import make_grid
 from ..core.memory import peak_rss_mib
 from ..experiment.build import build_model
 from ..experiment.config import ExperimentConfig, to_yaml
@@ -31,7 +34,6 @@ class StepCost:
 
 
 def _measure_here(cfg: ExperimentConfig, device: str, timed: int = 3) -> StepCost:
-    from ..core.coords import make_grid
     from .train import step_loss, training_batch
 
     model = build_model(cfg).to(device)
@@ -61,9 +63,6 @@ def _measure_here(cfg: ExperimentConfig, device: str, timed: int = 3) -> StepCos
 def measure_step(cfg: ExperimentConfig, device: str | None = None) -> StepCost:
     """One configuration's training step at its batch size on random images (a warm-up step, then the median of
     three), in a fresh process so that its peak memory is its own (on CUDA: torch's peak allocation)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(_measure_here, cfg, device).result()

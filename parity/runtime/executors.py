@@ -14,7 +14,9 @@ from their checkpoint.pt, failures are recorded in status.json and the matrix go
 
 from __future__ import annotations
 
+import logging
 import os
+import queue
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +28,7 @@ from .allocator import ENV
 from .matrix import Job, plan_matrix
 from .progress import progress_columns, training_updates
 from .rundir import RunDir
+from .runlock import claim, failed_since, release
 from .seats import Seat, active_seats, share_cores
 
 RAY_MISSING = ("ray is not installed: pip install -e '.[distributed]' (or pip install 'ray>=2.9'), "
@@ -51,8 +54,6 @@ def train_job(job: Job, datasets=None, progress=None) -> None:
 
 
 def _pending(job: Job, started: float) -> bool:
-    from .runlock import failed_since
-
     return not RunDir(job.run_dir).is_done() and not failed_since(job.run_dir, started)
 
 
@@ -95,11 +96,8 @@ class LocalExecutor(Executor):
 
     def _run_workers(self, jobs: list[Job], title: str, started: float, console=None) -> None:
         import multiprocessing
-        import queue
 
         from rich.progress import Progress
-
-        from .runlock import failed_since
 
         n = min(self.jobs, len(jobs))
         # each worker starts at its own place in the list, so that they do not all queue for the first run
@@ -220,8 +218,6 @@ def _ray_train(job: Job, started: float) -> tuple[str, str]:
     """The body of one Ray task: claim the run folder (the same flock as local runs, so a local command
     and a Ray matrix on one folder never train a run twice), train, release. Returns (state, message);
     a ParityError comes back as ('error', message) so the driver can stop with one line."""
-    from .runlock import claim, release
-
     handle = claim(job.run_dir, wait=True)
     try:
         if not _pending(job, started):
@@ -267,8 +263,6 @@ class RayExecutor(Executor):
         self.gpus_per_run = gpus if gpus_per_run is None else gpus_per_run
 
     def _init(self):
-        import logging
-
         import ray
 
         if ray.is_initialized():  # a caller (a test, a notebook) already chose the cluster

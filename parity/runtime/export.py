@@ -14,9 +14,12 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+from ..core.checkpoints import RUN_MODEL, load_state_dict_strict, read_checkpoint
 from ..core.errors import ParityError
-from ..core.store import write_json
+from ..core.store import atomic_torch_save, write_json
 from ..experiment.build import build_model, notebook_kwargs, transinr_spec
+from ..experiment.configfile import load_yaml
+from .rundir import RunDir
 
 # What trans-inr's own classes take: the harness adds arguments only where a configuration differs from them.
 TRANSINR_KEYS = {
@@ -76,8 +79,6 @@ class NotebookConverter:
         return harness_only_notebook(notebook_kwargs(cfg.model, cfg.data.image_size))
 
     def write(self, out: Path, model, cfg, run_dir: Path, step: int) -> None:
-        from ..core.store import atomic_torch_save
-
         # the notebook's format is a bare state dict; what builds the class it loads into goes beside it
         atomic_torch_save(out, {k: v.detach().clone() for k, v in model.state_dict().items()})
         write_json(kwargs_file(out), {"class": "notebook_port.MambaGINR_CIFAR",
@@ -91,10 +92,6 @@ FORMATS = tuple(CONVERTERS)
 
 def export_run(run_dir, fmt: str, out) -> Path:
     """Write ``run_dir``'s latest weights (its checkpoint.pt) as ``fmt`` to ``out``; returns ``out``."""
-    from ..core.checkpoints import RUN_MODEL, load_state_dict_strict, read_checkpoint
-    from ..experiment.configfile import load_yaml
-    from .rundir import RunDir
-
     run_dir, out = Path(run_dir), Path(out)
     if fmt not in CONVERTERS:
         raise ParityError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")

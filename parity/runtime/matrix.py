@@ -10,11 +10,13 @@ import datetime as _dt
 import shlex
 import sys
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 
 from ..core.errors import ParityError, did_you_mean
 from ..core.store import read_json, write_json
-from ..experiment.config import ExperimentConfig, validate
+from ..evaluation.evaluate import reference_levels
+from ..experiment.config import ExperimentConfig, apply_overrides, validate
 from ..experiment.differences import DIFFERENCES, GROUPS, IMPROVEMENTS, NOT_IN_SEED, REGISTRY, by_severity, config_name
 from ..experiment.kinds import KINDS, RUN_ORDER, cumulative_step_id, factorial_cell_id
 from ..experiment.presets import preset
@@ -45,8 +47,6 @@ class Variant:
 
 def factorial_cells(groups: tuple[str, ...]) -> list[tuple[str, ...]]:
     """Every subset of ``groups`` (in their order), the empty one first, by size."""
-    from itertools import combinations
-
     return [c for r in range(len(groups) + 1) for c in combinations(groups, r)]
 
 
@@ -158,8 +158,6 @@ def plan_matrix(kind: str, preset_name: str, seeds: int, out: Path, overrides: l
     """The variants of a matrix at a preset, as runs (variant x seed) in their folders, and its manifest
     (matrix.json, written). ``groups``: the factorial's factors; ``only``: these variants and the baseline.
     Training is an executor's job (parity.runtime.executors.run_matrix)."""
-    from ..experiment.config import apply_overrides
-
     p = preset(preset_name)
     nb, orig = p.baselines()
     if overrides:
@@ -229,7 +227,6 @@ def _references(cfg: ExperimentConfig) -> dict | None:
     """Trivial predictors on the matrix's evaluation images (every variant is scored on them when the
     preset sets data.eval_split); None when the data cannot be loaded (the runs will say why)."""
     from ..data import make_datasets
-    from ..evaluation.evaluate import reference_levels
 
     try:
         train, test = make_datasets(cfg.data)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from ..core.errors import ParityError
 from ..core.store import write_json
+from ..evaluation.evaluate import reference_levels
 from ..experiment.config import apply_overrides, baseline, validate
 from ..experiment.presets import preset
 from .matrix import Job, MatrixPlan
@@ -67,7 +69,6 @@ def plan_pilot(preset_name: str, multipliers: list[float], seeds: int, out, over
 def _validation_references(cfg) -> dict | None:
     """Trivial predictors on a pilot run's validation images (None when the data cannot be loaded: the runs say why)."""
     from ..data import make_datasets
-    from ..evaluation.evaluate import reference_levels
 
     try:
         train, validation = make_datasets(cfg.data)
@@ -79,8 +80,6 @@ def _validation_references(cfg) -> dict | None:
 def run_pilot(preset_name: str, multipliers: list[float], seeds: int, out, overrides: list[str] | None = None,
               console=None) -> Path:
     """Plan and train the pilot (finished runs skipped, interrupted ones resumed); returns its folder."""
-    import time
-
     from .executors import LocalExecutor
 
     started = time.time()

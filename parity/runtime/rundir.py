@@ -14,9 +14,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.checkpoints import RUN_CHECKPOINT_KEYS, RUN_MODEL, RUN_OPTIMIZER, is_run_checkpoint
+from ..core.checkpoints import RUN_CHECKPOINT_KEYS, RUN_MODEL, RUN_OPTIMIZER, is_run_checkpoint, read_checkpoint
 from ..core.errors import ParityError, RunFileError, first_line
 from ..core.store import atomic_torch_save, atomic_write_text, read_json, remove_partial_writes, write_json
+from ..experiment.config import config_diff, to_yaml
+from ..experiment.configfile import load_yaml
 
 
 @dataclass
@@ -83,11 +85,9 @@ class RunDir:
     def of_checkpoint(cls, checkpoint) -> RunDir:
         """The run folder a ``checkpoint.pt`` belongs to (``parity train --resume``): a one-line ParityError
         when the file is not a parity run checkpoint or has no config.yaml beside it."""
-        from ..core.checkpoints import read_checkpoint
-
         checkpoint = Path(checkpoint)
         state = read_checkpoint(checkpoint)
-        if not is_run_checkpoint(state):
+        if not is_run_checkpoint(state, complete=True):
             raise ParityError(f"{checkpoint} is not a parity run checkpoint ({', '.join(RUN_CHECKPOINT_KEYS)}): pass "
                               "the checkpoint.pt of a `parity train` run folder")
         run = cls(checkpoint.parent)
@@ -97,8 +97,6 @@ class RunDir:
 
     def load_config(self):
         """The configuration this run belongs to (config.yaml)."""
-        from ..experiment.configfile import load_yaml
-
         return load_yaml(self.config)
 
     def __repr__(self) -> str:
@@ -124,8 +122,6 @@ class RunDir:
     def config_differences(self, cfg) -> dict:
         """{field: (this run's value, cfg's)} where config.yaml differs from ``cfg`` ({} without a config.yaml;
         the fields that change no result, such as data.download and model.scan, are not compared)."""
-        from ..experiment.config import config_diff
-
         if not self.config.is_file():
             return {}
         return config_diff(self.load_config(), cfg, results_only=True)
@@ -195,7 +191,7 @@ class RunDir:
                              f"set aside as {aside.name}, the run restarted from step 0"
             return TrainState()
         try:
-            if not is_run_checkpoint(state):
+            if not is_run_checkpoint(state, complete=True):
                 have = ", ".join(sorted(map(str, state))) if isinstance(state, dict) else type(state).__name__
                 raise ParityError(f"{self.checkpoint} is not a parity run checkpoint (expected "
                                   f"{', '.join(RUN_CHECKPOINT_KEYS)}; found {have}): {fix}")
@@ -215,8 +211,6 @@ class RunDir:
 
     def start(self, cfg) -> None:
         """Create the folder, drop writes a kill cut short (store.py's temporary names), record the config."""
-        from ..experiment.config import to_yaml
-
         self.path.mkdir(parents=True, exist_ok=True)
         remove_partial_writes(self.path)
         atomic_write_text(self.config, to_yaml(cfg))

@@ -9,6 +9,7 @@ so a resumed run continues exactly as an uninterrupted one would.
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import os
@@ -20,15 +21,21 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from .. import __version__
 from ..core.coords import make_grid
 from ..core.memory import PeakMemory, gpu_peak_mib
-from ..experiment.build import build_model
+from ..core.store import atomic_write_bytes
+from ..evaluation.evaluate import evaluate_all, evaluate_reconstruction, reconstruct
+from ..experiment.build import build_model, check_fits_in_memory
 from ..experiment.config import ExperimentConfig, validate
 from ..experiment.schedule import StepPlan, lr_at_step, step_plan
 from . import stopping
+from .allocator import allocator_state
+from .distributed import context as ddp_context
+from .distributed import training_device
 from .rundir import RunDir
 
 
@@ -70,16 +77,12 @@ def step_loss(cfg: ExperimentConfig, pred: torch.Tensor, gt: torch.Tensor) -> to
 
 @torch.no_grad()
 def quick_test_psnr(model, loader, cfg: ExperimentConfig, max_images: int | None = None) -> dict:
-    from ..evaluation.evaluate import evaluate_reconstruction
-
     return evaluate_reconstruction(model, loader, cfg.train.coords, max_images=max_images)
 
 
 def environment() -> dict:
     """The software and machine a run trained on (recorded with its results); the allocator's settings change
     its speed and memory, never its numbers."""
-    from .allocator import allocator_state
-
     return {"parity": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
             "allocator": allocator_state()}
@@ -114,10 +117,6 @@ def prepare(cfg: ExperimentConfig, datasets=None) -> Setup:
     """The run's Setup: device and DDP, the memory estimate, the datasets and the step plan; a data or
     size error raises here, before any file is written, so the fix it suggests is not blocked by a
     half-made run folder."""
-    from ..experiment.build import check_fits_in_memory
-    from .distributed import context as ddp_context
-    from .distributed import training_device
-
     device = training_device()  # CUDA when there is one (this rank's GPU under torchrun), else the CPU
     ddp = ddp_context(device)  # None unless torchrun started several processes (parity.runtime.distributed)
     if ddp is not None:
@@ -295,7 +294,6 @@ class Run:
         cfg, setup = self.cfg, self.setup
         if not full:
             return {"test": quick_test_psnr(self.model, setup.test_loader, cfg, eval_images)}
-        from ..evaluation.evaluate import evaluate_all
 
         train_eval = _loader(setup.train_set, cfg, None)
         return evaluate_all(self.model, train_eval, setup.test_loader, cfg.eval, cfg.train.coords,
@@ -307,15 +305,9 @@ def save_samples(model, dataset, cfg: ExperimentConfig, path, n: int = 8) -> Non
     """Ground truth over reconstruction for the first ``n`` test images (torchvision's grid)."""
     from torchvision.utils import make_grid as image_grid
 
-    from ..core.store import atomic_write_bytes
-    from ..evaluation.evaluate import reconstruct
-
     images = torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))])
     recon = reconstruct(model, images, cfg.train.coords).clamp(0, 1).cpu()
     grid = image_grid(torch.cat([images, recon]), nrow=len(images), padding=1)
-    import io
-
-    from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(buf, format="PNG")

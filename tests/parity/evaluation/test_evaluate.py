@@ -284,7 +284,10 @@ def test_evaluate_all_is_json():
     x_test, y_test = _coloured(3, 1)
     cfg = EvalConfig(batch_size=4, jitter_stds=[0.0, 0.01], sr_sizes=[16], sr_images=5, probe=True)
     out = ev.evaluate_all(Oracle(), _loader(x_train, y_train), _loader(x_test, y_test), cfg, "endpoints", 8)
-    assert set(out) == {"test", "jitter", "sr_notebook", "sr_true", "probe", "params", "gflop_per_image"}
+    assert set(out) == {"test", "jitter", "sr_notebook", "sr_true", "probe", "params", "gflop_per_image", "stages"}
+    assert list(out["stages"]) == ["reconstruction", "jitter", "super-resolution (notebook)",
+                                   "super-resolution (true)", "linear probe", "flops"]
+    assert all(s["seconds"] > 0 and s["peak_rss_mb"] > 0 and s["peak_gpu_mb"] is None for s in out["stages"].values())
     assert out["test"]["images"] == 9 and out["test"]["psnr_headline"] == out["test"]["psnr_batch_mse"]
     assert set(out["jitter"]["same"]) == {"0.0", "0.01"} and out["jitter"]["decoupled"]
     assert set(out["sr_notebook"]) == {"16"} and out["probe"]["classes"] == 3
