@@ -205,13 +205,13 @@ def compute_effects(results: Results) -> pd.DataFrame:
     rows = []
     for matrix in results.matrices.itertuples():
         runs = results.runs[results.runs["matrix"] == matrix.matrix]
-        limit = collapse_limit(matrix.references or _first_references(results))
+        limit = collapse_limit(matrix.references or first_references(results))
         for row in matrix_effects(matrix.kind, matrix.variants, runs, matrix.seeds, limit):
             rows.append({"matrix": matrix.matrix, "kind": matrix.kind, **row})
     return pd.DataFrame(rows).reindex(columns=EFFECT_COLUMNS)
 
 
-def _first_references(results: Results) -> dict | None:
+def first_references(results: Results) -> dict | None:
     """Any matrix's reference levels (every matrix of a study scores the same images)."""
     return next((m.references for m in results.matrices.itertuples() if m.references), None)
 
@@ -295,5 +295,5 @@ def aggregation_effect(runs: pd.DataFrame, variant: str, batch_size: int) -> dic
 
 __all__ = ["CLAIM_LEVEL", "EFFECT_COLUMNS", "NO_EFFECT_REASONS", "PSNR_COLUMN",
            "aggregation_effect", "analyse_cells", "batch_mse_psnr", "claimed_level", "compute_effects",
-           "cumulative_chain", "factorial", "factorial_cells", "group_leave_one_out", "judge_rows", "matrix_effects",
-           "metric_for", "paired", "reference_for"]
+           "cumulative_chain", "factorial", "factorial_cells", "first_references", "group_leave_one_out", "judge_rows",
+           "matrix_effects", "metric_for", "paired", "reference_for"]

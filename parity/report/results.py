@@ -19,6 +19,7 @@ from ..core.errors import ParityError
 from ..core.store import read_json
 from ..experiment.kinds import REPORT_ORDER
 from ..runtime.rundir import RunDir
+from .tables import missing
 
 MATRIX_FILE = "matrix.json"
 # Metric subtrees about the machine, not the model: matrix.json records the environment already.
@@ -219,6 +220,12 @@ def summarise(values) -> dict:
     return {"mean": mean, "std": std, "min": min(values), "max": max(values), "n": n}
 
 
+def seed_mean(values: dict) -> float | None:
+    """The mean of a {seed: value} dict's numbers (nan and None left out); None when it has none."""
+    values = [v for v in values.values() if not missing(v)]
+    return math.fsum(values) / len(values) if values else None
+
+
 def done_values(runs: pd.DataFrame, variant: str, column: str) -> dict[int, float]:
     """{seed: value} over the finished runs of one variant (runs of one matrix)."""
     if column not in runs:
@@ -256,4 +263,4 @@ def variant_summary(runs: pd.DataFrame, variants: list[dict]) -> pd.DataFrame:
 
 
 __all__ = ["MATRIX_FILE", "Results", "done_lists", "done_values", "find_matrices", "flatten", "load_matrix",
-           "load_results", "matrix_name", "read_history", "summarise", "variant_summary"]
+           "load_results", "matrix_name", "read_history", "seed_mean", "summarise", "variant_summary"]
