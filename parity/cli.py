@@ -176,6 +176,16 @@ def cmd_audit(args) -> int:
     return 0
 
 
+def cmd_structure(args) -> int:
+    from .structure import render_structure, room_graph, summary
+
+    graph = room_graph()
+    print(summary(graph))
+    for path in render_structure(args.out, graph=graph):
+        print(f"wrote {path}")
+    return 0
+
+
 def _experiment_config(args):
     """--config FILE or --baseline, then --toggle, --set and the data flags, validated."""
     from .experiment.config import apply_overrides, baseline, set_field, validate
@@ -460,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_inspection_commands(sub) -> None:
-    """summary, differences, audit: the ports and the registry, no training."""
+    """summary, differences, audit, structure: the ports, the registry and the code, no training."""
     p = sub.add_parser("summary", help="both ports side by side at their CIFAR-10 settings")
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting (faster)")
     p.set_defaults(func=cmd_summary)
@@ -474,6 +484,11 @@ def _add_inspection_commands(sub) -> None:
     p.add_argument("--out", default="reports/audit.md")
     p.add_argument("--no-flops", action="store_true")
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("structure", help="the rooms (folders) of the checkout by layer and the imports between them "
+                       "-> OUT/structure.png and OUT/structure.md")
+    p.add_argument("--out", default="docs", help="the folder to write to (default docs)")
+    p.set_defaults(func=cmd_structure)
 
 
 def _add_training_commands(sub) -> None:
