@@ -190,8 +190,10 @@ ALLOCATOR_PROSE = (
     "huge) and costs about a microsecond on this VM, a huge one more where the kernel compacts memory "
     "for it first. `peak_rss_mb`: the "
     "step process's high-water mark.")
-MATRIX_PROSE = ("`parity ablate --preset smoke --seeds 1` in a fresh process "
-                "(25 variants, training and full evaluation).")
+MATRIX_SLICE = ("--set", "train.max_steps=32")  # the harness's cost per run, not the demo's training budget
+MATRIX_PROSE = ("`parity ablate --preset smoke --seeds 1 --set train.max_steps=32` in a fresh process "
+                "(25 variants, 32 training steps each and the full evaluation: what the harness costs a run; "
+                "reports before 2026-12-07 ran the first smoke preset's 32 and 128 steps).")
 
 
 def machine() -> dict:
@@ -226,10 +228,10 @@ def machine() -> dict:
 
 
 def _matrix_once(out: Path) -> float:
-    """Wall time of ``parity ablate --preset smoke`` (one-at-a-time, 1 seed) in a fresh process."""
+    """Wall time of ``parity ablate --preset smoke`` (one-at-a-time, 1 seed, 32 steps a run) in a fresh process."""
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "parity.cli", "ablate", "--preset", "smoke", "--seeds", "1",
-                           "--out", str(out)], capture_output=True, text=True, check=False)
+                           *MATRIX_SLICE, "--out", str(out)], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"smoke matrix failed: {done.stderr.strip().splitlines()[-1:]}")
     return time.perf_counter() - t0

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
 DATASETS = field_choices("data.dataset")  # the type of DataConfig.dataset owns the names
-PROCEDURAL_SIZES = (2048, 512)  # (train, test) images of the procedural set
+PROCEDURAL_SIZES = (4096, 512)  # (train, test) images of the procedural set (room for a validation split)
 PROCEDURAL_NUMBERED_SIZES = (50000, 10000)  # CIFAR-10's counts, so the numbered ranges fit (made lazily: free)
 PROCEDURAL_SEED = 0
 

@@ -37,6 +37,10 @@ class Difference:
     requires: dict[str, Any] = field(default_factory=dict)  # field -> value it only means something with
     note: str = ""
     claim: str = ""  # the seed audit's stated impact, in its words
+    # Budget fields equal in the sources that a preset may set per side and that go with this difference when
+    # it is applied from a preset's pair: train.lr_subepochs with the epochs, so a schedule compressed
+    # differently on each side keeps its length (epochs x subepochs) when the epochs are handed over.
+    carried: tuple[str, ...] = ()
 
     @property
     def notebook(self) -> dict[str, Any]:
@@ -60,7 +64,7 @@ class Difference:
             values = self.original if side == "original" else self.notebook
         else:
             source = baselines[1] if side == "original" else baselines[0]
-            values = {f: get_field(source, f) for f in self.fields}
+            values = {f: get_field(source, f) for f in self.fields + self.carried}
         out = cfg.copy()
         for path, value in values.items():
             set_field(out, path, value)
@@ -129,7 +133,7 @@ DIFFERENCES: tuple[Difference, ...] = (
                note="The original computes base*(epoch+1)/5 with epochs counted from 1: it starts at 0.4x and "
                     "reaches the full rate at epoch 4."),
     Difference("epochs", "20 vs 40 epochs", "training", ("train.epochs",), claimed_severity="MODERATE",
-               claim="lower LR and fewer epochs = undertrained"),
+               claim="lower LR and fewer epochs = undertrained", carried=("train.lr_subepochs",)),
     # -- found by reading both sources
     Difference("lr-horizon", "Cosine with T_max=50 stepped for 20 epochs (ends at 68% of the base LR) vs "
                "cosine down to 1e-8 at the last epoch", "training", ("train.lr_horizon", "train.min_lr")),

@@ -243,7 +243,7 @@ def test_numbered_split_through_config(tmp_path, tiny_ranges):
 
 def test_procedural_through_config_and_subsets():
     tr, te = make_datasets(DataConfig(dataset="procedural", image_size=16))
-    assert (len(tr), len(te)) == (2048, 512)
+    assert (len(tr), len(te)) == (4096, 512)
     _check_item(tr[0], 16, range(len(KINDS)))
     tr, te = make_datasets(DataConfig(dataset="procedural", image_size=16, train_subset=10, test_subset=3))
     assert (len(tr), len(te)) == (10, 3) and list(tr.indices) == list(range(10))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from parity.core.errors import ParityError
-from parity.data import make_datasets
+from parity.data import PROCEDURAL_SIZES, make_datasets
 from parity.experiment.config import DataConfig
 
 
@@ -21,5 +21,5 @@ def test_validation_needs_both_subsets_and_enough_images():
     with pytest.raises(ParityError, match="needs data.train_subset and data.test_subset"):
         make_datasets(DataConfig(dataset="procedural", image_size=8, test_subset=20, eval_split="validation"))
     with pytest.raises(ParityError, match="lower data.train_subset"):
-        make_datasets(DataConfig(dataset="procedural", image_size=8, train_subset=2040, test_subset=20,
-                                 eval_split="validation"))
+        make_datasets(DataConfig(dataset="procedural", image_size=8, train_subset=PROCEDURAL_SIZES[0] - 8,
+                                 test_subset=20, eval_split="validation"))

@@ -172,3 +172,17 @@ def test_config_names_read_back_as_written():
     assert named_config(name).name == name
     with pytest.raises(ValueError, match="base must be one of notebook, original"):
         config_name("nb", ("+", "coords"))
+
+
+def test_the_epochs_carry_their_schedule_subdivision_from_a_presets_pair():
+    """smoke compresses the sides' schedules differently (lr_subepochs 2 vs 10): handing the epochs over hands
+    over the schedule's length with them, so neither side's cosine runs past its T_max."""
+    from parity.experiment.presets import preset
+
+    pair = preset("smoke").baselines()
+    epochs = next(d for d in DIFFERENCES if d.id == "epochs")
+    for base, side, other in ((pair[0], "original", pair[1]), (pair[1], "notebook", pair[0])):
+        moved = epochs.apply(base, side, pair).train
+        assert (moved.epochs, moved.lr_subepochs) == (other.train.epochs, other.train.lr_subepochs)
+        assert moved.epochs * moved.lr_subepochs == other.train.epochs * other.train.lr_subepochs
+    assert pair[0].train.lr_subepochs != pair[1].train.lr_subepochs  # the case this guards
