@@ -48,7 +48,7 @@ PRESETS = {
         "20 and 40 schedule epochs (train.lr_subepochs 2 vs 10: the original's warm-up over its first 10% and "
         "1e-8 only in its last 40th, the notebook's T_max 50 over 20); learning rates 1e-3 vs 1.5e-3 (x10 and x3 "
         "the sources'), chosen by one rule on validation images (reports/smoke-lr-pilot.md); evaluated every 128 "
-        "steps. A demo of the toolkit in about 10 minutes on 2 CPU cores, not a measurement of the sources. Why "
+        "steps. A demo of the toolkit in about 17 minutes on 2 CPU cores, not a measurement of the sources. Why "
         "these values: docs/presets.md",
         common={"data.dataset": "procedural", "data.image_size": 16, "data.train_subset": 2048,
                 "data.test_subset": 32, "model.dim": 96, "model.feature_dim": 64, "model.num_freqs_modulation": 128,
