@@ -394,8 +394,9 @@ def _draw(graph: RoomGraph) -> bytes:
                 bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": c, "lw": 0.6})
     ax.set_title(f"{summary(graph)}\narrows run from the importing room to the imported one, numbered by "
                  "module-to-module imports; red: an upward import or rooms importing round a circle", fontsize=12)
-    drawn, out = io.BytesIO(), io.BytesIO()
-    fig.savefig(drawn, format="png", dpi=100)
+    from .core.store import figure_png  # here: parity.core.store loads torch
+
+    drawn, out = io.BytesIO(figure_png(fig, dpi=100)), io.BytesIO()
     plt.close(fig)
     # 256 colours (a third of the bytes, the same to the eye), and no version stamp in the file.
     Image.open(drawn).convert("RGB").quantize(256).save(out, format="PNG", optimize=True)

@@ -53,11 +53,16 @@ def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def atomic_save_figure(fig, path, dpi: int = 100) -> Path:
-    """A matplotlib figure as PNG, rendered in memory and then written atomically."""
+def figure_png(fig, dpi: int = 100) -> bytes:
+    """A matplotlib figure rendered as PNG in memory (the one place a figure is rendered, so writes stay atomic)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def atomic_save_figure(fig, path, dpi: int = 100) -> Path:
+    """A matplotlib figure as PNG, rendered in memory and then written atomically."""
+    atomic_write_bytes(path, figure_png(fig, dpi))
     return Path(path)
 
 

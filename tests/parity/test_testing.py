@@ -60,19 +60,20 @@ def test_state_dicts_compatible_passes_for_copies_and_state_dicts(notebook):
 
 def test_state_dicts_report_lists_missing_unexpected_and_misshaped_keys(notebook, smoke):
     wider = smoke[0].copy()
-    wider.model.decoder_width = 32
+    wider.model.decoder_width = smoke[0].model.decoder_width + 8
     with pytest.raises(AssertionError) as err:
         assert_state_dicts_compatible(notebook, build_model(wider))
     report = str(err.value)
     assert "0 missing, 0 unexpected" in report and "mis-shaped" in report
-    assert "hyponet.decoder.6.weight  a (3, 24)  b (3, 32)" in report
+    width = smoke[0].model.decoder_width
+    assert f"hyponet.decoder.6.weight  a (3, {width})  b (3, {width + 8})" in report
     trimmed = {k: v for k, v in notebook.state_dict().items() if k != "patch_embed.bias"}
     trimmed["extra.weight"] = torch.zeros(2, 3)
     with pytest.raises(AssertionError) as err:
         assert_state_dicts_compatible(notebook, trimmed)
     report = str(err.value)
     assert "1 missing, 1 unexpected, 0 mis-shaped" in report
-    assert "patch_embed.bias  (48,)" in report and "extra.weight  (2, 3)" in report
+    assert f"patch_embed.bias  ({smoke[0].model.dim},)" in report and "extra.weight  (2, 3)" in report
 
 
 # ---------------------------------------------------------------- models

@@ -51,7 +51,8 @@ def test_a_changed_weight_is_found_at_its_module(notebook, images):
     markdown = d.to_markdown()
     assert "first divergence at `modulation_net.coord_encoder.2` (leaf, inside `modulation_net.coord_encoder` < " \
            "`modulation_net`)" in markdown
-    assert "| `modulation_net.coord_encoder.2` | (2, 256, 24) |" in markdown and "**first**" in markdown
+    width = notebook.modulation_net.coord_encoder[2].out_features
+    assert f"| `modulation_net.coord_encoder.2` | (2, 256, {width}) |" in markdown and "**first**" in markdown
 
 
 def test_a_changed_activation_called_several_times_is_found_at_its_call(smoke, images):

@@ -248,7 +248,10 @@ def test_the_proxy_regime_is_stated(report, summary):
     sides = {r["side"]: r for r in summary["proxy_regime"]["sides"]}
     assert sides["original"]["paper_lp_per_patch"] == 1.0 and sides["notebook"]["paper_lp_per_patch"] == 0.5
     assert sides["original"]["paper_steps"] == 124_960 and sides["notebook"]["paper_steps"] == 31_260
-    assert sides["notebook"]["dim"] == 48 and sides["notebook"]["paper_dim"] == 256
+    from parity.experiment.presets import preset
+
+    assert sides["notebook"]["dim"] == preset("smoke").baselines()[0].model.dim
+    assert sides["notebook"]["paper_dim"] == 256
     og = statistics.mean(CELLS[("decoder", "optimisation")])
     assert summary["proxy_regime"]["original_minus_bicubic_db"] == pytest.approx(og - 21.0)
     text = report.read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from parity.cli import main
 from parity.experiment.presets import preset
+from parity.experiment.schedule import step_plan
 from parity.runtime.estimate import StepCost, dry_run, measure_step
 from parity.runtime.executors import run_matrix
 from parity.runtime.matrix import plan_matrix
@@ -50,9 +51,10 @@ def test_a_run_left_half_way_counts_only_its_remaining_steps(tmp_path):
     nb, _ = preset("smoke").baselines()
     run = RunDir(tmp_path / "run")
     run.start(nb)
-    run.write_status("running", step=10, total_steps=32)
+    total = step_plan(nb, nb.data.train_subset).total_steps
+    run.write_status("running", step=10, total_steps=total)
     row = estimate_runs("train", nb.name, nb, [run.path], measure=lambda cfg: StepCost(seconds=1.0, peak_mib=1.0))
-    assert (row["done"], row["to_do"], row["steps_per_run"], row["seconds_to_do"]) == (0, 1, 32, 22.0)
+    assert (row["done"], row["to_do"], row["steps_per_run"], row["seconds_to_do"]) == (0, 1, total, total - 10.0)
 
 
 def test_train_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
