@@ -144,7 +144,6 @@ class Room:
     name: str  # a name of LAYERS: parity.core, original_port, ...
     layer: int  # index in LAYERS
     modules: tuple[str, ...]
-    lines: int  # lines of its modules' files, all together
 
     @property
     def label(self) -> str:
@@ -178,9 +177,7 @@ def room_graph(root: Path = ROOT, packages=PACKAGES) -> RoomGraph:
     for module in found:
         members[room_of(module)].append(module)
     order = [top for _, tops in LAYERS for top in tops]  # a room without a module (golden: data files) is left out
-    rooms = tuple(Room(name, layer_of(name), tuple(sorted(members[name])),
-                       sum(len(found[m].read_text().splitlines()) for m in members[name]))
-                  for name in order if members[name])
+    rooms = tuple(Room(name, layer_of(name), tuple(sorted(members[name]))) for name in order if members[name])
     counts = Counter((room_of(m), room_of(t)) for m, targets in edges.items() for t in targets)
     room_edges = {pair: n for pair, n in sorted(counts.items()) if pair[0] != pair[1]}
     return RoomGraph(rooms, room_edges, len(found), sum(len(t) for t in edges.values()))

@@ -39,7 +39,6 @@ def test_the_room_graph_of_a_planted_checkout(planted):
                                                  "parity.core.ssm.k")  # sub-folders fold into their room
     assert graph.edges == {("parity.core", "parity.experiment"): 1, ("parity.experiment", "parity.core"): 2}
     assert (graph.module_count, graph.module_edges) == (8, 4)
-    assert graph.room("parity.experiment").lines == 3
 
 
 def test_a_planted_room_cycle_and_upward_edge_are_found(planted):
